@@ -1,0 +1,112 @@
+"""Pinned environments: one venv per [envs.NAME] table, built once into the cache and reused while its pins hold.
+
+Why not nox's own venvs: nox keeps them in the checkout (.nox/), so every clean clone (CI, a colleague) would
+reinstall several GB of torch. Here a venv lives under the cache, keyed by interpreter + pins, and a marker written
+last makes an interrupted build count as absent. uv builds it when present (fast, with a shared wheel cache);
+plain venv + pip otherwise.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.config import EnvSpec
+from harness.errors import EnvError
+
+MARKER = "harness-env.json"
+
+
+def python_candidates(version: str) -> list[str]:
+    """Where an interpreter for ``version`` ("3.11") may live, most specific first.
+
+    pyenv installs are found without the user editing PATH; $YOLOV5_MATRIX_PYTHON_<X_Y> names one explicitly.
+    """
+    found: list[str] = []
+    override = os.environ.get("YOLOV5_MATRIX_PYTHON_" + version.replace(".", "_"))
+    if override:
+        found.append(override)
+    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    # Highest patch release first: 3.11.10 sorts after 3.11.7 only numerically.
+    versions = glob.glob(os.path.join(pyenv_root, "versions", version + ".*", "bin", "python"))
+    found += sorted(versions, key=lambda p: [int(x) for x in Path(p).parents[1].name.split(".") if x.isdigit()],
+                    reverse=True)
+    found += [p for p in (shutil.which("python" + version), f"/usr/bin/python{version}") if p]
+    return list(dict.fromkeys(found))
+
+
+def find_python(spec: EnvSpec) -> str:
+    """An interpreter whose version really is ``spec.python`` (a shim may exist but point elsewhere)."""
+    looked = python_candidates(spec.python)
+    for path in looked:
+        try:
+            out = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                 capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip() == spec.python:
+            return path
+    raise EnvError(
+        f"env '{spec.name}': no Python {spec.python} found (looked at: {', '.join(looked) or 'nothing'}) — "
+        f"install it (pyenv install {spec.python}, or uv python install {spec.python}) "
+        f"or set YOLOV5_MATRIX_PYTHON_{spec.python.replace('.', '_')}=/path/to/python{spec.python}")
+
+
+def env_dir(spec: EnvSpec, cache: Path) -> Path:
+    return cache / "envs" / f"{spec.name}-{spec.key()}"
+
+
+def env_python(spec: EnvSpec, cache: Path) -> Path:
+    return env_dir(spec, cache) / "bin" / "python"
+
+
+def _run(cmd: list[str], spec: EnvSpec, log: Path) -> None:
+    """Run one install step, appending its output to the env's build log; a failure names the package if it can."""
+    with log.open("a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        fh.write(proc.stdout)
+    if proc.returncode != 0:
+        lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+        # uv explains a conflict on a "Because ..." line; pip names the missing distribution on its last lines.
+        markers = ("Because", "No matching distribution", "Could not find", "not found in the package registry")
+        culprit = next((line.removeprefix("cause: ") for line in lines if any(m in line for m in markers)),
+                       lines[-1] if lines else "no output")
+        raise EnvError(f"env '{spec.name}': install failed: {culprit[:300]} — fix the pins in matrix.toml "
+                       f"[envs.{spec.name}] (full log: {log})")
+
+
+def ensure_env(spec: EnvSpec, cache: Path, *, log=print) -> Path:
+    """Return the env's python, building the venv first unless an identical one is already complete."""
+    target = env_dir(spec, cache)
+    marker = target / MARKER
+    python = target / "bin" / "python"
+    if marker.is_file() and python.exists():
+        return python
+    interpreter = find_python(spec)
+    if target.exists():
+        shutil.rmtree(target)  # a build that never wrote its marker: start over
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build_log = target.parent / f"{target.name}.log"
+    build_log.write_text("")
+    requirements = spec.requirements()
+    uv = shutil.which("uv")
+    log(f"env {spec.name}: building {target} with {'uv' if uv else 'venv + pip'} "
+        f"from {interpreter}: {' '.join(requirements)}")
+    if uv:
+        _run([uv, "venv", "--quiet", "--python", interpreter, str(target)], spec, build_log)
+        # Bytecode now, once: YOLOv5 code runs in fresh processes and PYTHONDONTWRITEBYTECODE is common in CI.
+        _run([uv, "pip", "install", "--python", str(python), "--compile-bytecode", *requirements], spec, build_log)
+    else:
+        _run([interpreter, "-m", "venv", str(target)], spec, build_log)
+        _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements], spec, build_log)
+    marker.write_text(json.dumps({"name": spec.name, "python": spec.python, "interpreter": interpreter,
+                                  "requirements": requirements, "installer": "uv" if uv else "pip",
+                                  "harness_python": sys.version.split()[0]}, indent=1))
+    return python

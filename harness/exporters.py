@@ -1,0 +1,87 @@
+"""How to call each YOLOv5 ref's *own* export script, as data keyed by the code shape found in the checkout.
+
+The harness never reimplements an export: a deployment team runs the tag's script, so the matrix does too. What
+differs between refs is where the script lives, its flags, and how it names what it writes; each row below says
+which refs have that shape and how it was found (reading the scripts of the upstream tags and of the PyPI stand-ins).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+# Formats the matrix knows, and the file endings an exporter gives each. ".torchscript.ptl" (v5.0's mobile
+# lite-interpreter copy) is not a TorchScript module torch.jit.load takes, so it is not an artifact here.
+ARTIFACT_SUFFIXES = {
+    "onnx": (".onnx",),
+    "onnx-dynamic": (".onnx",),
+    "torchscript": (".torchscript", ".torchscript.pt"),
+}
+
+
+@dataclass(frozen=True)
+class ExporterShape:
+    """One way a ref exports. ``argv`` and ``include``/``dynamic`` are templates filled by :func:`command`."""
+
+    name: str
+    script: str  # path inside the checkout
+    marker: str  # text the script must contain to have this shape
+    argv: tuple[str, ...]  # after the script path; {weights} and {imgsz} are filled in
+    include: dict[str, tuple[str, ...]]  # extra argv per format
+    opset_pattern: str  # regex whose group 1 is the opset the script asks for by default
+    covers: str  # which refs, and how we know
+
+
+EXPORTERS: tuple[ExporterShape, ...] = (
+    ExporterShape(
+        name="export.py --include",
+        script="export.py",
+        marker="--include",
+        argv=("--weights", "{weights}", "--imgsz", "{imgsz}", "--batch-size", "1", "--device", "cpu"),
+        include={"onnx": ("--include", "onnx"), "onnx-dynamic": ("--include", "onnx", "--dynamic"),
+                 "torchscript": ("--include", "torchscript")},
+        opset_pattern=r"['\"]--opset['\"],\s*type=int,\s*default=(\d+)",
+        covers="v6.0-v7.0 upstream and PyPI yolov5 6.0.x-7.0.x: root export.py with --include/--imgsz/--opset",
+    ),
+    ExporterShape(
+        name="models/export.py (all formats at once)",
+        script="models/export.py",
+        marker="--img-size",
+        # v5.0 writes TorchScript, ONNX (and CoreML when installed) in one call; --dynamic affects ONNX only.
+        argv=("--weights", "{weights}", "--img-size", "{imgsz}", "{imgsz}", "--batch-size", "1"),
+        include={"onnx": (), "onnx-dynamic": ("--dynamic",), "torchscript": ()},
+        opset_pattern=r"opset_version=(\d+)",
+        covers="v3.0-v5.0 upstream and PyPI yolov5 5.0.x: models/export.py, opset 12 hard-coded",
+    ),
+)
+
+
+def detect_exporter(tree: Path, ref: str) -> ExporterShape:
+    """The first row whose script exists in ``tree`` and contains its marker."""
+    for shape in EXPORTERS:
+        script = tree / shape.script
+        if script.is_file() and shape.marker in script.read_text(errors="replace"):
+            return shape
+    raise HarnessError(f"export: no known export script at {ref} (looked for "
+                       f"{', '.join(s.script for s in EXPORTERS)}) — this ref is not supported yet")
+
+
+def command(shape: ExporterShape, tree: Path, weights: str, imgsz: int, fmt: str) -> list[str]:
+    """argv after the interpreter: the script's absolute path, its flags, and the format's extra flags."""
+    fill = {"weights": weights, "imgsz": str(imgsz)}
+    return [str(tree / shape.script), *(a.format(**fill) for a in shape.argv), *shape.include[fmt]]
+
+
+def requested_opset(shape: ExporterShape, tree: Path) -> int | None:
+    """The opset the script asks torch for (its default), to compare with the opset actually written."""
+    match = re.search(shape.opset_pattern, (tree / shape.script).read_text(errors="replace"))
+    return int(match.group(1)) if match else None
+
+
+def artifacts(files: list[Path], fmt: str) -> list[Path]:
+    """The files among ``files`` that are this format's export."""
+    suffixes = ARTIFACT_SUFFIXES[fmt]
+    return sorted(f for f in files if f.name.endswith(suffixes))

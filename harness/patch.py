@@ -1,0 +1,338 @@
+"""The Detect.forward rewrite that gives a ref 1, 3 or 4 outputs, and the patched copy of a checkout.
+
+Deployment guides (e.g. Sophgo's YOLOv5 export guide) tell users to edit the final ``return`` of ``Detect.forward`` in
+models/yolo.py. Every YOLOv5 release writes that return differently, and some releases also have other lines that
+switch the output when the exporter sets ``Detect.export``. What each release looks like is data (``_SHAPES``); the
+mechanism below only locates the return with ``ast``, looks its shape up and swaps the exact source lines, so an
+unknown release is refused instead of being patched blindly.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import PatchError
+
+VARIANTS: tuple[str, ...] = ("native", "1", "3", "4")
+
+# Where the patched file lives inside a checkout; also the a/ b/ paths of patch.diff.
+YOLO_PY = "models/yolo.py"
+DIFF_NAME = "patch.diff"
+# Written last into a patched copy: its presence means the copy is complete and says which patch it holds.
+STAMP_NAME = ".export-matrix-patch.json"
+# Comment appended to every line the patcher writes: makes patched files recognisable (idempotence) and greppable.
+_TAG = "yolov5-export-matrix: variant="
+_TAG_RE = re.compile(re.escape(_TAG) + r"(\S+)")
+# Never copied into a patched tree: git metadata is large and useless there, bytecode is stale by definition.
+_SKIP = (".git", "__pycache__")
+
+# Changes whenever this module (and so its table) changes, so cached patched copies are rebuilt after an upgrade.
+PATCH_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """One known way a release writes the end of Detect.forward.
+
+    Attributes:
+        returns_now: ``ast.unparse`` of the last top-level ``return`` statement (formatting and comments ignored).
+        export_switches: ``ast.unparse`` of every other statement in forward that reads ``self.export``, in source
+            order. They are part of the key: a forward with an export switch the row does not know is refused.
+        returns: Replacement return expression per patched variant. The training branch stays ``x`` everywhere
+            because ``Model.__init__`` runs a training-mode forward to compute strides, and the loss needs the raw list.
+        neutralise_for: Variants for which the export switches are replaced by ``pass`` (to get decoded outputs
+            out of an exporter that sets ``export = True``).
+    """
+
+    returns_now: str
+    export_switches: tuple[str, ...]
+    returns: Mapping[str, str]
+    neutralise_for: frozenset[str] = frozenset()
+
+
+_SHAPES: tuple[_Shape, ...] = (
+    # v5.0 (PyPI yolov5 5.0.3): `self.training |= self.export` at the top of forward, and models/export.py sets
+    # `model.model[-1].export = not opt.grid`, so a native export returns the raw list x. Variants 1 and 4 need the
+    # decoded z, so that line is neutralised for them; variant 3 keeps it (raw either way). models/export.py never
+    # inspects the dry-run output, so the seed's list/tuple forms export as they are. Found by reading both files
+    # and running models/export.py (torchscript + onnx) on every variant with torch 2.14.
+    _Shape(
+        returns_now="return x if self.training else (torch.cat(z, 1), x)",
+        export_switches=("self.training |= self.export",),
+        returns={
+            "1": "x if self.training else torch.cat(z, 1)",
+            "3": "x if self.training else x",
+            "4": "x if self.training else (torch.cat(z, 1), x)",
+        },
+        neutralise_for=frozenset({"1", "4"}),
+    ),
+    # v6.0 (PyPI 6.0.6, 6.0.7): no export flag in Detect; export.py only sets inplace/onnx_dynamic and never looks at
+    # the dry-run output, so the native export is the 2-tuple (cat, x) and the seed's forms work unchanged. Found by
+    # reading yolo.py + export.py and running export.py on every variant.
+    _Shape(
+        returns_now="return x if self.training else (torch.cat(z, 1), x)",
+        export_switches=(),
+        returns={
+            "1": "x if self.training else torch.cat(z, 1)",
+            "3": "x if self.training else x",
+            "4": "x if self.training else (torch.cat(z, 1), x)",
+        },
+    ),
+    # v6.2 and v7.0 (PyPI 6.1.9, 6.2.3, 7.0.0, 7.0.14 — 6.1.9 already carries the v6.2 forward): export.py sets
+    # `m.export = True` (native export = 1-tuple) and reads the dry run as
+    # `tuple((y[0] if isinstance(y, tuple) else y).shape)` (6.2.3+) or `tuple(y[0].shape)` (6.1.9). The seed's raw
+    # list `x` for variant 3 makes the 6.2.3+ line call list.shape and abort the whole export, so variant 3 returns
+    # `tuple(x)` here (same tensors, same exported outputs; 6.1.9's form accepts it too). Found by reading export.py
+    # and running it on every variant; `class Segment(Detect)` (6.2.3+) calls Detect.forward and is not touched.
+    _Shape(
+        returns_now="return x if self.training else (torch.cat(z, 1),) if self.export else (torch.cat(z, 1), x)",
+        export_switches=(),
+        returns={
+            "1": "x if self.training else torch.cat(z, 1)",
+            "3": "x if self.training else tuple(x)",
+            "4": "x if self.training else (torch.cat(z, 1), x)",
+        },
+    ),
+)
+
+
+def expected_output_count(variant: str, nl: int) -> int | None:
+    """How many output tensors an exported model of ``variant`` must have.
+
+    Args:
+        variant: One of ``VARIANTS``.
+        nl: Number of detection layers (3 for P5 configs such as yolov5s.yaml, 4 for P6 such as yolov5s6.yaml).
+
+    Returns:
+        None for ``native`` (whatever the ref does is recorded, not judged); 1 for the decoded concat; ``nl`` for the
+        raw per-level tensors; ``1 + nl`` for both.
+    """
+    _check_variant(variant)
+    return {"native": None, "1": 1, "3": nl, "4": 1 + nl}[variant]
+
+
+def patch_source(source: str, variant: str, ref: str) -> str:
+    """Return models/yolo.py text whose ``Detect.forward`` gives ``variant``'s outputs, also under the ref's exporter.
+
+    Only the lines of the last top-level ``return`` of ``Detect.forward`` and the export switches its table row lists
+    are replaced (indentation and line endings kept, everything else byte-identical). Patching an already patched
+    text for the same variant returns it unchanged.
+
+    Args:
+        source: Text of the ref's models/yolo.py.
+        variant: One of ``VARIANTS``; ``native`` returns ``source`` unchanged without inspecting it.
+        ref: The ref being patched, only used in error messages.
+
+    Raises:
+        PatchError: Unknown variant; no ``class Detect`` / ``forward`` / ``return``, or a forward no table row
+            recognises; a text already patched for another variant.
+    """
+    _check_variant(variant)
+    if variant == "native":
+        return source
+    refused = PatchError(f"patch: Detect.forward return not recognised at {ref}")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise refused from e
+    forward = _detect_forward(tree)
+    if forward is None:
+        raise refused
+    ret = next((s for s in reversed(forward.body) if isinstance(s, ast.Return)), None)
+    if ret is None:
+        raise refused
+    lines = source.splitlines(keepends=True)
+
+    done = {m.group(1) for m in _TAG_RE.finditer("".join(lines[forward.lineno - 1 : forward.end_lineno]))}
+    if done == {variant}:
+        return source
+    if done:
+        raise PatchError(
+            f"patch: models/yolo.py at {ref} is already patched for variant {', '.join(sorted(done))}; "
+            "patch a clean checkout"
+        )
+
+    switches = list(_export_switches(forward, ret))
+    key = (ast.unparse(ret), tuple(ast.unparse(s) for s in switches))
+    shape = next((s for s in _SHAPES if (s.returns_now, s.export_switches) == key), None)
+    if shape is None:
+        raise refused
+
+    # (statement, replacement statement) pairs, applied bottom-up so earlier line numbers stay valid.
+    edits: list[tuple[ast.stmt, str]] = [(ret, f"return {shape.returns[variant]}")]
+    if variant in shape.neutralise_for:
+        edits += [(s, "pass") for s in switches]
+    for stmt, new in sorted(edits, key=lambda e: e[0].lineno, reverse=True):
+        _replace_lines(lines, stmt, new, f"{_TAG}{variant} (was: {ast.unparse(stmt).splitlines()[0]})", refused)
+    patched = "".join(lines)
+    _verify(patched, shape, variant, ref)
+    return patched
+
+
+def apply_patch(checkout: Path, dest: Path, variant: str, ref: str) -> str:
+    """Make ``dest`` a copy of ``checkout`` whose models/yolo.py is patched for ``variant``, reusing a matching copy.
+
+    The copy is built in a temporary sibling directory and moved into place with its stamp written last, so a crash
+    never leaves a half-built ``dest`` that looks reusable. The stamp hashes the patch version, the variant and the
+    whole source tree: hashing only yolo.py is not enough, since different refs can ship byte-identical yolo.py
+    (PyPI yolov5 6.2.3 and 7.0.0 do) while their exporters differ.
+
+    Args:
+        checkout: A YOLOv5 source tree (``.git`` and ``__pycache__`` are not copied).
+        dest: Where the patched copy goes; replaced if it holds a different patch, refused if it is something else.
+        variant: One of ``VARIANTS``.
+        ref: The ref being patched, for error messages and the stamp.
+
+    Returns:
+        The unified diff (a/models/yolo.py, b/models/yolo.py) that was applied, also written to ``dest/patch.diff``;
+        empty for ``native``.
+
+    Raises:
+        PatchError: models/yolo.py missing, the patch does not apply (see ``patch_source``), or ``dest`` exists and
+            is not a patched copy.
+    """
+    checkout, dest = Path(checkout), Path(dest)
+    yolo = checkout / YOLO_PY
+    if not yolo.is_file():
+        raise PatchError(f"patch: {YOLO_PY} missing at {ref} ({checkout}); point the patcher at a YOLOv5 checkout")
+    source = yolo.read_text(encoding="utf-8")
+    patched = patch_source(source, variant, ref)
+    diff = "".join(
+        difflib.unified_diff(
+            source.splitlines(keepends=True), patched.splitlines(keepends=True), f"a/{YOLO_PY}", f"b/{YOLO_PY}"
+        )
+    )
+    stamp = {"key": _stamp_key(checkout, source, variant), "variant": variant, "ref": ref, "patch": PATCH_VERSION}
+    if _stamp_of(dest) == stamp["key"]:
+        return (dest / DIFF_NAME).read_text(encoding="utf-8")
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        shutil.copytree(checkout, tmp, symlinks=True, ignore=shutil.ignore_patterns(*_SKIP), dirs_exist_ok=True)
+        (tmp / YOLO_PY).write_text(patched, encoding="utf-8", newline="")
+        (tmp / DIFF_NAME).write_text(diff, encoding="utf-8", newline="")
+        (tmp / STAMP_NAME).write_text(json.dumps(stamp, indent=1) + "\n", encoding="utf-8")
+        if _stamp_of(dest) == stamp["key"]:  # another process finished the same copy meanwhile
+            shutil.rmtree(tmp)
+            return (dest / DIFF_NAME).read_text(encoding="utf-8")
+        _remove_old_copy(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return diff
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise PatchError(f"patch: unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+
+
+def _detect_forward(tree: ast.Module) -> ast.FunctionDef | None:
+    """The ``forward`` defined directly in the module-level ``class Detect`` (not Segment, IDetect, ...)."""
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Detect"), None)
+    if cls is None:
+        return None
+    return next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
+
+
+def _export_switches(forward: ast.FunctionDef, ret: ast.Return) -> Iterator[ast.stmt]:
+    """Innermost statements of ``forward`` (other than ``ret``) that read ``self.export``, in source order."""
+    found: dict[int, ast.stmt] = {}
+
+    def visit(stmt: ast.stmt) -> None:
+        inner = [c for c in ast.iter_child_nodes(stmt) if isinstance(c, ast.stmt)]
+        for child in inner:
+            visit(child)
+        own = [c for c in ast.iter_child_nodes(stmt) if not isinstance(c, ast.stmt)]
+        if any(_reads_self_export(node) for node in own):
+            found[id(stmt)] = stmt
+
+    for stmt in forward.body:
+        if stmt is not ret:
+            visit(stmt)
+    yield from sorted(found.values(), key=lambda s: (s.lineno, s.col_offset))
+
+
+def _reads_self_export(node: ast.AST) -> bool:
+    return any(
+        isinstance(n, ast.Attribute) and n.attr == "export" and isinstance(n.value, ast.Name) and n.value.id == "self"
+        for n in ast.walk(node)
+    )
+
+
+def _replace_lines(lines: list[str], stmt: ast.stmt, new: str, comment: str, refused: PatchError) -> None:
+    """Replace the source lines of ``stmt`` by ``new`` at the same indentation, refusing statements sharing a line."""
+    first, last = stmt.lineno - 1, (stmt.end_lineno or stmt.lineno) - 1
+    head = lines[first][: _char_offset(lines[first], stmt.col_offset)]
+    tail = lines[last][_char_offset(lines[last], stmt.end_col_offset) :]
+    if head.strip() or tail.strip() and not tail.lstrip().startswith("#"):
+        raise refused  # e.g. `y = 1; return x`: not a line we can swap without touching its neighbour
+    ending = lines[last][len(lines[last].rstrip("\r\n")) :] or "\n"
+    lines[first : last + 1] = [f"{head}{new}  # {comment}{ending}"]
+
+
+def _char_offset(line: str, byte_offset: int | None) -> int:
+    """ast column offsets count UTF-8 bytes; convert one to a str index."""
+    return len(line.encode("utf-8")[: byte_offset or 0].decode("utf-8", errors="ignore"))
+
+
+def _verify(patched: str, shape: _Shape, variant: str, ref: str) -> None:
+    """Re-parse the result: it must compile and its Detect.forward must now end in the intended return."""
+    try:
+        compile(patched, YOLO_PY, "exec")
+        forward = _detect_forward(ast.parse(patched))
+    except SyntaxError as e:
+        raise PatchError(f"patch: patched {YOLO_PY} does not compile at {ref} ({e}); report this patcher bug") from e
+    ret = next((s for s in reversed(forward.body) if isinstance(s, ast.Return)), None) if forward else None
+    if ret is None or ast.unparse(ret) != ast.unparse(ast.parse(f"return {shape.returns[variant]}").body[0]):
+        raise PatchError(f"patch: patched Detect.forward does not end as variant {variant} at {ref}; report this bug")
+
+
+def _stamp_key(checkout: Path, source: str, variant: str) -> str:
+    h = hashlib.sha256()
+    for part in (PATCH_VERSION, variant, source):
+        h.update(part.encode("utf-8") + b"\0")
+    for path in sorted(_tree_files(checkout)):
+        h.update(path.relative_to(checkout).as_posix().encode("utf-8") + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest() if not path.is_symlink() else os.readlink(path).encode())
+    return h.hexdigest()
+
+
+def _tree_files(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP]
+        for name in filenames:
+            yield Path(dirpath) / name
+
+
+def _stamp_of(dest: Path) -> str | None:
+    """The stamp key of a complete patched copy at ``dest``, or None when there is none (or it is unreadable)."""
+    try:
+        key = json.loads((dest / STAMP_NAME).read_text(encoding="utf-8"))["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return key if isinstance(key, str) and (dest / DIFF_NAME).is_file() else None
+
+
+def _remove_old_copy(dest: Path) -> None:
+    """Clear ``dest`` for a new copy, but only if it is one of ours (stamped) or empty: never delete user data."""
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if dest.is_dir() and not dest.is_symlink() and (dest / STAMP_NAME).is_file():
+        shutil.rmtree(dest)
+    elif dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()):
+        dest.rmdir()
+    else:
+        raise PatchError(f"patch: {dest} exists and is not a patched copy; remove it or choose another destination")

@@ -1,0 +1,411 @@
+"""Running the matrix for one env: source -> checkout -> checkpoint -> patch -> export -> verify -> result JSON.
+
+This module is the supervisor: it runs in the harness's own Python and drives every env-side step through
+harness.proc, so YOLOv5 code, torch and user pickles never load here. Each step that fails becomes a result with the
+stage and a message; only a broken config or an unusable env stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import __version__, causes, exporters, proc, results
+from harness.config import Cell, Config, EnvSpec, Timeouts, is_local_repo, plan
+from harness.envs import ensure_env
+from harness.errors import HarnessError, PatchError, SourceError
+from harness.patch import apply_patch
+from harness.source import Checkout, get_checkout, is_reachable
+from harness.verify import judge
+
+WEIGHTS_NAME = "model.pt"  # never a release-asset name: v5.0's attempt_download would try GitHub for yolov5s.pt
+
+
+@dataclass
+class Options:
+    reports: Path
+    cache: Path
+    refs: list[str] | None = None
+    variants: list[str] | None = None
+    formats: list[str] | None = None
+    force: bool = False
+    fetch: bool = False
+
+
+def harness_fingerprint() -> str:
+    """Hash of the harness's own code: a result made by other code is not reused."""
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def choose_source(config: Config, cache: Path, log: Callable[[str], None]) -> str:
+    """The repository to run: the configured one, or the PyPI stand-in mirror when that is unreachable."""
+    url = config.source.repo
+    if is_local_repo(url) or is_reachable(url):
+        return url
+    if config.source.fallback != "mirror":
+        raise SourceError(f"source: {url} is unreachable — check the network, or set fallback = \"mirror\" in "
+                          f"[source] or YOLOV5_REPO to a local mirror (python -m harness mirror)")
+    from harness.mirror import build_mirror, default_mirror_dir
+
+    mirror = build_mirror(default_mirror_dir())
+    banner = "!" * 100
+    log(f"{banner}\n!! {url} is unreachable: running PyPI `yolov5` STAND-INS from {mirror} instead.\n"
+        f"!! They are close to, not identical with, the upstream tags; every result says which distribution "
+        f"stood in.\n{banner}")
+    return str(mirror)
+
+
+def source_label(checkout: Checkout) -> str:
+    if checkout.standin:
+        return (f"pypi:{checkout.standin['distribution']} (stand-in for upstream {checkout.standin['stands_in_for']},"
+                f" {checkout.standin.get('closeness', 'not identical')})")
+    return checkout.url
+
+
+def probe_env(python: Path, workdir: Path, config_dir: Path) -> dict[str, Any]:
+    answer, ran = proc.run_worker(python, {"task": "probe", "yolov5_config_dir": str(config_dir)},
+                                  workdir=workdir, timeout=300)
+    if not answer or not answer.get("ok"):
+        raise HarnessError(f"env: {python} cannot run the harness worker ({ran.failure() or ''}: "
+                           f"{ran.tail(3)}) — rebuild the env (delete {python.parent.parent})")
+    return answer["versions"]
+
+
+class EnvRun:
+    """State shared by the cells of one env run: the env, its versions, caches and the config."""
+
+    def __init__(self, config: Config, env: str, opts: Options, log: Callable[[str], None] = print):
+        self.config, self.opts, self.log = config, opts, log
+        self.spec: EnvSpec = config.envs[env]
+        self.python = ensure_env(self.spec, opts.cache, log=log)
+        self.config_dir = opts.cache / "yolov5-config"  # YOLOV5_CONFIG_DIR: holds the offline Arial.ttf
+        self.workroot = opts.cache / "work" / self.spec.name
+        self.versions = probe_env(self.python, self.workroot / "probe", self.config_dir)
+        self.fingerprint = harness_fingerprint()
+        self.env_extra = {"YOLOV5_CONFIG_DIR": str(self.config_dir)}
+
+    # -- inputs and reuse ---------------------------------------------------------------------------------------
+    def inputs_key(self, cell: Cell, commit: str) -> str:
+        """Everything a cell's result depends on; an unchanged key means the stored result still holds."""
+        model = asdict(self.config.model)
+        if model.get("weights"):
+            weights = Path(model["weights"])
+            model["weights_stat"] = [weights.stat().st_size, weights.stat().st_mtime] if weights.exists() else None
+        parts = [commit, cell.variant, cell.format, self.spec.key(), repr(model),
+                 repr(asdict(self.config.tolerances)), self.fingerprint]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+    def base_result(self, cell: Cell, checkout: Checkout | None) -> dict[str, Any]:
+        return {
+            "schema": results.SCHEMA_VERSION, "cell": cell.id, "ref": cell.ref,
+            "commit": checkout.commit if checkout else None,
+            "source": source_label(checkout) if checkout else self.source_url,
+            "repo": checkout.url if checkout else self.source_url,
+            "standin": checkout.standin if checkout else None,
+            "env": self.spec.name, "pins": self.spec.requirements(), "versions": self.versions,
+            "model": asdict(self.config.model), "variant": cell.variant, "format": cell.format,
+            "status": "error", "stage": "checkout", "cause": None, "message": "", "log_tail": "",
+            "outputs": [], "expected_outputs": None, "parity": [], "timings": {}, "export": None,
+            "workaround": None, "patch_diff": "", "artifacts_dir": None,
+            "harness_version": __version__, "harness_fingerprint": self.fingerprint, "created": time.time(),
+        }
+
+    def save(self, result: dict[str, Any]) -> None:
+        result["verdict"] = results.verdict(result)
+        results.write_json(results.result_path(self.opts.reports, result["cell"]), result)
+        src = " [stand-in]" if result.get("standin") else ""
+        self.log(f"[{self.spec.name}] {result['ref']} variant {result['variant']} {result['format']}{src}: "
+                 f"{result['verdict']} — {result['message'][:160]}")
+
+    # -- the pipeline -------------------------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        cells = plan(self.config, refs=self.opts.refs, variants=self.opts.variants, formats=self.opts.formats,
+                     envs=[self.spec.name])
+        self.source_url = choose_source(self.config, self.opts.cache, self.log)
+        # A local repository (the stand-in mirror above all, which is rebuilt when its table changes) is cheap to
+        # fetch, and a stale clone of it would resolve tags to old commits.
+        self.fetch = self.opts.fetch or is_local_repo(self.source_url)
+        by_ref: dict[str, list[Cell]] = defaultdict(list)
+        for cell in cells:
+            by_ref[cell.ref].append(cell)
+        done: list[dict[str, Any]] = []
+        for ref, ref_cells in by_ref.items():
+            done += self.run_ref(ref, ref_cells)
+        return done
+
+    def run_ref(self, ref: str, cells: list[Cell]) -> list[dict[str, Any]]:
+        t0 = time.monotonic()
+        try:
+            checkout = get_checkout(self.source_url, ref, cache=self.opts.cache, fetch=self.fetch)
+        except HarnessError as exc:
+            return [self.fail_all(cell, None, "checkout", str(exc)) for cell in cells]
+        checkout_s = round(time.monotonic() - t0, 3)
+        out: list[dict[str, Any]] = []
+        todo: dict[str, list[dict[str, Any]]] = defaultdict(list)  # variant -> fresh results to fill in
+        for cell in cells:
+            key = self.inputs_key(cell, checkout.commit)
+            path = results.result_path(self.opts.reports, cell.id)
+            old = results.read_result(path) if path.exists() else None
+            if old and old.get("inputs_key") == key and not self.opts.force:
+                self.log(f"[{self.spec.name}] {cell.id}: unchanged, kept ({old.get('verdict')})")
+                out.append(old)
+                continue
+            result = self.base_result(cell, checkout)
+            result["inputs_key"] = key
+            result["timings"]["checkout"] = checkout_s
+            todo[cell.variant].append(result)
+        if not todo:
+            return out
+        weights, seconds, failure = self.checkpoint(checkout)
+        for variant, batch in todo.items():
+            for result in batch:
+                result["timings"]["checkpoint"] = seconds
+            if failure:
+                for result in batch:
+                    result.update(stage="checkpoint", **failure)
+                    result["cause"] = causes.name_of(failure["message"] + "\n" + failure["log_tail"])
+            else:
+                self.run_variant(checkout, variant, weights, batch)
+            for result in batch:
+                self.save(result)
+            out += batch
+        return out
+
+    def fail_all(self, cell: Cell, checkout: Checkout | None, stage: str, message: str) -> dict[str, Any]:
+        result = self.base_result(cell, checkout)
+        result.update(stage=stage, message=message, cause=stage)
+        self.save(result)
+        return result
+
+    def checkpoint(self, checkout: Checkout) -> tuple[Path | None, float, dict[str, str] | None]:
+        """Build (or reuse) this ref's checkpoint in this env, from the unpatched tree: once per ref x env."""
+        model = self.config.model
+        if model.weights:
+            return Path(model.weights).resolve(), 0.0, None
+        folder = self.opts.cache / "checkpoints" / checkout.commit / self.spec.key()
+        weights = folder / f"{Path(model.cfg).stem}-nc{model.nc}-seed{model.seed}.pt".lower()
+        if weights.exists():
+            return weights, 0.0, None
+        job = {"task": "checkpoint", "tree": str(checkout.path), "cfg": model.cfg, "nc": model.nc,
+               "seed": model.seed, "weights_out": str(weights)}
+        folder.mkdir(parents=True, exist_ok=True)
+        answer, ran = proc.run_worker(self.python, job, workdir=folder / "job",
+                                      timeout=self.config.timeouts.checkpoint, env_extra=self.env_extra)
+        if answer and answer.get("ok") and weights.exists():
+            return weights, round(ran.seconds, 3), None
+        message = (answer or {}).get("error", {}).get("message") or ran.failure() or "no checkpoint written"
+        return None, round(ran.seconds, 3), {"message": f"checkpoint: {message}", "log_tail": ran.tail()}
+
+    def run_variant(self, checkout: Checkout, variant: str, weights: Path, batch: list[dict[str, Any]]) -> None:
+        """Patch once for the variant, export + verify every format out of the box, then rerun the cells that broke
+        for a cause with a known workaround, with it. Top-level fields hold the out-of-the-box attempt."""
+        t = time.monotonic()
+        patched = self.opts.cache / "patched" / checkout.commit / variant
+        try:
+            diff = apply_patch(checkout.path, patched, variant, checkout.ref)
+        except HarnessError as exc:
+            for result in batch:
+                result.update(stage="patch", message=str(exc),
+                              cause="patch not recognised" if isinstance(exc, PatchError) else "patch")
+            return
+        for result in batch:
+            result["patch_diff"] = diff
+            result["timings"]["patch"] = round(time.monotonic() - t, 3)
+        first = self.attempt(patched, weights, batch, "out-of-the-box", {})
+        retry: dict[str, list[dict[str, Any]]] = defaultdict(list)  # workaround name -> its cells
+        for result in batch:
+            result.update(first[result["cell"]])
+            if result["status"] == "pass":
+                continue
+            cause = causes.classify(result["message"] + "\n" + result["log_tail"])
+            result["cause"] = cause.name if cause else "unclassified"
+            if cause:
+                result["message"] = f"{cause.hint}: {result['message']}"
+                if cause.workaround:
+                    retry[cause.workaround.name].append(result)
+        for name, results_ in retry.items():
+            fix = causes.WORKAROUNDS[name]
+            again = self.attempt(patched, weights, results_, "workaround", fix.env)
+            for result in results_:
+                outcome = again[result["cell"]]
+                if outcome["status"] != "pass":
+                    outcome["cause"] = causes.name_of(outcome["message"] + "\n" + outcome["log_tail"])
+                result["workaround"] = {"name": fix.name, "env": fix.env, "hint": fix.hint, **outcome}
+
+    def attempt(self, tree: Path, weights: Path, batch: list[dict[str, Any]], label: str,
+                extra_env: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """Export + verify a batch of cells (same ref, variant) in as few worker processes as faults allow.
+
+        One worker imports torch and the ref once and runs the cells in turn. If it dies or overruns a stage, the
+        cell in flight is charged (error, its stage, the reason) and a fresh worker carries on with the rest.
+        """
+        outcomes: dict[str, dict[str, Any]] = {}
+        specs = {}
+        try:
+            shape = exporters.detect_exporter(tree, batch[0]["ref"])
+        except HarnessError as exc:
+            return {r["cell"]: self.outcome(stage="export", message=str(exc)) for r in batch}
+        for result in batch:
+            workdir = self.workroot / result["cell"] / label
+            if workdir.exists():
+                shutil.rmtree(workdir)
+            workdir.mkdir(parents=True)
+            local = workdir / WEIGHTS_NAME
+            try:
+                os.link(weights, local)
+            except OSError:
+                shutil.copyfile(weights, local)
+            result["artifacts_dir"] = str(workdir.parent)
+            fmt = result["format"]
+            specs[result["cell"]] = {
+                "id": result["cell"], "variant": result["variant"], "format": fmt, "workdir": str(workdir),
+                "argv": exporters.command(shape, tree, WEIGHTS_NAME, self.config.model.imgsz, fmt),
+                "suffixes": list(exporters.ARTIFACT_SUFFIXES[fmt]),
+                "opset_requested": exporters.requested_opset(shape, tree) if fmt != "torchscript" else None,
+            }
+        pending = list(specs)
+        round_no = 0
+        while pending:
+            round_no += 1
+            jobdir = self.workroot / "jobs" / f"{Path(tree).parent.name[:12]}-{Path(tree).name}-{label}-{round_no}"
+            if jobdir.exists():
+                shutil.rmtree(jobdir)
+            progress_file = jobdir / "progress.jsonl"
+            job = {"task": "attempt", "tree": str(tree), "weights": str(weights), "imgsz": self.config.model.imgsz,
+                   "atol": self.config.tolerances.atol, "rtol": self.config.tolerances.rtol,
+                   "progress": str(progress_file), "cells": [specs[c] for c in pending]}
+            watch = StageWatch(progress_file, self.config.timeouts)
+            jobdir.mkdir(parents=True)
+            progress_file.touch()
+            total = sum(self.config.timeouts.export + self.config.timeouts.verify for _ in pending)
+            _, ran = proc.run_worker(self.python, job, workdir=jobdir, timeout=total,
+                                     env_extra={**self.env_extra, **extra_env}, watchdog=watch.overrun)
+            events = watch.events()
+            finished = {e["cell"]: e for e in events if e["event"] == "cell"}
+            for cell_id, event in finished.items():
+                outcomes[cell_id] = self.judge_event(specs[cell_id], event)
+            pending = [c for c in pending if c not in finished]
+            if pending and ran.failure():
+                # The worker died or overran: charge the cell in flight, then carry on with a fresh worker.
+                in_flight, stage = watch.current() or (pending[0], "export")
+                reason = f"worker {ran.failure()} during {stage}" + (
+                    f" (stage timeout {watch.limit(stage):.0f} s)" if watch.overran else "")
+                outcomes[in_flight] = self.outcome(stage=stage, message=reason, log_tail=self.cell_log(
+                    specs[in_flight], ran))
+                pending.remove(in_flight)
+            elif pending:
+                for cell_id in pending:  # answered without touching them: the worker itself is broken
+                    outcomes[cell_id] = self.outcome(stage="export", message="worker stopped early",
+                                                     log_tail=ran.tail())
+                pending = []
+        return outcomes
+
+    @staticmethod
+    def outcome(**fields: Any) -> dict[str, Any]:
+        base = {"status": "error", "stage": "export", "message": "", "log_tail": "", "outputs": [],
+                "expected_outputs": None, "parity": [], "export": None}
+        return {**base, **fields}
+
+    @staticmethod
+    def cell_log(spec: dict[str, Any], ran: proc.ProcResult) -> str:
+        log = Path(spec["workdir"]) / "export.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return proc.tail(text + "\n" + ran.text())
+
+    def judge_event(self, spec: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+        """Turn one finished cell's measurements into its outcome (status, stage, message, details)."""
+        workdir = Path(spec["workdir"])
+        log = workdir / "export.log"
+        log_text = log.read_text(errors="replace") if log.exists() else ""
+        export = event["export"]
+        produced = [workdir / name for name in export["produced"]]
+        info = {"argv": spec["argv"], "exit_code": export["exit_code"], "seconds": round(export["seconds"], 3),
+                "opset_requested": spec["opset_requested"], "opset_written": None,
+                "files": [{"name": p.name, "bytes": p.stat().st_size} for p in produced if p.exists()],
+                "log": str(log)}
+        out = self.outcome(export=info, log_tail=proc.tail(log_text), timings={"export": info["seconds"]})
+        if not exporters.artifacts(produced, spec["format"]):
+            # Exporters log "<format>: export failure: <reason>" and still exit 0: the artifact is the verdict.
+            reason = next((line.strip() for line in log_text.splitlines() if "export failure" in line), None)
+            out["message"] = f"export: no {spec['format']} file written (exit code {export['exit_code']})" + (
+                f": {reason}" if reason else "")
+            return out
+        if "error" in event:
+            err = event["error"]
+            out.update(stage="load", message=f"load/run: {err['type']}: {err['message']}",
+                       log_tail=proc.tail(err.get("traceback", "")))
+            return out
+        answer = event["verify"]
+        out["timings"].update({k: round(v, 3) for k, v in answer["timings"].items()})
+        if "onnx" in answer:
+            info["opset_written"] = answer["onnx"]["opset"]
+            info["onnx"] = answer["onnx"]
+        out["detect"], out["image"] = answer["detect"], answer["image"]
+        verdict = judge(spec["variant"], spec["format"], answer, self.config.tolerances)
+        out.update(status=verdict.status, stage=verdict.stage, message=verdict.message, outputs=verdict.outputs,
+                   expected_outputs=verdict.expected_outputs, parity=verdict.parity)
+        return out
+
+
+class StageWatch:
+    """Reads a worker's progress file: which cell and stage it is in, since when, and whether that overran."""
+
+    def __init__(self, progress: Path, timeouts: Timeouts):
+        self.progress, self.timeouts = progress, timeouts
+        self.overran = False
+        self._seen = 0
+        self._current: tuple[str, str] | None = None
+        self._since = time.monotonic()
+
+    def limit(self, stage: str) -> float:
+        return self.timeouts.export if stage == "export" else self.timeouts.verify
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.progress.read_text().splitlines() if self.progress.exists() else []:
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                break  # a line cut by a crash: everything before it holds
+        return found
+
+    def current(self) -> tuple[str, str] | None:
+        events = self.events()
+        if events and events[-1]["event"] == "stage":
+            return events[-1]["cell"], events[-1]["stage"]
+        return None
+
+    def overrun(self) -> bool:
+        events = self.events()
+        if len(events) != self._seen:
+            self._seen, self._since = len(events), time.monotonic()
+        now = self.current()
+        stage = now[1] if now else "export"  # before the first event: imports, charged like an export
+        self.overran = time.monotonic() - self._since > self.limit(stage)
+        return self.overran
+
+
+def run_env(config: Config, env: str, opts: Options, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    return EnvRun(config, env, opts, log).run()
+
+
+def summary(done: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = defaultdict(int)
+    for result in done:
+        counts[result["verdict"].split(":")[0]] += 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no cells"
+
+
+def log_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
