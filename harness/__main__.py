@@ -58,6 +58,7 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
     parser.add_argument("--force", action="store_true", help="rerun cells whose inputs did not change")
     parser.add_argument("--fetch", action="store_true", help="fetch the repository before resolving refs")
+    parser.add_argument("--jobs", type=int, default=None, help="batches run side by side (default: CPU count)")
     parser.set_defaults(handler=_run_run)
 
 
@@ -71,6 +72,8 @@ def _run_run(args: argparse.Namespace) -> int:
         raise HarnessError(f"{args.config}: no env '{args.env}' — choose one of: {', '.join(config.envs)}")
     opts = run.Options(reports=args.reports, cache=cache_dir(), refs=args.refs, variants=args.variants,
                        formats=args.formats, force=args.force, fetch=args.fetch)
+    if args.jobs:
+        opts.jobs = args.jobs
     done = run.run_env(config, args.env, opts, log=run.log_stderr)
     print(f"[{args.env}] {len(done)} cells: {run.summary(done)}; results in {args.reports / 'results'}")
     return 0

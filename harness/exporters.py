@@ -81,6 +81,26 @@ def requested_opset(shape: ExporterShape, tree: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+# How exporters label a format in their log ("ONNX: export failure: ..."), to pick the failure of the cell's format.
+LOG_LABELS = {"onnx": "ONNX", "onnx-dynamic": "ONNX", "torchscript": "TorchScript"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_line(log: str, fmt: str) -> str | None:
+    """The exporter's own "<format>: export failure: ..." line for ``fmt`` (they log it and still exit 0), else the
+    last exception line of a traceback, else None."""
+    lines = [_ANSI.sub("", line).strip() for line in log.splitlines()]
+    failures = [line for line in lines if "export failure" in line]
+    mine = [line for line in failures if line.startswith(LOG_LABELS[fmt] + ":")]
+    if mine or failures:
+        line = (mine or failures)[0]
+        # torch's dynamo exporter puts the real exception in an "## Exception summary" block after a generic line.
+        summary = next((x for x in lines[lines.index(line):] if x.startswith("<class '")), None)
+        return f"{line} [{summary}]" if summary else line
+    raised = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", line)]
+    return raised[-1] if raised else None
+
+
 def artifacts(files: list[Path], fmt: str) -> list[Path]:
     """The files among ``files`` that are this format's export."""
     suffixes = ARTIFACT_SUFFIXES[fmt]

@@ -61,11 +61,12 @@ class _Shape:
 
 
 _SHAPES: tuple[_Shape, ...] = (
-    # v5.0 (PyPI yolov5 5.0.3): `self.training |= self.export` at the top of forward, and models/export.py sets
-    # `model.model[-1].export = not opt.grid`, so a native export returns the raw list x. Variants 1 and 4 need the
-    # decoded z, so that line is neutralised for them; variant 3 keeps it (raw either way). models/export.py never
-    # inspects the dry-run output, so the seed's list/tuple forms export as they are. Found by reading both files
-    # and running models/export.py (torchscript + onnx) on every variant with torch 2.14.
+    # v5.0 (stand-in PyPI yolov5 5.0.3): `self.training |= self.export` at the top of forward, and models/export.py
+    # sets `model.model[-1].export = not opt.grid`, so a native export returns the raw list x. Variants 1 and 4 need
+    # the decoded z, so that line is neutralised for them; variant 3 keeps it (raw either way). models/export.py never
+    # inspects its dry-run output, so the seed's forms pass as they are. Found by reading yolo.py + models/export.py
+    # and replaying its steps (export flag, two dry runs, jit.trace, onnx.export) on every variant, P5 and P6:
+    # its own script cannot run on torch 2.14 at all (optimize_for_mobile needs XNNPACK; the dynamo ONNX export fails).
     _Shape(
         returns_now="return x if self.training else (torch.cat(z, 1), x)",
         export_switches=("self.training |= self.export",),
@@ -76,9 +77,10 @@ _SHAPES: tuple[_Shape, ...] = (
         },
         neutralise_for=frozenset({"1", "4"}),
     ),
-    # v6.0 (PyPI 6.0.6, 6.0.7): no export flag in Detect; export.py only sets inplace/onnx_dynamic and never looks at
-    # the dry-run output, so the native export is the 2-tuple (cat, x) and the seed's forms work unchanged. Found by
-    # reading yolo.py + export.py and running export.py on every variant.
+    # v6.0 and v6.1 (stand-ins PyPI 6.0.6 and 6.0.7): Detect has no export flag; export.py sets inplace/onnx_dynamic
+    # and never inspects its dry-run output (upstream v6.1's `tuple(y[0].shape)` would accept a list too), so a native
+    # export is the 2-tuple (cat, x) and the seed's forms work unchanged. Found by reading yolo.py + export.py and
+    # running export.py (onnx, onnx --dynamic, torchscript) on every variant.
     _Shape(
         returns_now="return x if self.training else (torch.cat(z, 1), x)",
         export_switches=(),
@@ -88,12 +90,16 @@ _SHAPES: tuple[_Shape, ...] = (
             "4": "x if self.training else (torch.cat(z, 1), x)",
         },
     ),
-    # v6.2 and v7.0 (PyPI 6.1.9, 6.2.3, 7.0.0, 7.0.14 — 6.1.9 already carries the v6.2 forward): export.py sets
-    # `m.export = True` (native export = 1-tuple) and reads the dry run as
-    # `tuple((y[0] if isinstance(y, tuple) else y).shape)` (6.2.3+) or `tuple(y[0].shape)` (6.1.9). The seed's raw
-    # list `x` for variant 3 makes the 6.2.3+ line call list.shape and abort the whole export, so variant 3 returns
-    # `tuple(x)` here (same tensors, same exported outputs; 6.1.9's form accepts it too). Found by reading export.py
-    # and running it on every variant; `class Segment(Detect)` (6.2.3+) calls Detect.forward and is not touched.
+    # v6.2 and v7.0 (stand-ins PyPI 6.1.9 and 7.0.0; 6.2.3 and 7.0.14 have the same forward): export.py sets
+    # `m.export = True` (a native export is the 1-tuple (cat,)) and reads its dry run as
+    # `tuple((y[0] if isinstance(y, tuple) else y).shape)` (6.2.3, 7.0.x) or `tuple(y[0].shape)` (6.1.9). With the
+    # seed's list `x` for variant 3 the former calls list.shape and aborts the whole export (AttributeError, seen on
+    # 6.2.3), so variant 3 returns `tuple(x)` here: same tensors, same exported outputs, and 6.1.9 accepts it too.
+    # Variant 1 keeps the seed's bare tensor: 6.1.9 then logs "output shape (25200, 85)" (y[0] is batch row 0), which
+    # is cosmetic; the exported models are right.
+    # Found by reading yolo.py + export.py and running export.py (onnx, onnx --dynamic, torchscript) on every variant.
+    # `class Segment(Detect)` (6.2.3+) has its own forward, which is not touched; but it calls Detect.forward and
+    # indexes the result as (cat, x), so a patched variant only makes sense for detection cfgs, not *-seg.yaml.
     _Shape(
         returns_now="return x if self.training else (torch.cat(z, 1),) if self.export else (torch.cat(z, 1), x)",
         export_switches=(),
@@ -277,7 +283,7 @@ def _replace_lines(lines: list[str], stmt: ast.stmt, new: str, comment: str, ref
     first, last = stmt.lineno - 1, (stmt.end_lineno or stmt.lineno) - 1
     head = lines[first][: _char_offset(lines[first], stmt.col_offset)]
     tail = lines[last][_char_offset(lines[last], stmt.end_col_offset) :]
-    if head.strip() or tail.strip() and not tail.lstrip().startswith("#"):
+    if head.strip() or (tail.strip() and not tail.lstrip().startswith("#")):
         raise refused  # e.g. `y = 1; return x`: not a line we can swap without touching its neighbour
     ending = lines[last][len(lines[last].rstrip("\r\n")) :] or "\n"
     lines[first : last + 1] = [f"{head}{new}  # {comment}{ending}"]

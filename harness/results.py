@@ -69,4 +69,6 @@ def verdict(result: dict[str, Any]) -> str:
     if result["status"] == "skip":
         return f"skipped: {result.get('message', '')}"
     cause = result.get("cause") or "unclassified"
+    if workaround:
+        return f"broken: {workaround.get('cause') or 'unclassified'} (with {workaround['name']}; out of the box: {cause})"
     return f"broken: {cause}"

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +40,7 @@ class Options:
     formats: list[str] | None = None
     force: bool = False
     fetch: bool = False
+    jobs: int = os.cpu_count() or 1
 
 
 def harness_fingerprint() -> str:
@@ -140,18 +143,31 @@ class EnvRun:
         for cell in cells:
             by_ref[cell.ref].append(cell)
         done: list[dict[str, Any]] = []
-        for ref, ref_cells in by_ref.items():
-            done += self.run_ref(ref, ref_cells)
+        pending: list[tuple[Checkout, dict[str, list[dict[str, Any]]]]] = []
+        for ref, ref_cells in by_ref.items():  # git work stays serial: one clone, one lock
+            checkout, kept, todo = self.prepare_ref(ref, ref_cells)
+            done += kept
+            if checkout and todo:
+                pending.append((checkout, todo))
+        # Every step from here runs in env subprocesses, mostly single-threaded Python (tracing, the dynamo
+        # exporter), so independent batches run side by side, one per core by default.
+        with ThreadPoolExecutor(max_workers=max(1, self.opts.jobs)) as pool:
+            checkpoints = dict(zip((c.ref for c, _ in pending), pool.map(lambda p: self.checkpoint(p[0]), pending)))
+            batches = [(checkout, variant, batch) for checkout, todo in pending for variant, batch in todo.items()]
+            for finished in pool.map(lambda b: self.finish_variant(*b, checkpoints[b[0].ref]), batches):
+                done += finished
         return done
 
-    def run_ref(self, ref: str, cells: list[Cell]) -> list[dict[str, Any]]:
+    def prepare_ref(self, ref: str, cells: list[Cell]) -> tuple[Checkout | None, list[dict[str, Any]],
+                                                                 dict[str, list[dict[str, Any]]]]:
+        """Check the ref out; keep the results whose inputs did not change; start fresh results for the rest."""
         t0 = time.monotonic()
         try:
             checkout = get_checkout(self.source_url, ref, cache=self.opts.cache, fetch=self.fetch)
         except HarnessError as exc:
-            return [self.fail_all(cell, None, "checkout", str(exc)) for cell in cells]
+            return None, [self.fail_all(cell, None, "checkout", str(exc)) for cell in cells], {}
         checkout_s = round(time.monotonic() - t0, 3)
-        out: list[dict[str, Any]] = []
+        kept: list[dict[str, Any]] = []
         todo: dict[str, list[dict[str, Any]]] = defaultdict(list)  # variant -> fresh results to fill in
         for cell in cells:
             key = self.inputs_key(cell, checkout.commit)
@@ -159,28 +175,28 @@ class EnvRun:
             old = results.read_result(path) if path.exists() else None
             if old and old.get("inputs_key") == key and not self.opts.force:
                 self.log(f"[{self.spec.name}] {cell.id}: unchanged, kept ({old.get('verdict')})")
-                out.append(old)
+                kept.append(old)
                 continue
             result = self.base_result(cell, checkout)
             result["inputs_key"] = key
             result["timings"]["checkout"] = checkout_s
             todo[cell.variant].append(result)
-        if not todo:
-            return out
-        weights, seconds, failure = self.checkpoint(checkout)
-        for variant, batch in todo.items():
+        return checkout, kept, todo
+
+    def finish_variant(self, checkout: Checkout, variant: str, batch: list[dict[str, Any]],
+                       checkpoint: tuple[Path | None, float, dict[str, str] | None]) -> list[dict[str, Any]]:
+        weights, seconds, failure = checkpoint
+        for result in batch:
+            result["timings"]["checkpoint"] = seconds
+        if failure or weights is None:
             for result in batch:
-                result["timings"]["checkpoint"] = seconds
-            if failure:
-                for result in batch:
-                    result.update(stage="checkpoint", **failure)
-                    result["cause"] = causes.name_of(failure["message"] + "\n" + failure["log_tail"])
-            else:
-                self.run_variant(checkout, variant, weights, batch)
-            for result in batch:
-                self.save(result)
-            out += batch
-        return out
+                result.update(stage="checkpoint", **(failure or {}))
+                result["cause"] = causes.name_of(result["message"], result["log_tail"])
+        else:
+            self.run_variant(checkout, variant, weights, batch)
+        for result in batch:
+            self.save(result)
+        return batch
 
     def fail_all(self, cell: Cell, checkout: Checkout | None, stage: str, message: str) -> dict[str, Any]:
         result = self.base_result(cell, checkout)
@@ -222,29 +238,42 @@ class EnvRun:
         for result in batch:
             result["patch_diff"] = diff
             result["timings"]["patch"] = round(time.monotonic() - t, 3)
-        first = self.attempt(patched, weights, batch, "out-of-the-box", {})
-        retry: dict[str, list[dict[str, Any]]] = defaultdict(list)  # workaround name -> its cells
+            cell_dir = self.workroot / result["cell"]  # the applied diff is kept with the cell's artifacts
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            (cell_dir / "patch.diff").write_text(diff)
+        first = self.attempt(patched, weights, batch, "out-of-the-box", causes.Workaround("none"))
         for result in batch:
             result.update(first[result["cell"]])
-            if result["status"] == "pass":
-                continue
-            cause = causes.classify(result["message"] + "\n" + result["log_tail"])
-            result["cause"] = cause.name if cause else "unclassified"
-            if cause:
-                result["message"] = f"{cause.hint}: {result['message']}"
-                if cause.workaround:
-                    retry[cause.workaround.name].append(result)
-        for name, results_ in retry.items():
-            fix = causes.WORKAROUNDS[name]
-            again = self.attempt(patched, weights, results_, "workaround", fix.env)
-            for result in results_:
-                outcome = again[result["cell"]]
-                if outcome["status"] != "pass":
-                    outcome["cause"] = causes.name_of(outcome["message"] + "\n" + outcome["log_tail"])
-                result["workaround"] = {"name": fix.name, "env": fix.env, "hint": fix.hint, **outcome}
+        # Workarounds accumulate: each rerun adds the fix for the cause that stopped the previous attempt, while
+        # that cause has one not yet applied (bounded by the size of the table).
+        applied: dict[str, list[causes.Workaround]] = {r["cell"]: [] for r in batch}
+        latest: dict[str, dict[str, Any]] = {r["cell"]: r for r in batch}
+        for round_no in range(len(causes.WORKAROUNDS) + 1):
+            retry: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)  # fixes -> cells
+            for result in batch:
+                outcome = latest[result["cell"]]
+                if outcome["status"] == "pass":
+                    continue
+                cause = causes.classify(outcome["message"], outcome["log_tail"])
+                outcome["cause"] = cause.name if cause else "unclassified"
+                if outcome is result and cause:
+                    result["message"] = f"{cause.hint}: {result['message']}"
+                fixes = applied[result["cell"]]
+                if cause and cause.workaround and cause.workaround not in fixes and round_no < len(causes.WORKAROUNDS):
+                    fixes.append(cause.workaround)
+                    retry[tuple(f.name for f in fixes)].append(result)
+            if not retry:
+                break
+            for names, group in retry.items():
+                fix = causes.combine([causes.WORKAROUNDS[n] for n in names])
+                again = self.attempt(patched, weights, group, "workaround", fix)
+                for result in group:
+                    latest[result["cell"]] = result["workaround"] = {
+                        "name": fix.name, "env": fix.env, "shims": list(fix.shims), "hint": fix.hint,
+                        "cause": None, **again[result["cell"]]}
 
     def attempt(self, tree: Path, weights: Path, batch: list[dict[str, Any]], label: str,
-                extra_env: dict[str, str]) -> dict[str, dict[str, Any]]:
+                fix: causes.Workaround) -> dict[str, dict[str, Any]]:
         """Export + verify a batch of cells (same ref, variant) in as few worker processes as faults allow.
 
         One worker imports torch and the ref once and runs the cells in turn. If it dies or overruns a stage, the
@@ -278,19 +307,21 @@ class EnvRun:
         round_no = 0
         while pending:
             round_no += 1
-            jobdir = self.workroot / "jobs" / f"{Path(tree).parent.name[:12]}-{Path(tree).name}-{label}-{round_no}"
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", fix.name)[:60]
+            jobdir = self.workroot / "jobs" / f"{Path(tree).parent.name[:12]}-{Path(tree).name}-{slug}-{round_no}"
             if jobdir.exists():
                 shutil.rmtree(jobdir)
             progress_file = jobdir / "progress.jsonl"
             job = {"task": "attempt", "tree": str(tree), "weights": str(weights), "imgsz": self.config.model.imgsz,
                    "atol": self.config.tolerances.atol, "rtol": self.config.tolerances.rtol,
-                   "progress": str(progress_file), "cells": [specs[c] for c in pending]}
+                   "progress": str(progress_file), "shims": list(fix.shims),
+                   "cells": [specs[c] for c in pending]}
             watch = StageWatch(progress_file, self.config.timeouts)
             jobdir.mkdir(parents=True)
             progress_file.touch()
             total = sum(self.config.timeouts.export + self.config.timeouts.verify for _ in pending)
             _, ran = proc.run_worker(self.python, job, workdir=jobdir, timeout=total,
-                                     env_extra={**self.env_extra, **extra_env}, watchdog=watch.overrun)
+                                     env_extra={**self.env_extra, **fix.env}, watchdog=watch.overrun)
             events = watch.events()
             finished = {e["cell"]: e for e in events if e["event"] == "cell"}
             for cell_id, event in finished.items():
@@ -325,25 +356,26 @@ class EnvRun:
 
     def judge_event(self, spec: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
         """Turn one finished cell's measurements into its outcome (status, stage, message, details)."""
-        workdir = Path(spec["workdir"])
+        export = event["export"]
+        workdir = Path(export["workdir"])  # another cell's, when both ran the very same export command
         log = workdir / "export.log"
         log_text = log.read_text(errors="replace") if log.exists() else ""
-        export = event["export"]
         produced = [workdir / name for name in export["produced"]]
         info = {"argv": spec["argv"], "exit_code": export["exit_code"], "seconds": round(export["seconds"], 3),
+                "shared_with": None if workdir == Path(spec["workdir"]) else str(workdir),
                 "opset_requested": spec["opset_requested"], "opset_written": None,
                 "files": [{"name": p.name, "bytes": p.stat().st_size} for p in produced if p.exists()],
                 "log": str(log)}
         out = self.outcome(export=info, log_tail=proc.tail(log_text), timings={"export": info["seconds"]})
         if not exporters.artifacts(produced, spec["format"]):
-            # Exporters log "<format>: export failure: <reason>" and still exit 0: the artifact is the verdict.
-            reason = next((line.strip() for line in log_text.splitlines() if "export failure" in line), None)
+            reason = exporters.failure_line(log_text, spec["format"])
             out["message"] = f"export: no {spec['format']} file written (exit code {export['exit_code']})" + (
                 f": {reason}" if reason else "")
             return out
         if "error" in event:
             err = event["error"]
-            out.update(stage="load", message=f"load/run: {err['type']}: {err['message']}",
+            out.update(stage=err.get("stage") or "load", message=f"{err.get('stage') or 'load'}: {err['type']}: "
+                                                                 f"{err['message']}",
                        log_tail=proc.tail(err.get("traceback", "")))
             return out
         answer = event["verify"]

@@ -46,12 +46,16 @@ def judge(variant: str, fmt: str, answer: dict[str, Any], tolerances: Tolerances
     detect = answer["detect"]
     cases = answer["cases"]
     main = cases[0]
-    j = Judgement("pass", "compare", "", outputs=main["outputs"],
+    j = Judgement("pass", "compare", "", outputs=main.get("outputs", []),
                   expected_outputs=expected_shapes(variant, detect, *main["input_shape"][:1], main["input_shape"][2]))
     problems: list[str] = []
+    broken: list[str] = []  # cases the backend could not run at all
     for case in cases:
         batch, size = case["input_shape"][0], case["input_shape"][2]
         where = "" if case["name"] == "main" else f" at batch {batch}, size {size}"
+        if "error" in case:
+            broken.append(f"{backend} cannot run the export{where or ' at the export size'}: {case['error']}")
+            continue
         eager = [o["shape"] for o in case["eager"]]
         got = [o["shape"] for o in case["outputs"]]
         want = expected_shapes(variant, detect, batch, size)
@@ -74,9 +78,11 @@ def judge(variant: str, fmt: str, answer: dict[str, Any], tolerances: Tolerances
                     f"parity: {backend} output {index}{where} max_abs {metrics['max_abs']:.3g}, cosine "
                     f"{metrics['cosine']:.6f} beyond atol {tolerances.atol:g} / rtol {tolerances.rtol:g} / "
                     f"min_cosine {tolerances.min_cosine:g} (min tolerance that passes: {metrics['min_tolerance']:.3g})")
-    if problems:
+    if broken:
+        j.status, j.stage, j.message = "error", "run", "; ".join(broken + problems)
+    elif problems:
         j.status, j.message = "fail", "; ".join(problems)
     else:
         worst = max((p["min_tolerance"] or 0.0 for p in j.parity), default=0.0)
-        j.message = f"{len(got)} output(s) as expected; {backend} matches eager (min tolerance {worst:.2g})"
+        j.message = f"{len(j.outputs)} output(s) as expected; {backend} matches eager (min tolerance {worst:.2g})"
     return j

@@ -1,0 +1,41 @@
+"""Named in-process workarounds, applied before a ref's export script runs (harness/causes.py names when).
+
+Each is the smallest change a user could make by hand to the ref's export.py, done here without editing the tree,
+so the same patched tree serves the out-of-the-box attempt and the workaround attempt alike.
+"""
+
+import functools
+
+
+def onnx_dynamo_off():
+    """torch>=2.9 made ``torch.onnx.export(dynamo=True)`` the default; call sites that do not choose get False,
+    i.e. the TorchScript-based exporter YOLOv5's scripts were written for (the kwarg exists since torch 2.5)."""
+    import torch.onnx
+
+    original = torch.onnx.export
+    if getattr(original, "_harness_shim", False):
+        return
+
+    @functools.wraps(original)
+    def export(*args, **kwargs):
+        kwargs.setdefault("dynamo", False)
+        return original(*args, **kwargs)
+
+    export._harness_shim = True
+    torch.onnx.export = export
+
+
+def skip_optimize_for_mobile():
+    """v5.0's TorchScript export always runs optimize_for_mobile, which needs XNNPACK; the traced module itself
+    (what a deployment compiler takes) is kept as traced."""
+    import torch.utils.mobile_optimizer
+
+    torch.utils.mobile_optimizer.optimize_for_mobile = lambda module, *args, **kwargs: module
+
+
+SHIMS = {"onnx-dynamo-off": onnx_dynamo_off, "skip-optimize-for-mobile": skip_optimize_for_mobile}
+
+
+def apply(names):
+    for name in names:
+        SHIMS[name]()

@@ -1,0 +1,141 @@
+"""End to end on real code: the stand-in mirror, the quick env, real exports by the refs' own scripts, real ONNX
+Runtime and TorchScript, judged from the result JSON files the CLI writes.
+
+One run of `python -m harness run` covers a 5.x-era and a 7.0-era stand-in with every variant and format (24 cells);
+the tests below read its results. It takes minutes (torch's exporters are the floor), hence the `slow` marker.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import git
+import pytest
+
+from harness.results import SCHEMA_VERSION, load_results, verdict
+
+pytestmark = pytest.mark.slow
+
+REFS = ("v5.0", "v7.0")
+VARIANTS = ("native", "1", "3", "4")
+FORMATS = ("onnx", "onnx-dynamic", "torchscript")
+REQUIRED_KEYS = {"ref", "commit", "source", "env", "versions", "model", "variant", "format", "status", "stage",
+                 "message", "log_tail", "outputs", "expected_outputs", "parity", "timings", "workaround", "verdict"}
+
+# yolov5s at 640: strides 8/16/32, 3 anchors, 80 classes + 5.
+RAW = [[1, 3, 80, 80, 85], [1, 3, 40, 40, 85], [1, 3, 20, 20, 85]]
+DECODED = [1, 25200, 85]
+EXPECTED = {"1": [DECODED], "3": RAW, "4": [DECODED, *RAW]}
+
+
+@pytest.fixture(scope="module")
+def run(mirror_repo: Path, env_python: Path, quick_env: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    reports = tmp_path_factory.mktemp("reports")
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--env", quick_env, "--refs", ",".join(REFS),
+         "--repo", str(mirror_repo), "--reports", str(reports)],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=3600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {(r["ref"], r["variant"], r["format"]): r for r in load_results(reports)}
+    return {"results": results, "stdout": proc.stdout, "stderr": proc.stderr, "reports": reports, "env": quick_env}
+
+
+def final(result: dict) -> dict:
+    """The attempt that decides the verdict: the workaround's when one ran."""
+    return result["workaround"] if result["status"] != "pass" and result["workaround"] else result
+
+
+def test_every_cell_has_a_complete_result(run: dict, mirror_repo: Path) -> None:
+    results = run["results"]
+    assert set(results) == {(r, v, f) for r in REFS for v in VARIANTS for f in FORMATS}
+    repo = git.Repo(mirror_repo)
+    for (ref, _, _), result in results.items():
+        assert REQUIRED_KEYS <= set(result), REQUIRED_KEYS - set(result)
+        assert result["schema"] == SCHEMA_VERSION
+        assert result["commit"] == repo.commit(ref).hexsha
+        assert result["standin"]["stands_in_for"] == ref
+        assert result["source"].startswith("pypi:yolov5==")
+        assert result["versions"]["torch"].startswith("2.14.1")
+        assert result["verdict"] == verdict(result)
+        if final(result)["status"] != "pass":
+            # Anything that does not work names its cause.
+            assert "unclassified" not in result["verdict"], (result["verdict"], final(result)["message"])
+
+
+def test_results_are_valid_json_files(run: dict) -> None:
+    files = sorted((run["reports"] / "results").glob("*.json"))
+    assert len(files) == len(REFS) * len(VARIANTS) * len(FORMATS)
+    for path in files:
+        json.loads(path.read_text())
+    assert not list((run["reports"] / "results").glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_out_of_the_box_fails_at_torch_load_and_the_workaround_is_named(run: dict) -> None:
+    # torch 2.14 loads with weights_only=True by default: every tag's exporter fails before exporting anything.
+    for result in run["results"].values():
+        assert result["status"] == "error" and result["stage"] == "export"
+        assert result["cause"] == "torch.load weights_only"
+        assert result["workaround"]["name"].startswith("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1")
+
+
+@pytest.mark.parametrize("variant", ["1", "3", "4"])
+@pytest.mark.parametrize("ref", REFS)
+def test_counts_and_shapes(run: dict, ref: str, variant: str) -> None:
+    for fmt in ("onnx", "torchscript"):
+        outcome = final(run["results"][(ref, variant, fmt)])
+        assert outcome["status"] == "pass", outcome["message"]
+        assert outcome["expected_outputs"] == EXPECTED[variant]
+        assert [o["shape"] for o in outcome["outputs"]] == EXPECTED[variant]
+
+
+def test_native_signature_is_recorded_per_ref(run: dict) -> None:
+    # v5.0's exporter sets Detect.export, whose `self.training |= self.export` makes the native export raw (3
+    # tensors); v7.0's export flag returns the decoded concat as a 1-tuple.
+    native = {ref: final(run["results"][(ref, "native", "onnx")]) for ref in REFS}
+    assert native["v5.0"]["expected_outputs"] is None
+    assert [o["shape"] for o in native["v5.0"]["outputs"]] == RAW
+    assert [o["shape"] for o in native["v7.0"]["outputs"]] == [DECODED]
+
+
+def test_parity_within_tolerance(run: dict, config) -> None:
+    checked = 0
+    for result in run["results"].values():
+        outcome = final(result)
+        if outcome["status"] != "pass":
+            continue
+        assert outcome["parity"], result["cell"]
+        for entry in outcome["parity"]:
+            assert entry["pass"] and entry["exceeding"] == 0
+            assert entry["cosine"] >= config.tolerances.min_cosine
+            assert entry["min_tolerance"] <= max(config.tolerances.atol, config.tolerances.rtol)
+            checked += 1
+    assert checked >= 40
+
+
+def test_onnx_dynamic_runs_at_a_second_size_and_batch_2(run: dict) -> None:
+    outcome = final(run["results"][("v7.0", "1", "onnx-dynamic")])
+    assert outcome["status"] == "pass", outcome["message"]
+    cases = {p["case"] for p in outcome["parity"]}
+    assert cases == {"main", "size", "batch"}
+    onnx = outcome["export"]["onnx"]
+    assert isinstance(onnx["inputs"][0]["shape"][0], str)  # a symbolic batch dimension
+
+
+def test_export_records_opset_and_files(run: dict) -> None:
+    outcome = final(run["results"][("v7.0", "3", "onnx")])
+    export = outcome["export"]
+    assert export["opset_requested"] == 12  # v7.0's export.py default
+    assert isinstance(export["opset_written"], int)
+    assert any(f["name"].endswith(".onnx") for f in export["files"])
+
+
+def test_unchanged_cells_are_not_rerun(run: dict, mirror_repo: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--env", run["env"], "--refs", "v7.0", "--variants", "1",
+         "--repo", str(mirror_repo), "--reports", str(run["reports"])],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("unchanged, kept") == len(FORMATS)
