@@ -94,8 +94,11 @@ def failure_line(log: str, fmt: str) -> str | None:
     mine = [line for line in failures if line.startswith(LOG_LABELS[fmt] + ":")]
     if mine or failures:
         line = (mine or failures)[0]
-        # torch's dynamo exporter puts the real exception in an "## Exception summary" block after a generic line.
-        summary = next((x for x in lines[lines.index(line):] if x.startswith("<class '")), None)
+        # torch's dynamo exporter puts the real exception in an "## Exception summary" block after a generic line;
+        # look only up to the next format's verdict, which is another exception's business.
+        after = lines[lines.index(line) + 1:]
+        end = next((i for i, x in enumerate(after) if "export failure" in x or "export success" in x), len(after))
+        summary = next((x for x in after[:end] if x.startswith("<class '")), None)
         return f"{line} [{summary}]" if summary else line
     raised = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", line)]
     return raised[-1] if raised else None

@@ -139,3 +139,17 @@ def test_unchanged_cells_are_not_rerun(run: dict, mirror_repo: Path) -> None:
         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.count("unchanged, kept") == len(FORMATS)
+
+
+def test_v5_causes_named_from_real_failures(run: dict) -> None:
+    # torch 2.14 x v5.0: its dynamo ONNX export rejects the fused weights, its TorchScript export needs XNNPACK, and
+    # its --dynamic graph keeps Detect's grid at the export size (decoded variants only).
+    results = run["results"]
+    onnx = results[("v5.0", "3", "onnx")]["workaround"]
+    assert onnx["name"] == "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + dynamo=False" and onnx["status"] == "pass"
+    ts = results[("v5.0", "3", "torchscript")]["workaround"]
+    assert ts["name"] == "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + skip optimize_for_mobile" and ts["status"] == "pass"
+    for variant in ("1", "4"):
+        dynamic = results[("v5.0", variant, "onnx-dynamic")]
+        assert dynamic["workaround"]["status"] == "error" and dynamic["workaround"]["stage"] == "run"
+        assert dynamic["verdict"].startswith("broken: ONNX dynamic: grid fixed at export size")
