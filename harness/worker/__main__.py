@@ -64,7 +64,12 @@ def checkpoint(job):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    model = Model(find_cfg(tree, job["cfg"]), 3, int(job["nc"])).float().eval()
+    nc = int(job["nc"])
+    model = Model(find_cfg(tree, job["cfg"]), 3, nc).float().eval()
+    # train.py sets these before saving; v6.0/v6.1 exporters read model.nc, older loaders model.names.
+    model.nc = nc
+    if not getattr(model, "names", None):
+        model.names = [str(i) for i in range(nc)]
     out = job["weights_out"]
     tmp = out + ".tmp"
     torch.save({"epoch": -1, "best_fitness": None, "model": model, "ema": None, "updates": None,
