@@ -209,7 +209,8 @@ class EnvRun:
         model = self.config.model
         if model.weights:
             return Path(model.weights).resolve(), 0.0, None
-        folder = self.opts.cache / "checkpoints" / checkout.commit / self.spec.key()
+        # Keyed by everything it depends on: the commit, the env, the model config and the harness's own code.
+        folder = self.opts.cache / "checkpoints" / checkout.commit / f"{self.spec.key()}-{self.fingerprint[:8]}"
         weights = folder / f"{Path(model.cfg).stem}-nc{model.nc}-seed{model.seed}.pt".lower()
         if weights.exists():
             return weights, 0.0, None
