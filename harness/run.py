@@ -128,8 +128,9 @@ class EnvRun:
         result["verdict"] = results.verdict(result)
         results.write_json(results.result_path(self.opts.reports, result["cell"]), result)
         src = " [stand-in]" if result.get("standin") else ""
+        last = result["workaround"] if result["status"] != "pass" and result["workaround"] else result
         self.log(f"[{self.spec.name}] {result['ref']} variant {result['variant']} {result['format']}{src}: "
-                 f"{result['verdict']} — {result['message'][:160]}")
+                 f"{result['verdict']} — {last['message'][:160]}")
 
     # -- the pipeline -------------------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
