@@ -245,7 +245,9 @@ class EnvRun:
             (cell_dir / "patch.diff").write_text(diff)
         first = self.attempt(patched, weights, batch, "out-of-the-box", causes.Workaround("none"))
         for result in batch:
-            result.update(first[result["cell"]])
+            outcome = first[result["cell"]]
+            # Keep the per-ref stages (checkout, checkpoint, patch) next to the attempt's own.
+            result.update({**outcome, "timings": {**result["timings"], **outcome.get("timings", {})}})
         # Workarounds accumulate: each rerun adds the fix for the cause that stopped the previous attempt, while
         # that cause has one not yet applied (bounded by the size of the table).
         applied: dict[str, list[causes.Workaround]] = {r["cell"]: [] for r in batch}

@@ -60,6 +60,7 @@ def test_every_cell_has_a_complete_result(run: dict, mirror_repo: Path) -> None:
         assert result["source"].startswith("pypi:yolov5==")
         assert result["versions"]["torch"].startswith("2.14.1")
         assert result["verdict"] == verdict(result)
+        assert {"checkout", "checkpoint", "patch", "export"} <= set(result["timings"])
         if final(result)["status"] != "pass":
             # Anything that does not work names its cause.
             assert "unclassified" not in result["verdict"], (result["verdict"], final(result)["message"])
