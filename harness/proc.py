@@ -1,7 +1,7 @@
 """The one door to subprocesses: every env-side step (worker job, a ref's exporter) runs through here.
 
 A step runs in its own process group with a timeout, its combined output goes to a log file, and what comes back is
-data (exit code, timed out, last stage marker, log tail): a crash or a hang in YOLOv5 code costs one step, never the
+data (exit code, timed out, log tail): a crash or a hang in YOLOv5 code costs one step, never the
 harness.
 """
 
