@@ -35,6 +35,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from harness.errors import SourceError
 from harness.paths import cache_dir
+from harness.source import STANDIN_FILE  # the reader owns the name the mirror writes
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,6 @@ _EPOCH = 946684800  # 2000-01-01T00:00:00Z; stand-in i is dated _EPOCH + i hours
 _BRANCH = "master"  # upstream's default branch
 _CONFIG_SECTION = "yolov5-export-matrix"  # in the mirror's .git/config: marks it as ours, holds the table hash
 _CONFIG_KEY = "standin-table"
-STANDIN_FILE = "STANDIN.json"
 _PIP_TAG_PREFIX = "pypi-"
 
 # Import forms the pip package uses (collected by grepping every wheel), rewritten to upstream's top-level form.

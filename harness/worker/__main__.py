@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 
-from harness.worker.attempt import attempt
+from harness.worker.attempt import attempt, first_line
 
 
 def probe(job):
@@ -91,8 +91,7 @@ def main(argv):
         answer = TASKS[job["task"]](job)
         answer["ok"] = True
     except BaseException as exc:  # reported to the harness as data; the exit code says "answered"
-        lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-        answer = {"ok": False, "error": {"type": type(exc).__name__, "message": lines[0].strip(),
+        answer = {"ok": False, "error": {"type": type(exc).__name__, "message": first_line(exc),
                                          "traceback": traceback.format_exc()[-4000:]}}
     tmp = job["out"] + ".tmp"
     with open(tmp, "w") as fh:
