@@ -11,11 +11,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 
 # Exit code for an expected failure the user can act on (a HarnessError); argparse also uses 2 for usage errors.
 EXIT_HARNESS_ERROR = 2
+EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by SIGINT
 
 
 def _add_mirror(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,6 +61,8 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--force", action="store_true", help="rerun cells whose inputs did not change")
     parser.add_argument("--fetch", action="store_true", help="fetch the repository before resolving refs")
     parser.add_argument("--jobs", type=int, default=None, help="batches run side by side (default: CPU count)")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="run only shard K of N (same split on every machine; merge with `report`)")
     parser.set_defaults(handler=_run_run)
 
 
@@ -74,14 +78,151 @@ def _run_run(args: argparse.Namespace) -> int:
                        formats=args.formats, force=args.force, fetch=args.fetch)
     if args.jobs:
         opts.jobs = args.jobs
+    if args.shard:
+        from harness.shard import parse_shard
+
+        opts.shard = parse_shard(args.shard)
     done = run.run_env(config, args.env, opts, log=run.log_stderr)
     print(f"[{args.env}] {len(done)} cells: {run.summary(done)}; results in {args.reports / 'results'}")
+    return 0
+
+
+def _add_results_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reports", type=Path, default=Path("reports"),
+                        help="reports directory; every results/ folder below it is read (default: reports)")
+    parser.add_argument("--from", dest="extra", type=Path, action="append", default=[], metavar="DIR",
+                        help="another directory with results (a shard or CI artifact); repeatable")
+
+
+def _merged(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from harness import results
+
+    roots = [args.reports, *args.extra]
+    found = results.merge_results(roots)
+    if not found:
+        raise HarnessError(f"no results under {', '.join(map(str, roots))} — run the matrix first (nox -s matrix)")
+    return found
+
+
+def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "report", help="render every result into one HTML page and JUnit XML",
+        description="Merge the result JSONs of any number of runs, shards or machines into <reports>/index.html "
+        "(one self-contained file) and <reports>/junit.xml (one testcase per cell).")
+    _add_results_args(parser)
+    parser.add_argument("--out", type=Path, default=None, help="HTML file (default: <reports>/index.html)")
+    parser.add_argument("--junit", type=Path, default=None, help="JUnit XML file (default: <reports>/junit.xml)")
+    parser.add_argument("--config", type=Path, default=Path("matrix.toml"),
+                        help="config whose tolerances the page shows (default: matrix.toml; skipped if absent)")
+    parser.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from harness import config as config_mod
+    from harness.report import html, junit
+    from harness.report.view import build
+
+    found = _merged(args)
+    tolerances = None
+    if args.config.exists():
+        try:
+            tolerances = asdict(config_mod.load_config(args.config).tolerances)
+        except HarnessError as exc:
+            print(f"warning: tolerances not shown: {exc}", file=sys.stderr)
+    page = html.write(args.out or args.reports / "index.html", found, tolerances=tolerances)
+    xml = junit.write(args.junit or args.reports / "junit.xml", found)
+    counts = build(found).counts
+    print(f"report: {len(found)} cells ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}) -> {page}, {xml}")
+    return 0
+
+
+def _add_gate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "gate", help="compare the results with a baseline; exit 1 on a regression",
+        description="Exit 1 when a cell that worked in the baseline no longer does, when an output signature "
+        "(count, names, shapes) changed, or when parity fell out of tolerance; print what changed.")
+    _add_results_args(parser)
+    parser.add_argument("--baseline", type=Path, required=True, help="baseline file (JSON)")
+    parser.add_argument("--write-baseline", action="store_true", help="save the current results as the baseline")
+    parser.add_argument("--ref", action="append", default=[], metavar="OLD=NEW",
+                        help="compare the baseline's OLD ref with the current NEW one (repeatable)")
+    parser.add_argument("--env", action="append", default=[], metavar="OLD=NEW",
+                        help="compare the baseline's OLD env with the current NEW one (repeatable)")
+    parser.add_argument("--allow-source-change", action="store_true",
+                        help="compare cells although one side ran upstream code and the other a PyPI stand-in")
+    parser.set_defaults(handler=_run_gate)
+
+
+def _run_gate(args: argparse.Namespace) -> int:
+    from harness import gate
+
+    found = _merged(args)
+    if args.write_baseline:
+        n = gate.write_baseline(args.baseline, found)
+        print(f"gate: baseline of {n} cells written to {args.baseline}")
+        return 0
+    baseline = gate.read_baseline(args.baseline)
+    changes = gate.compare(baseline, found, refs=gate.parse_renames(args.ref, "ref"),
+                           envs=gate.parse_renames(args.env, "env"), allow_source_change=args.allow_source_change)
+    failing = [c for c in changes if c.fails]
+    print(f"gate: {len(found)} cells against {args.baseline} ({len(baseline['cells'])} cells, "
+          f"{baseline.get('created')}): {len(failing)} failing change(s), {len(changes) - len(failing)} other")
+    if changes:
+        print(gate.table(changes))
+    return 1 if failing else 0
+
+
+def _add_compile(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "compile", help="compile the exported ONNX files with tpu-mlir and compare the bmodel (`nox -s tpu_mlir`)",
+        description="For each ONNX result of the [compile] variants: tpu-mlir model_transform + model_deploy "
+        "(bmodel run in the cmodel simulator), bmodel outputs vs ONNX Runtime, verdict joined into the result JSON "
+        "as `compile`. Builds the tpu-mlir env (Python 3.10) into the cache on first use.")
+    parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
+    parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
+    parser.add_argument("--env", type=_csv, default=None, help="only results of these envs")
+    parser.add_argument("--refs", type=_csv, default=None, help="only results of these refs")
+    parser.add_argument("--variants", type=_csv, default=None, help="variants (default: [compile] variants)")
+    parser.add_argument("--quantize", type=_csv, default=None, help="modes, e.g. F32,F16 (default: [compile])")
+    parser.add_argument("--force", action="store_true", help="recompile cells whose inputs did not change")
+    parser.add_argument("--keep", action="store_true", help="keep tpu-mlir's intermediate files (~0.5 GB a cell)")
+    parser.add_argument("--if-enabled", action="store_true",
+                        help="do nothing unless [compile] enabled = true (what `nox -s matrix` calls)")
+    parser.set_defaults(handler=_run_compile)
+
+
+def _run_compile(args: argparse.Namespace) -> int:
+    from harness import config as config_mod
+    from harness.compile import run as compile_run
+    from harness.paths import cache_dir
+
+    config = config_mod.load_config(args.config)
+    spec = config.compile
+    if args.if_enabled and not spec.enabled:
+        return 0
+    for mode in args.quantize or ():
+        if mode not in config_mod.COMPILE_QUANTIZE:
+            raise HarnessError(f"--quantize: unknown mode {mode!r} — use one of {', '.join(config_mod.COMPILE_QUANTIZE)}")
+    for variant in args.variants or ():
+        if variant not in config_mod.ALLOWED_VARIANTS:
+            raise HarnessError(f"--variants: unknown variant {variant!r} — use {', '.join(config_mod.ALLOWED_VARIANTS)}")
+    done = compile_run.run_compile(
+        spec, args.reports, cache_dir(), envs=args.env, refs=args.refs,
+        variants=tuple(args.variants) if args.variants else None,
+        quantize=tuple(args.quantize) if args.quantize else None, force=args.force, keep=args.keep,
+        log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"compile: {len(done)} cells: {compile_run.summary(done)}; verdicts joined into {args.reports / 'results'}")
     return 0
 
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _add_mirror,
     _add_run,
+    _add_report,
+    _add_gate,
+    _add_compile,
 )
 
 
@@ -113,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_HARNESS_ERROR
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: steps were killed, saved results stay (harness.run.run_env)
+        print("interrupted: results saved so far are kept; rerun the same command to do the rest", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

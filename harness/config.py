@@ -35,11 +35,13 @@ __all__ = [
     "ALLOWED_FORMATS",
     "ALLOWED_VARIANTS",
     "Cell",
+    "CompileSpec",
     "Config",
     "EnvSpec",
     "Model",
     "Source",
     "Timeouts",
+    "Limits",
     "Tolerances",
     "is_local_repo",
     "load_config",
@@ -100,6 +102,35 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Resources one env-side step may use; a step over a limit is killed and costs its cell ("out of memory")."""
+
+    memory_mb: int | None = None  # resident memory of the step's processes; None: no limit
+
+
+# What the compile check knows how to drive: tpu-mlir's quantize modes that need no calibration, and the processors
+# whose cmodel simulator ships in the tpu_mlir wheel and that take F32 (bm1684x measured; see harness/compile/).
+COMPILE_QUANTIZE: tuple[str, ...] = ("F32", "F16", "BF16")
+COMPILE_PROCESSORS: tuple[str, ...] = ("bm1684x", "bm1684", "bm1688", "bm1690")
+
+
+@dataclass(frozen=True)
+class CompileSpec:
+    """[compile]: which exported ONNX files go through tpu-mlir, for which processor and quantize modes.
+
+    Off by default: `nox -s tpu_mlir` runs it on request; ``enabled = true`` also runs it after `nox -s matrix`.
+    """
+
+    enabled: bool = False
+    variants: tuple[str, ...] = ("3", "native")
+    quantize: tuple[str, ...] = ("F32",)  # the first is the result's ``compile``, the others ``compile.more``
+    processor: str = "bm1684x"
+    timeout: float = 3600.0  # seconds per tool run (model_transform, model_deploy)
+    min_cosine: float = 0.99  # bmodel vs ONNX Runtime, per output (tpu-mlir's own default tolerance)
+    min_euclidean: float = 0.99
+
+
+@dataclass(frozen=True)
 class EnvSpec:
     """One pinned environment: a venv created once from exactly these pins and reused across runs."""
 
@@ -140,6 +171,8 @@ class Config:
     tolerances: Tolerances
     timeouts: Timeouts
     envs: dict[str, EnvSpec]
+    limits: Limits = Limits()
+    compile: CompileSpec = CompileSpec()
 
 
 @dataclass(frozen=True)
@@ -160,7 +193,7 @@ class Cell:
 # --------------------------------------------------------------------------------------------------------------
 # The schema, as data. ``example`` is the right-hand side shown in "add key = ..." fixes.
 
-_Kind = Literal["str", "int", "number", "str_list"]
+_Kind = Literal["str", "int", "number", "str_list", "bool"]
 
 
 @dataclass(frozen=True)
@@ -200,9 +233,22 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
         "export": _Field("number", "600", required=False, default=Timeouts.export),
         "verify": _Field("number", "300", required=False, default=Timeouts.verify),
     },
+    "limits": {
+        "memory_mb": _Field("int", "16000", required=False, default=None),
+    },
+    # The downstream compile check (harness/compile/, `nox -s tpu_mlir`); see CompileSpec.
+    "compile": {
+        "enabled": _Field("bool", "false", required=False, default=False),
+        "variants": _Field("str_list", '["3", "native"]', required=False, default=("3", "native")),
+        "quantize": _Field("str_list", '["F32"]', required=False, default=("F32",)),
+        "processor": _Field("str", '"bm1684x"', required=False, default="bm1684x"),
+        "timeout": _Field("number", "3600", required=False, default=3600.0),
+        "min_cosine": _Field("number", "0.99", required=False, default=0.99),
+        "min_euclidean": _Field("number", "0.99", required=False, default=0.99),
+    },
 }
 # Tables that may be left out entirely (all their keys have defaults).
-_OPTIONAL_TABLES = frozenset({"tolerances", "timeouts"})
+_OPTIONAL_TABLES = frozenset({"tolerances", "timeouts", "limits", "compile"})
 
 _ENV_SCHEMA: dict[str, _Field] = {
     "python": _Field("str", '"3.11"'),
@@ -371,6 +417,11 @@ def load_config(path: Path, *, repo: str | None = None, env: Mapping[str, str] =
 
     envs = {name: check.env(name, table) for name, table in doc["envs"].items()}
 
+    memory_mb = doc.get("limits", {}).get("memory_mb")
+    if memory_mb is not None:
+        # Below a few hundred MB not even the interpreter with torch imported fits: every cell would die.
+        check.at_least("limits.memory_mb", memory_mb, 256)
+
     return Config(
         path=path.resolve(),
         source=Source(repo=repo_value, refs=refs, fallback=cast(Literal["mirror", "error"], fallback)),
@@ -380,6 +431,8 @@ def load_config(path: Path, *, repo: str | None = None, env: Mapping[str, str] =
         tolerances=tolerances,
         timeouts=timeouts,
         envs=envs,
+        limits=Limits(memory_mb=memory_mb),
+        compile=check.compile_spec(doc.get("compile", {})),
     )
 
 
@@ -580,6 +633,22 @@ class _Checker:
         self.no_duplicates("source.refs", refs)
         return tuple(refs)
 
+    def compile_spec(self, table: Mapping[str, Any]) -> CompileSpec:
+        """Check [compile] values (types are already checked by ``tables``)."""
+        spec = _SCHEMA["compile"]
+        variants = table.get("variants", list(spec["variants"].default))
+        quantize = table.get("quantize", list(spec["quantize"].default))
+        return CompileSpec(
+            enabled=table.get("enabled", False),
+            variants=self.choices("compile.variants", variants, ALLOWED_VARIANTS),
+            quantize=self.choices("compile.quantize", quantize, COMPILE_QUANTIZE),
+            processor=self.one_of("compile.processor", table.get("processor", "bm1684x"), COMPILE_PROCESSORS),
+            timeout=self.in_range("compile.timeout", float(table.get("timeout", 3600.0)), low=0.0, low_open=True),
+            min_cosine=self.in_range("compile.min_cosine", float(table.get("min_cosine", 0.99)), low=0.0, high=1.0),
+            min_euclidean=self.in_range("compile.min_euclidean", float(table.get("min_euclidean", 0.99)),
+                                        low=-1e9, high=1.0),
+        )
+
     def env(self, name: str, table: Mapping[str, Any]) -> EnvSpec:
         """Check an env's pins (already type-checked by ``tables``) and build its spec."""
         key = f"envs.{name}"
@@ -621,6 +690,7 @@ _KIND_NAMES: dict[str, str] = {
     "int": "an integer",
     "number": "a number",
     "str_list": "a list of strings",
+    "bool": "true or false",
 }
 
 
@@ -637,6 +707,8 @@ def _is_kind(value: Any, kind: _Kind) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 

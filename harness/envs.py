@@ -8,13 +8,18 @@ plain venv + pip otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from harness.config import EnvSpec
 from harness.errors import EnvError
@@ -37,7 +42,21 @@ def python_candidates(version: str) -> list[str]:
     found += sorted(versions, key=lambda p: [int(x) for x in Path(p).parents[1].name.split(".") if x.isdigit()],
                     reverse=True)
     found += [p for p in (shutil.which("python" + version), f"/usr/bin/python{version}") if p]
+    found += _uv_managed(version)
     return list(dict.fromkeys(found))
+
+
+def _uv_managed(version: str) -> list[str]:
+    """A Python installed by ``uv python install X.Y`` (kept outside PATH), as ``uv python find`` reports it."""
+    uv = shutil.which("uv")
+    if not uv:
+        return []
+    try:
+        out = subprocess.run([uv, "python", "find", "--managed-python", version], capture_output=True, text=True,
+                             timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [out.stdout.strip()] if out.returncode == 0 and out.stdout.strip() else []
 
 
 def find_python(spec: EnvSpec) -> str:
@@ -82,9 +101,54 @@ def _run(cmd: list[str], spec: EnvSpec, log: Path) -> None:
                        f"[envs.{spec.name}] (full log: {log})")
 
 
+_CORE = ("torch", "torchvision", "onnx", "onnxruntime", "numpy")
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _requirement_name(line: str) -> str | None:
+    try:
+        return canonicalize_name(Requirement(line).name)
+    except InvalidRequirement:
+        return None
+
+
+def derive(spec: EnvSpec, pins: dict[str, str]) -> EnvSpec:
+    """A sibling of ``spec`` with some packages pinned to other exact versions (a pin workaround, e.g. numpy).
+
+    Named ``<env>+<pkg>==<version>``; its venv is keyed by its pins like any env's, so a sibling whose pins equal
+    another env's shares that venv, and it is built once and reused."""
+    changes: dict[str, str] = {}
+    extra = list(spec.extra)
+    for package, version in sorted(pins.items()):
+        name = canonicalize_name(package)
+        if name in _CORE:
+            changes[name] = version
+        else:
+            extra = [line for line in extra if _requirement_name(line) != name] + [f"{package}=={version}"]
+    label = "+".join(f"{p}=={v}" for p, v in sorted(pins.items()))
+    return dataclasses.replace(spec, name=f"{spec.name}+{label}", extra=tuple(extra), **changes)
+
+
 def ensure_env(spec: EnvSpec, cache: Path, *, log=print) -> Path:
-    """Return the env's python, building the venv first unless an identical one is already complete."""
+    """Return the env's python, building the venv first unless an identical one is already complete. Threads of
+    one run that need the same venv (a pin workaround's sibling env) wait for one build."""
     target = env_dir(spec, cache)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(target, threading.Lock())
+    with lock:
+        return _ensure_env(spec, cache, target, log)
+
+
+def freeze(python: Path) -> list[str]:
+    """Every distribution installed in the env, as ``name==version`` (the resolution the extras got)."""
+    uv = shutil.which("uv")
+    cmd = [uv, "pip", "freeze", "--python", str(python)] if uv else [str(python), "-m", "pip", "freeze"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def _ensure_env(spec: EnvSpec, cache: Path, target: Path, log) -> Path:
     marker = target / MARKER
     python = target / "bin" / "python"
     if marker.is_file() and python.exists():
@@ -101,12 +165,14 @@ def ensure_env(spec: EnvSpec, cache: Path, *, log=print) -> Path:
         f"from {interpreter}: {' '.join(requirements)}")
     if uv:
         _run([uv, "venv", "--quiet", "--python", interpreter, str(target)], spec, build_log)
-        # Bytecode now, once: YOLOv5 code runs in fresh processes and PYTHONDONTWRITEBYTECODE is common in CI.
-        _run([uv, "pip", "install", "--python", str(python), "--compile-bytecode", *requirements], spec, build_log)
+        # No --compile-bytecode: it compiles all of torch (minutes of CPU per env, most of a warm re-creation); the
+        # modules a worker imports compile on first import instead (about half a second of CPU for torch + onnx).
+        _run([uv, "pip", "install", "--python", str(python), *requirements], spec, build_log)
     else:
         _run([interpreter, "-m", "venv", str(target)], spec, build_log)
         _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements], spec, build_log)
     marker.write_text(json.dumps({"name": spec.name, "python": spec.python, "interpreter": interpreter,
                                   "requirements": requirements, "installer": "uv" if uv else "pip",
-                                  "harness_python": sys.version.split()[0]}, indent=1))
+                                  "harness_python": sys.version.split()[0], "installed": freeze(python)},
+                                 indent=1))
     return python

@@ -33,6 +33,7 @@ class ExporterShape:
     include: dict[str, tuple[str, ...]]  # extra argv per format
     opset_pattern: str  # regex whose group 1 is the opset the script asks for by default
     covers: str  # which refs, and how we know
+    opset_flag: str | None = None  # the flag that sets the opset, when the script has one (the --opset workaround)
 
 
 EXPORTERS: tuple[ExporterShape, ...] = (
@@ -45,6 +46,7 @@ EXPORTERS: tuple[ExporterShape, ...] = (
                  "torchscript": ("--include", "torchscript")},
         opset_pattern=r"['\"]--opset['\"],\s*type=int,\s*default=(\d+)",
         covers="v6.0-v7.0 upstream and PyPI yolov5 6.0.x-7.0.x: root export.py with --include/--imgsz/--opset",
+        opset_flag="--opset",
     ),
     ExporterShape(
         name="models/export.py (all formats at once)",
@@ -69,14 +71,22 @@ def detect_exporter(tree: Path, ref: str) -> ExporterShape:
                        f"{', '.join(s.script for s in EXPORTERS)}) — this ref is not supported yet")
 
 
-def command(shape: ExporterShape, tree: Path, weights: str, imgsz: int, fmt: str) -> list[str]:
-    """argv after the interpreter: the script's absolute path, its flags, and the format's extra flags."""
+def command(shape: ExporterShape, tree: Path, weights: str, imgsz: int, fmt: str,
+            opset: int | None = None) -> list[str]:
+    """argv after the interpreter: the script's absolute path, its flags, the format's extra flags, and ``opset``
+    (a workaround's) for ONNX formats when the script takes one."""
     fill = {"weights": weights, "imgsz": str(imgsz)}
-    return [str(tree / shape.script), *(a.format(**fill) for a in shape.argv), *shape.include[fmt]]
+    argv = [str(tree / shape.script), *(a.format(**fill) for a in shape.argv), *shape.include[fmt]]
+    if opset is not None and shape.opset_flag and fmt != "torchscript":
+        argv += [shape.opset_flag, str(opset)]
+    return argv
 
 
-def requested_opset(shape: ExporterShape, tree: Path) -> int | None:
-    """The opset the script asks torch for (its default), to compare with the opset actually written."""
+def requested_opset(shape: ExporterShape, tree: Path, opset: int | None = None) -> int | None:
+    """The opset the script asks torch for (``opset`` when a workaround passes one it takes, else its default), to
+    compare with the opset actually written."""
+    if opset is not None and shape.opset_flag:
+        return opset
     match = re.search(shape.opset_pattern, (tree / shape.script).read_text(errors="replace"))
     return int(match.group(1)) if match else None
 

@@ -12,7 +12,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -20,14 +22,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import __version__, causes, exporters, proc, results
+from harness import __version__, causes, exporters, lock, preflight, proc, results, shard
 from harness.config import Cell, Config, EnvSpec, Timeouts, is_local_repo, plan
-from harness.envs import ensure_env
-from harness.errors import HarnessError, PatchError, SourceError
+from harness.envs import derive, ensure_env
+from harness.errors import EnvError, HarnessError, PatchError, SourceError
 from harness.patch import apply_patch
 from harness.source import Checkout, get_checkout, is_reachable
 from harness.verify import judge
+from harness.warm import WarmPool
 
+PATCH_LOCK = threading.Lock()
 WEIGHTS_NAME = "model.pt"  # never a release-asset name: v5.0's attempt_download would try GitHub for yolov5s.pt
 
 
@@ -41,13 +45,28 @@ class Options:
     force: bool = False
     fetch: bool = False
     jobs: int = os.cpu_count() or 1
+    shard: tuple[int, int] | None = None  # (k, n): only block k of n of the planned cells (harness.shard)
 
 
-def harness_fingerprint() -> str:
-    """Hash of the harness's own code: a result made by other code is not reused."""
+# The harness code a cell's result depends on, beyond what its inputs_key names by value (commit, pins, model,
+# tolerances): the code that runs in the env (worker/), the Detect rewrite, the exporter call, the causes and
+# workarounds tried, and the judge. Everything else (config parsing, git, env building, scheduling, reporting) acts
+# through those values or does not change a measurement, so editing it keeps every result; a change there that
+# does alter results must bump harness.__version__, which is hashed too.
+FINGERPRINT_SOURCES = ("worker", "patch.py", "exporters.py", "causes.py", "verify.py")
+# A built checkpoint depends on one file of that code.
+CHECKPOINT_SOURCES = ("worker/checkpoint.py",)
+
+
+def harness_fingerprint(sources: tuple[str, ...] = FINGERPRINT_SOURCES) -> str:
+    """Hash of the harness code a result depends on (see FINGERPRINT_SOURCES): results made by other code are not
+    reused, and edits elsewhere in the harness do not rerun the matrix."""
+    root = Path(__file__).parent
     digest = hashlib.sha256(__version__.encode())
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
-        digest.update(path.read_bytes())
+    for source in sources:
+        path = root / source
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -76,12 +95,28 @@ def source_label(checkout: Checkout) -> str:
     return checkout.url
 
 
+PROBE_FILE = "harness-probe.json"  # beside the env's build marker: the versions it imports, probed once
+FONTS = ("Arial.ttf", "Arial.Unicode.ttf")  # what the probe puts in YOLOV5_CONFIG_DIR
+
+
 def probe_env(python: Path, workdir: Path, config_dir: Path) -> dict[str, Any]:
+    """The versions the env really imports. An env's packages do not change after it is built (its directory is
+    keyed by its pins), so the answer is kept in the env and the probe (a torch import) runs once per env build."""
+    cached = python.parent.parent / PROBE_FILE
+    key = harness_fingerprint(("worker/__main__.py",))
+    if cached.is_file() and all((config_dir / font).is_file() for font in FONTS):
+        try:
+            stored = json.loads(cached.read_text())
+            if stored.get("key") == key:
+                return stored["versions"]
+        except (ValueError, KeyError):
+            pass
     answer, ran = proc.run_worker(python, {"task": "probe", "yolov5_config_dir": str(config_dir)},
                                   workdir=workdir, timeout=300)
     if not answer or not answer.get("ok"):
         raise HarnessError(f"env: {python} cannot run the harness worker ({ran.failure() or ''}: "
                            f"{ran.tail(3)}) — rebuild the env (delete {python.parent.parent})")
+    results.write_json(cached, {"key": key, "versions": answer["versions"]})
     return answer["versions"]
 
 
@@ -91,12 +126,26 @@ class EnvRun:
     def __init__(self, config: Config, env: str, opts: Options, log: Callable[[str], None] = print):
         self.config, self.opts, self.log = config, opts, log
         self.spec: EnvSpec = config.envs[env]
-        self.python = ensure_env(self.spec, opts.cache, log=log)
+        proc.MEMORY_LIMIT_MB = config.limits.memory_mb  # every env-side step of this run
+        self.started = time.time()  # results created after this by another run are that run's work (see claim)
+        self.fatal: HarnessError | None = None  # a failure that stops the run (results not writable)
+        with lock.hold(lock.lock_path(opts.cache, "env", self.spec.name, self.spec.key()), f"env {env}", log):
+            self.python = ensure_env(self.spec, opts.cache, log=log)
         self.config_dir = opts.cache / "yolov5-config"  # YOLOV5_CONFIG_DIR: holds the offline Arial.ttf
         self.workroot = opts.cache / "work" / self.spec.name
-        self.versions = probe_env(self.python, self.workroot / "probe", self.config_dir)
+        self._versions: dict[str, Any] | None = None
         self.fingerprint = harness_fingerprint()
         self.env_extra = {"YOLOV5_CONFIG_DIR": str(self.config_dir)}
+        # Env-side jobs run in children of one warm process per env (torch imported once), see harness/warm.py.
+        self.workers = WarmPool(self.workroot / "warm", self.env_extra)
+
+    @property
+    def versions(self) -> dict[str, Any]:
+        """Probed on first need: a run whose cells are all unchanged never starts the env's Python."""
+        if self._versions is None:
+            with lock.hold(lock.lock_path(self.opts.cache, "probe", self.spec.name), f"probe of {self.spec.name}"):
+                self._versions = probe_env(self.python, self.workroot / "probe", self.config_dir)
+        return self._versions
 
     # -- inputs and reuse ---------------------------------------------------------------------------------------
     def inputs_key(self, cell: Cell, commit: str) -> str:
@@ -125,8 +174,16 @@ class EnvRun:
         }
 
     def save(self, result: dict[str, Any]) -> None:
+        if proc.STOP.is_set():  # interrupted: a cell whose steps were killed is not a result (issue 5)
+            raise proc.Interrupted(f"interrupted before saving {result['cell']}")
         result["verdict"] = results.verdict(result)
-        results.write_json(results.result_path(self.opts.reports, result["cell"]), result)
+        result["created"] = time.time()  # when it was made: merges and concurrent runs keep the newer one
+        try:
+            results.save_result(self.opts.reports, result)
+        except HarnessError as exc:
+            self.fatal = self.fatal or exc
+            proc.STOP.set()  # the disk is full or gone: stop every step now rather than compute more to lose
+            raise
         src = " [stand-in]" if result.get("standin") else ""
         last = result["workaround"] if result["status"] != "pass" and result["workaround"] else result
         self.log(f"[{self.spec.name}] {result['ref']} variant {result['variant']} {result['format']}{src}: "
@@ -136,6 +193,7 @@ class EnvRun:
     def run(self) -> list[dict[str, Any]]:
         cells = plan(self.config, refs=self.opts.refs, variants=self.opts.variants, formats=self.opts.formats,
                      envs=[self.spec.name])
+        cells = shard.select(cells, self.opts.shard)
         self.source_url = choose_source(self.config, self.opts.cache, self.log)
         # A local repository (the stand-in mirror above all, which is rebuilt when its table changes) is cheap to
         # fetch, and a stale clone of it would resolve tags to old commits.
@@ -152,11 +210,15 @@ class EnvRun:
                 pending.append((checkout, todo))
         # Every step from here runs in env subprocesses, mostly single-threaded Python (tracing, the dynamo
         # exporter), so independent batches run side by side, one per core by default.
-        with ThreadPoolExecutor(max_workers=max(1, self.opts.jobs)) as pool:
-            checkpoints = dict(zip((c.ref for c, _ in pending), pool.map(lambda p: self.checkpoint(p[0]), pending)))
-            batches = [(checkout, variant, batch) for checkout, todo in pending for variant, batch in todo.items()]
-            for finished in pool.map(lambda b: self.finish_variant(*b, checkpoints[b[0].ref]), batches):
-                done += finished
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, self.opts.jobs)) as pool:
+                checkpoints = dict(zip((c.ref for c, _ in pending),
+                                       pool.map(lambda p: self.checkpoint(p[0]), pending)))
+                batches = [(checkout, variant, batch) for checkout, todo in pending for variant, batch in todo.items()]
+                for finished in pool.map(lambda b: self.claim(*b, checkpoints[b[0].ref]), batches):
+                    done += finished
+        finally:
+            self.workers.close()
         return done
 
     def prepare_ref(self, ref: str, cells: list[Cell]) -> tuple[Checkout | None, list[dict[str, Any]],
@@ -168,6 +230,10 @@ class EnvRun:
         except HarnessError as exc:
             return None, [self.fail_all(cell, None, "checkout", str(exc)) for cell in cells], {}
         checkout_s = round(time.monotonic() - t0, 3)
+        if not (checkout.path / "models" / "yolo.py").is_file():
+            message = (f"source: {checkout.url} at {ref} ({checkout.commit[:12]}) has no models/yolo.py: not a YOLOv5 "
+                       f"tree — point [source] repo (or --repo) at ultralytics/yolov5 or a fork of it")
+            return checkout, [self.fail_all(cell, checkout, "checkout", message, "not YOLOv5") for cell in cells], {}
         kept: list[dict[str, Any]] = []
         todo: dict[str, list[dict[str, Any]]] = defaultdict(list)  # variant -> fresh results to fill in
         for cell in cells:
@@ -184,6 +250,27 @@ class EnvRun:
             todo[cell.variant].append(result)
         return checkout, kept, todo
 
+    def claim(self, checkout: Checkout, variant: str, batch: list[dict[str, Any]],
+              checkpoint: tuple[Path | None, float, dict[str, str] | None]) -> list[dict[str, Any]]:
+        """finish_variant under the lock of this ref x variant, which every run on this cache takes for it: the
+        patched tree (shared by envs), the job and cell work directories are then never used by two runs at once.
+        Cells another run finished while this one waited (same inputs) are kept, not redone."""
+        what = f"{checkout.ref} ({checkout.commit[:12]}) variant {variant}"
+        with lock.hold(lock.lock_path(self.opts.cache, "cells", checkout.commit, variant), what, self.log):
+            kept, todo = [], []
+            for result in batch:
+                path = results.result_path(self.opts.reports, result["cell"])
+                old = results.read_result(path) if path.exists() else None
+                # Made by another run after this one started, from the same inputs: fresh even under --force.
+                if (old and old.get("inputs_key") == result["inputs_key"]
+                        and float(old.get("created") or 0) >= self.started):
+                    self.log(f"[{self.spec.name}] {result['cell']}: done by another run meanwhile, kept "
+                             f"({old.get('verdict')})")
+                    kept.append(old)
+                else:
+                    todo.append(result)
+            return kept + (self.finish_variant(checkout, variant, todo, checkpoint) if todo else [])
+
     def finish_variant(self, checkout: Checkout, variant: str, batch: list[dict[str, Any]],
                        checkpoint: tuple[Path | None, float, dict[str, str] | None]) -> list[dict[str, Any]]:
         weights, seconds, failure = checkpoint
@@ -199,9 +286,10 @@ class EnvRun:
             self.save(result)
         return batch
 
-    def fail_all(self, cell: Cell, checkout: Checkout | None, stage: str, message: str) -> dict[str, Any]:
+    def fail_all(self, cell: Cell, checkout: Checkout | None, stage: str, message: str,
+                 cause: str | None = None) -> dict[str, Any]:
         result = self.base_result(cell, checkout)
-        result.update(stage=stage, message=message, cause=stage)
+        result.update(stage=stage, message=message, cause=cause or stage)
         self.save(result)
         return result
 
@@ -211,15 +299,21 @@ class EnvRun:
         if model.weights:
             return Path(model.weights).resolve(), 0.0, None
         # Keyed by everything it depends on: the commit, the env, the model config and the harness's own code.
-        folder = self.opts.cache / "checkpoints" / checkout.commit / f"{self.spec.key()}-{self.fingerprint[:8]}"
+        fingerprint = harness_fingerprint(CHECKPOINT_SOURCES)
+        folder = self.opts.cache / "checkpoints" / checkout.commit / f"{self.spec.key()}-{fingerprint[:8]}"
         weights = folder / f"{Path(model.cfg).stem}-nc{model.nc}-seed{model.seed}.pt".lower()
         if weights.exists():
             return weights, 0.0, None
-        job = {"task": "checkpoint", "tree": str(checkout.path), "cfg": model.cfg, "nc": model.nc,
-               "seed": model.seed, "weights_out": str(weights)}
-        folder.mkdir(parents=True, exist_ok=True)
-        answer, ran = proc.run_worker(self.python, job, workdir=folder / "job",
-                                      timeout=self.config.timeouts.checkpoint, env_extra=self.env_extra)
+        # One builder per checkpoint across runs: a second run waits, then finds it built.
+        with lock.hold(lock.lock_path(self.opts.cache, "checkpoint", str(weights)),
+                       f"checkpoint of {checkout.ref} ({weights.name})", self.log):
+            if weights.exists():
+                return weights, 0.0, None
+            job = {"task": "checkpoint", "tree": str(checkout.path), "cfg": model.cfg, "nc": model.nc,
+                   "seed": model.seed, "weights_out": str(weights)}
+            folder.mkdir(parents=True, exist_ok=True)
+            answer, ran = self.workers.run_worker(self.python, job, workdir=folder / "job",
+                                                  timeout=self.config.timeouts.checkpoint)
         if answer and answer.get("ok") and weights.exists():
             return weights, round(ran.seconds, 3), None
         message = (answer or {}).get("error", {}).get("message") or ran.failure() or "no checkpoint written"
@@ -231,11 +325,16 @@ class EnvRun:
         t = time.monotonic()
         patched = self.opts.cache / "patched" / checkout.commit / variant
         try:
-            diff = apply_patch(checkout.path, patched, variant, checkout.ref)
+            with PATCH_LOCK:  # CPython 3.11's ast.parse is not thread-safe ("AST constructor recursion depth mismatch")
+                diff = apply_patch(checkout.path, patched, variant, checkout.ref)
         except HarnessError as exc:
+            # A Detect.forward no row of the patcher's table knows (a release older or newer than the table): a clear
+            # "unsupported" cell with the fix, not a crash; the ref's other variants and refs go on.
+            unsupported = isinstance(exc, PatchError) and "not recognised" in str(exc)
+            message = (f"{exc} — unsupported: add this Detect.forward shape to harness/patch.py (_SHAPES) or drop "
+                       f"the ref" if unsupported else str(exc))
             for result in batch:
-                result.update(stage="patch", message=str(exc),
-                              cause="patch not recognised" if isinstance(exc, PatchError) else "patch")
+                result.update(stage="patch", message=message, cause="unsupported" if unsupported else "patch")
             return
         for result in batch:
             result["patch_diff"] = diff
@@ -252,16 +351,16 @@ class EnvRun:
         # that cause has one not yet applied (bounded by the size of the table).
         applied: dict[str, list[causes.Workaround]] = {r["cell"]: [] for r in batch}
         latest: dict[str, dict[str, Any]] = {r["cell"]: r for r in batch}
+        judged: dict[str, tuple[dict[str, Any], causes.Cause | None]] = {}  # cell -> (attempt, its cause)
         for round_no in range(len(causes.WORKAROUNDS) + 1):
             retry: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)  # fixes -> cells
             for result in batch:
                 outcome = latest[result["cell"]]
+                if result["cell"] not in judged or judged[result["cell"]][0] is not outcome:  # each attempt once
+                    judged[result["cell"]] = outcome, self.name_cause(outcome, with_hint=outcome is result)
+                cause = judged[result["cell"]][1]
                 if outcome["status"] == "pass":
                     continue
-                cause = causes.classify(outcome["message"], outcome["log_tail"])
-                outcome["cause"] = cause.name if cause else "unclassified"
-                if outcome is result and cause:
-                    result["message"] = f"{cause.hint}: {result['message']}"
                 fixes = applied[result["cell"]]
                 if cause and cause.workaround and cause.workaround not in fixes and round_no < len(causes.WORKAROUNDS):
                     fixes.append(cause.workaround)
@@ -270,18 +369,45 @@ class EnvRun:
                 break
             for names, group in retry.items():
                 fix = causes.combine([causes.WORKAROUNDS[n] for n in names])
-                again = self.attempt(patched, weights, group, "workaround", fix)
+                try:  # a pin workaround runs in a sibling env with those pins, built once into the cache
+                    python = ensure_env(derive(self.spec, fix.pins), self.opts.cache, log=self.log) if fix.pins \
+                        else None
+                    again = self.attempt(patched, weights, group, "workaround", fix, python=python)
+                except EnvError as exc:
+                    again = {r["cell"]: self.outcome(stage="export", message=str(exc)) for r in group}
                 for result in group:
+                    earlier = result["workaround"]
+                    history = (earlier or {}).get("earlier", []) + ([{k: earlier[k] for k in (
+                        "name", "status", "stage", "cause", "message")}] if earlier else [])
                     latest[result["cell"]] = result["workaround"] = {
-                        "name": fix.name, "env": fix.env, "shims": list(fix.shims), "hint": fix.hint,
-                        "cause": None, **again[result["cell"]]}
+                        "name": fix.name, "env": fix.env, "shims": list(fix.shims), "opset": fix.opset,
+                        "pins": fix.pins, "hint": fix.hint, "cause": None, "earlier": history,
+                        **again[result["cell"]]}
+
+    @staticmethod
+    def name_cause(outcome: dict[str, Any], with_hint: bool) -> causes.Cause | None:
+        """Name why an attempt did not pass (setting its ``cause``), and turn a pass whose ONNX opset differs from
+        the one the script asked for into a fail: the file works here but not for a compiler bound to that opset."""
+        if outcome["status"] == "pass":
+            export = outcome.get("export") or {}
+            log = Path(export["log"]) if export.get("log") else None
+            mismatch = causes.opset_mismatch(export, log.read_text(errors="replace") if log and log.exists() else "")
+            if not mismatch:
+                return None
+            outcome.update(status="fail", stage="export", message=f"{mismatch}; {outcome['message']}")
+        cause = causes.classify(outcome["message"], outcome["log_tail"])
+        outcome["cause"] = cause.name if cause else causes.name_of(outcome["message"], outcome["log_tail"])
+        if with_hint and cause:
+            outcome["message"] = f"{cause.hint}: {outcome['message']}"
+        return cause
 
     def attempt(self, tree: Path, weights: Path, batch: list[dict[str, Any]], label: str,
-                fix: causes.Workaround) -> dict[str, dict[str, Any]]:
+                fix: causes.Workaround, python: Path | None = None) -> dict[str, dict[str, Any]]:
         """Export + verify a batch of cells (same ref, variant) in as few worker processes as faults allow.
 
-        One worker imports torch and the ref once and runs the cells in turn. If it dies or overruns a stage, the
-        cell in flight is charged (error, its stage, the reason) and a fresh worker carries on with the rest.
+        One worker (a child of the env's warm process, torch already imported: harness/warm.py) imports the ref once
+        and runs the cells in turn. If it dies or overruns a stage, the cell in flight is charged (error, its stage,
+        the reason) and a fresh child carries on with the rest.
         """
         outcomes: dict[str, dict[str, Any]] = {}
         specs = {}
@@ -303,9 +429,9 @@ class EnvRun:
             fmt = result["format"]
             specs[result["cell"]] = {
                 "id": result["cell"], "variant": result["variant"], "format": fmt, "workdir": str(workdir),
-                "argv": exporters.command(shape, tree, WEIGHTS_NAME, self.config.model.imgsz, fmt),
+                "argv": exporters.command(shape, tree, WEIGHTS_NAME, self.config.model.imgsz, fmt, fix.opset),
                 "suffixes": list(exporters.ARTIFACT_SUFFIXES[fmt]),
-                "opset_requested": exporters.requested_opset(shape, tree) if fmt != "torchscript" else None,
+                "opset_requested": exporters.requested_opset(shape, tree, fix.opset) if fmt != "torchscript" else None,
             }
         pending = list(specs)
         round_no = 0
@@ -324,8 +450,8 @@ class EnvRun:
             jobdir.mkdir(parents=True)
             progress_file.touch()
             total = sum(self.config.timeouts.export + self.config.timeouts.verify for _ in pending)
-            _, ran = proc.run_worker(self.python, job, workdir=jobdir, timeout=total,
-                                     env_extra={**self.env_extra, **fix.env}, watchdog=watch.overrun)
+            _, ran = self.workers.run_worker(python or self.python, job, workdir=jobdir, timeout=total,
+                                             env_extra=fix.env, watchdog=watch.overrun)
             events = watch.events()
             finished = {e["cell"]: e for e in events if e["event"] == "cell"}
             for cell_id, event in finished.items():
@@ -433,7 +559,34 @@ class StageWatch:
 
 
 def run_env(config: Config, env: str, opts: Options, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    return EnvRun(config, env, opts, log).run()
+    """Run one env's cells. Inputs that would fail late are checked first (harness.preflight). Ctrl-C or SIGTERM
+    kills the steps in flight and raises KeyboardInterrupt: every result saved before stays, and a rerun redoes only
+    the rest. A result that cannot be written stops the run with that HarnessError."""
+    preflight.check_reports(opts.reports)
+    preflight.check_weights(config.model.weights, str(config.path))
+    if config.model.weights:
+        log(f"weights: {config.model.weights} is a pickle: only the env's processes load it, never this one — use "
+            f"files you trust (README, Security)")
+    proc.STOP.clear()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        env_run = EnvRun(config, env, opts, log)
+        try:
+            return env_run.run()
+        except KeyboardInterrupt:
+            if env_run.fatal:  # the other steps were stopped because of it: report the cause, not the stop
+                raise env_run.fatal from None
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    proc.STOP.set()  # steps in flight die at their next poll; nothing after this is saved
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def summary(done: list[dict[str, Any]]) -> str:

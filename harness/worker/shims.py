@@ -33,7 +33,17 @@ def skip_optimize_for_mobile():
     torch.utils.mobile_optimizer.optimize_for_mobile = lambda module, *args, **kwargs: module
 
 
-SHIMS = {"onnx-dynamo-off": onnx_dynamo_off, "skip-optimize-for-mobile": skip_optimize_for_mobile}
+def upsample_recompute_scale_factor():
+    """torch 1.11 added ``nn.Upsample.recompute_scale_factor`` and reads it in forward; modules unpickled from an
+    older checkpoint lack it. A class-level default (None, the constructor's default) fills the gap for them."""
+    import torch.nn
+
+    if not hasattr(torch.nn.Upsample, "recompute_scale_factor"):
+        torch.nn.Upsample.recompute_scale_factor = None
+
+
+SHIMS = {"onnx-dynamo-off": onnx_dynamo_off, "skip-optimize-for-mobile": skip_optimize_for_mobile,
+         "upsample-recompute-scale-factor": upsample_recompute_scale_factor}
 
 
 def apply(names):

@@ -1,0 +1,189 @@
+"""The tpu-mlir env: a Python 3.10 venv with tpu_mlir from PyPI, built once into the cache and repaired where the
+wheel does not run as shipped.
+
+Not an [envs.NAME] of matrix.toml: its pins are tpu-mlir's, not a torch matrix axis, and it needs a post-install
+repair (below). The interpreter lookup is harness/envs.py's.
+
+What the wheel needs that it does not declare or that breaks (measured on Debian 12, tpu_mlir 1.30.2):
+- tpu_mlir/__init__.py imports ``pkg_resources``, which setuptools 81 removed;
+- its tools import ``psutil`` (undeclared) and the ONNX front end imports ``torch`` (the ``[torch]`` extra pins
+  torch 2.11.0, a 4.4 GB CUDA build; any torch serves the ONNX path, so the one the matrix env caches is taken);
+- it pins opencv-python-headless==4.8.0.74, a yanked release: uv installs a yanked file only when the request pins
+  it exactly, so the pin is repeated here;
+- it ships Ubuntu 22.04's glibc 2.35 (libc, libm, libpthread) in tpu_mlir/lib/third_party/ and puts that folder
+  first on LD_LIBRARY_PATH, so on a system with a newer glibc every tool dies with "GLIBC_2.36 not found" (the
+  system's own libraries, e.g. libexpat, need the newer one). ``fix_bundled_glibc`` moves those three files aside
+  when, and only when, the system glibc is newer, and says so. Moving renames the venv's hard link; uv's cache copy
+  is untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.envs import python_candidates
+from harness.errors import EnvError
+
+TOOL = "tpu-mlir"
+TOOL_VERSION = "1.30.2"
+PYTHON = "3.10"  # the only Python tpu_mlir 1.30.2 publishes wheels for
+REQUIREMENTS: tuple[str, ...] = (
+    f"tpu_mlir[onnx]=={TOOL_VERSION}",   # [onnx]: onnx 1.14.1, onnxruntime 1.16.3, onnxsim 0.4.17
+    "opencv-python-headless==4.8.0.74",  # tpu_mlir's own pin, a yanked release (see module docstring)
+    "psutil",                            # imported by its tools, not declared
+    "torch==2.14.1",                     # imported by its ONNX front end; CUDA libraries shared with the matrix env
+    "setuptools<81",                     # tpu_mlir/__init__.py imports pkg_resources
+)
+# The glibc libraries the wheel bundles; ld.so, libdl and librt are left alone (not bundled / not the cause).
+GLIBC_LIBS: tuple[str, ...] = ("libc.so.6", "libm.so.6", "libpthread.so.0")
+MOVED_DIR = "third_party.glibc-moved"
+MARKER = "harness-env.json"
+# Bump when the build or the repair changes meaning, so cached venvs are rebuilt.
+_KEY_VERSION = 1
+
+Log = Callable[[str], None]
+
+
+def env_dir(cache: Path) -> Path:
+    payload = json.dumps({"v": _KEY_VERSION, "python": PYTHON, "requirements": sorted(REQUIREMENTS)}, sort_keys=True)
+    return cache / "envs" / f"tpu-mlir-{TOOL_VERSION}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+
+def package_dir(venv: Path) -> Path:
+    return venv / "lib" / f"python{PYTHON}" / "site-packages" / "tpu_mlir"
+
+
+def find_python() -> str:
+    """A Python 3.10 interpreter (pyenv, PATH, or $YOLOV5_MATRIX_PYTHON_3_10)."""
+    looked = python_candidates(PYTHON)
+    for path in looked:
+        try:
+            out = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                 capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip() == PYTHON:
+            return path
+    raise EnvError(f"tpu-mlir env: no Python {PYTHON} found (looked at: {', '.join(looked) or 'nothing'}) — "
+                   f"tpu_mlir {TOOL_VERSION} ships wheels for Python {PYTHON} only: install it (pyenv install "
+                   f"{PYTHON}) or set YOLOV5_MATRIX_PYTHON_3_10=/path/to/python{PYTHON}")
+
+
+def glibc_version_of(libc: Path) -> tuple[int, int] | None:
+    """The release a bundled libc.so.6 announces ("... release version 2.35."), read from its bytes (running a foreign
+    libc to ask it is exactly what fails)."""
+    match = re.search(rb"release version (\d+)\.(\d+)", libc.read_bytes())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def system_glibc() -> tuple[int, int] | None:
+    try:
+        text = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"
+    except (ValueError, OSError):
+        return None
+    match = re.search(r"(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def fix_bundled_glibc(package: Path, log: Log = print) -> dict[str, Any]:
+    """Move the wheel's bundled glibc out of LD_LIBRARY_PATH's first folder when the system's is newer.
+
+    Returns:
+        A record for the env marker and every compile result: bundled and system versions, what was moved.
+    """
+    third_party = package / "lib" / "third_party"
+    moved_dir = package / "lib" / MOVED_DIR
+    libc = third_party / "libc.so.6"
+    if not libc.exists():
+        already = moved_dir / "libc.so.6"
+        bundled = glibc_version_of(already) if already.exists() else None
+        return {"bundled": _fmt(bundled), "system": _fmt(system_glibc()), "moved": [], "note": "nothing bundled"}
+    bundled, system = glibc_version_of(libc), system_glibc()
+    record: dict[str, Any] = {"bundled": _fmt(bundled), "system": _fmt(system), "moved": []}
+    if bundled is None or system is None or system <= bundled:
+        record["note"] = "kept: the system glibc is not newer than the bundled one"
+        return record
+    moved_dir.mkdir(exist_ok=True)
+    for name in GLIBC_LIBS:
+        if (third_party / name).exists():
+            os.replace(third_party / name, moved_dir / name)
+            record["moved"].append(name)
+    record["note"] = (f"moved {', '.join(record['moved'])} from tpu_mlir/lib/third_party to lib/{MOVED_DIR}: the "
+                      f"bundled glibc {_fmt(bundled)} is older than the system's {_fmt(system)}, and tools loading "
+                      f"it die with 'GLIBC_{_fmt(system)} not found'")
+    log(f"tpu-mlir env: {record['note']}")
+    return record
+
+
+def _fmt(version: tuple[int, int] | None) -> str | None:
+    return f"{version[0]}.{version[1]}" if version else None
+
+
+def _run(cmd: list[str], log_file: Path) -> None:
+    with log_file.open("a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        fh.write(proc.stdout)
+    if proc.returncode != 0:
+        lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+        culprit = next((ln for ln in lines if "Because" in ln or "No matching distribution" in ln),
+                       lines[-1] if lines else "no output")
+        raise EnvError(f"tpu-mlir env: install failed: {culprit[:300]} — see {log_file}; the pins are "
+                       f"harness/compile/env.py REQUIREMENTS")
+
+
+def ensure_env(cache: Path, *, log: Log = print) -> dict[str, Any]:
+    """Build (once) and return the tpu-mlir env's marker: ``venv``, ``python``, ``bin``, ``fixes``, ``seconds``."""
+    target = env_dir(cache)
+    marker = target / MARKER
+    if marker.is_file():
+        try:
+            return dict(json.loads(marker.read_text()), reused=True)
+        except ValueError:
+            pass
+    interpreter = find_python()
+    if target.exists():
+        shutil.rmtree(target)  # an interrupted build: start over
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build_log = target.parent / f"{target.name}.log"
+    build_log.write_text("")
+    python = target / "bin" / "python"
+    uv = shutil.which("uv")
+    log(f"tpu-mlir env: building {target} with {'uv' if uv else 'venv + pip'} from {interpreter} "
+        f"(~7 GB with torch; log: {build_log})")
+    start = time.monotonic()
+    if uv:
+        _run([uv, "venv", "--quiet", "--python", interpreter, str(target)], build_log)
+        _run([uv, "pip", "install", "--python", str(python), *REQUIREMENTS], build_log)
+    else:
+        _run([interpreter, "-m", "venv", str(target)], build_log)
+        _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *REQUIREMENTS], build_log)
+    fixes = {"glibc": fix_bundled_glibc(package_dir(target), log=log)}
+    info = {"venv": str(target), "python": str(python), "bin": str(target / "bin"), "interpreter": interpreter,
+            "requirements": list(REQUIREMENTS), "installer": "uv" if uv else "pip", "fixes": fixes,
+            "seconds": round(time.monotonic() - start, 1), "harness_python": sys.version.split()[0]}
+    marker.write_text(json.dumps(info, indent=1))
+    log(f"tpu-mlir env: ready in {info['seconds']:.0f} s")
+    return dict(info, reused=False)
+
+
+def tool_env(info: dict[str, Any]) -> dict[str, str]:
+    """Environment for the tools: the venv's bin first on PATH, because model_transform runs helpers such as
+    npz_tool.py through ``#!/usr/bin/env python3``, which must be the venv's Python, not the system's."""
+    from harness.proc import child_env
+
+    env = child_env()
+    env["PATH"] = info["bin"] + os.pathsep + env.get("PATH", "")
+    env.pop("LD_LIBRARY_PATH", None)  # tpu_mlir/__init__ builds its own
+    return env

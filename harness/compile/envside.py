@@ -1,0 +1,131 @@
+"""Runs inside the tpu-mlir env's Python: ``python -m harness.compile.envside JOB.json`` (answer written to
+``job["out"]``). Plain Python (3.8-compatible), numpy / onnx / onnxruntime of that env only, no harness imports.
+
+Tasks:
+- ``inspect``: read the exported ONNX (declared I/O, IR version, opset, external data), copy it into the compile
+  workdir (tpu-mlir writes files next to the model it is given, and the matrix's artifacts are not ours to touch),
+  optionally rewriting the IR version (the ``ir_version=9`` workaround), and find the test photo.
+- ``compare``: ONNX Runtime on the exact input tpu-mlir fed the bmodel (its ``*_in_f32.npz``) against the bmodel's
+  outputs from the cmodel simulator: cosine and euclidean similarity as tpu-mlir defines them, and max abs diff.
+"""
+
+import json
+import os
+import shutil
+import sys
+import traceback
+
+
+def _dims(value_info):
+    dims = []
+    for d in value_info.type.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return dims
+
+
+def inspect(job):
+    import onnx
+
+    src = job["onnx"]
+    model = onnx.load(src, load_external_data=False)
+    external = sorted({entry.value for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                       for entry in t.external_data if entry.key == "location"})
+    info = {
+        "ir_version": model.ir_version,
+        "opset": max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0]),
+        "producer": ("%s %s" % (model.producer_name, model.producer_version)).strip(),
+        "inputs": [{"name": i.name, "shape": _dims(i)} for i in model.graph.input
+                   if i.name not in {t.name for t in model.graph.initializer}],
+        "outputs": [{"name": o.name, "shape": _dims(o)} for o in model.graph.output],
+        "external_data": external,
+    }
+    dest = job["dest"]
+    rewrite = job.get("ir_version")
+    if rewrite is not None and model.ir_version > rewrite:
+        full = onnx.load(src)  # with its external data, saved inline: a yolov5 model is far below protobuf's 2 GB
+        full.ir_version = rewrite
+        onnx.save(full, dest)
+        info["rewritten"] = {"ir_version": [model.ir_version, rewrite]}
+    else:
+        shutil.copyfile(src, dest)
+        for name in external:  # the data files travel with the model, under the names the model records
+            shutil.copyfile(os.path.join(os.path.dirname(src), name), os.path.join(os.path.dirname(dest), name))
+    info["image"] = job.get("image") if job.get("image") and os.path.isfile(job["image"]) else _sample_photo()
+    return info
+
+
+def _sample_photo():
+    """matplotlib's sample photo (tpu-mlir depends on matplotlib), when the result names no photo of the ref."""
+    import matplotlib
+
+    path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
+    if not os.path.isfile(path):
+        raise FileNotFoundError("no test photo: the result names none and matplotlib's grace_hopper.jpg is missing")
+    return path
+
+
+def similarity(ref, got):
+    """tpu-mlir's measures (python/numpy_helper/tensor_compare.py): cosine = a.b / (|a| |b|); euclidean similarity
+    = 1 - |a - b| / |(a + b) / 2| (with 1e-7 in the denominator); plus the max absolute difference."""
+    import numpy as np
+
+    a = np.asarray(ref, dtype=np.float64).ravel()
+    b = np.asarray(got, dtype=np.float64).ravel()
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    cosine = float(np.dot(a, b) / norms) if norms > 0 else (1.0 if not np.any(a - b) else 0.0)
+    euclidean = float(1.0 - np.linalg.norm(a - b) / (np.linalg.norm((a + b) / 2.0) + 1e-7))
+    max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
+    return {"cosine": cosine, "euclidean": euclidean, "max_abs": max_abs}
+
+
+def compare(job):
+    """Pair ONNX Runtime's outputs with the bmodel's by position (the bmodel names them ``<onnx name>_<op>``)."""
+    import numpy as np
+    import onnxruntime
+
+    feed_npz = np.load(job["input_npz"])
+    session = onnxruntime.InferenceSession(job["onnx"], providers=["CPUExecutionProvider"])
+    feeds = {}
+    for i, node in enumerate(session.get_inputs()):
+        key = node.name if node.name in feed_npz.files else feed_npz.files[i]
+        feeds[node.name] = feed_npz[key].astype(np.float32)
+    names = [o.name for o in session.get_outputs()]
+    refs = session.run(None, feeds)
+    got_npz = np.load(job["bmodel_npz"])
+    rows = []
+    for i, (name, ref) in enumerate(zip(names, refs)):
+        if i >= len(got_npz.files):
+            rows.append({"output": name, "error": "missing in the bmodel's outputs"})
+            continue
+        got = got_npz[got_npz.files[i]]
+        row = {"output": name, "bmodel_output": got_npz.files[i], "shape": list(ref.shape),
+               "bmodel_shape": list(got.shape)}
+        if got.size != ref.size:
+            row["error"] = "shape mismatch"
+        else:
+            row.update(similarity(ref, got.reshape(ref.shape)))
+        rows.append(row)
+    return {"similarity": rows, "onnxruntime": onnxruntime.__version__,
+            "extra_bmodel_outputs": got_npz.files[len(names):]}
+
+
+TASKS = {"inspect": inspect, "compare": compare}
+
+
+def main(argv):
+    with open(argv[1]) as fh:
+        job = json.load(fh)
+    try:
+        answer = TASKS[job["task"]](job)
+        answer["ok"] = True
+    except Exception as exc:  # the answer carries the failure; the supervisor decides what it means
+        answer = {"ok": False, "error": "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""),
+                  "traceback": traceback.format_exc()[-3000:]}
+    tmp = job["out"] + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(answer, fh, indent=1)
+    os.replace(tmp, job["out"])
+
+
+if __name__ == "__main__":
+    main(sys.argv)

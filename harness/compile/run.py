@@ -1,0 +1,404 @@
+"""Supervisor of the compile check: pick the ONNX files of chosen variants from the matrix results, run tpu-mlir's
+model_transform and model_deploy on each (in the tpu-mlir env, through harness/proc.py), compare the bmodel's
+outputs from the cmodel simulator with ONNX Runtime's, and join a ``compile`` section into each cell's result.
+
+A compile is tried as the user would run it first ("out of the box"); when it fails for a known cause with a safe
+workaround (causes.py), it is rerun with it, and both are recorded, as the matrix does for exports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import proc, results
+from harness.compile import causes, env
+from harness.config import CompileSpec
+
+Log = Callable[[str], None]
+MODEL = "m"  # tpu-mlir's --model_name: short, so its many derived file names stay readable
+# YOLOv5's input: RGB in [0, 1] (x / 255), letterboxed with grey 114 like its detect.py (tpu-mlir pads 0 by default).
+MEAN = (0.0, 0.0, 0.0)
+SCALE = round(1 / 255, 7)  # 0.0039216, as Sophgo's YOLOv5 guide writes it
+PAD_VALUE = 114
+# What stays in a compile's workdir after it finished: logs, answers, the bmodel, the input fed to it and its
+# outputs. The rest (tpu-mlir's per-layer reference npz files, weight npz, optimised ONNX copies: ~0.5 GB for
+# yolov5s) is deleted.
+KEEP = ("*.log", "*.json", "*.bmodel", "*_model_outputs.npz", "*_in_f32.npz")
+# Versions of what a compile result depends on beyond its inputs; bump to invalidate stored compile sections.
+_KEY_VERSION = 1
+
+
+@dataclass
+class Target:
+    """One matrix result whose passing attempt wrote an ONNX file to compile."""
+
+    path: Path
+    result: dict[str, Any]
+    onnx: Path
+    image: str | None
+    attempt: str
+
+
+def passing_attempt(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The attempt (out of the box, or the workaround rerun) that passed, or None."""
+    if result.get("status") == "pass":
+        return result
+    workaround = result.get("workaround") or {}
+    return workaround if workaround.get("status") == "pass" else None
+
+
+def find_targets(reports: Path, variants: tuple[str, ...], *, envs: list[str] | None = None,
+                 refs: list[str] | None = None) -> tuple[list[Target], list[tuple[Path, dict[str, Any], str]]]:
+    """ONNX (static shape) results of ``variants`` under ``reports``: compilable ones, and the others with why not."""
+    ready: list[Target] = []
+    skipped: list[tuple[Path, dict[str, Any], str]] = []
+    for path in sorted(results.results_dir(reports).glob("*.json")):
+        result = results.read_result(path)
+        if result is None or result.get("format") != "onnx" or result.get("variant") not in variants:
+            continue
+        if (envs and result.get("env") not in envs) or (refs and result.get("ref") not in refs):
+            continue
+        attempt = passing_attempt(result)
+        if attempt is None:
+            skipped.append((path, result, f"no ONNX to compile: the export did not pass ({result.get('verdict')})"))
+            continue
+        export = attempt.get("export") or {}
+        names = [f["name"] for f in export.get("files", []) if f["name"].endswith(".onnx")]
+        # The attempt's folder is where its export log is (artifacts_dir/<attempt label>).
+        folder = Path(export["log"]).parent if export.get("log") else Path(result.get("artifacts_dir") or ".")
+        if not names or not (folder / names[0]).is_file():
+            missing = folder / (names[0] if names else "*.onnx")
+            skipped.append((path, result, f"no ONNX to compile: {missing} is gone — rerun `nox -s matrix` for it"))
+            continue
+        label = "out-of-the-box" if attempt is result else "workaround"
+        ready.append(Target(path, result, folder / names[0], attempt.get("image"), label))
+    return ready, skipped
+
+
+def inputs_key(target: Target, spec: CompileSpec, quantize: str) -> str:
+    parts = [_KEY_VERSION, target.result.get("inputs_key"), target.onnx.stat().st_size, env.REQUIREMENTS,
+             spec.processor, quantize, spec.min_cosine, spec.min_euclidean]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+
+# -- parsing tpu-mlir's own comparisons ---------------------------------------------------------------------------
+
+_COMPARE = re.compile(r"\[Running\]: npz_tool\.py compare (\S+) (\S+)(?: --tolerance (\S+))?")
+
+
+def tpu_mlir_checks(log_text: str) -> list[dict[str, Any]]:
+    """Each `npz_tool.py compare` a tool ran, with its counts, min similarity (cosine, euclidean, sqnr) and verdict."""
+    checks = []
+    starts = list(_COMPARE.finditer(log_text))
+    for i, match in enumerate(starts):
+        chunk = log_text[match.end(): starts[i + 1].start() if i + 1 < len(starts) else len(log_text)]
+        entry: dict[str, Any] = {"target": match.group(1), "reference": match.group(2), "tolerance": match.group(3)}
+        for key in ("compared", "passed", "failed"):
+            found = re.search(rf"^(\d+) {key}$", chunk, re.MULTILINE)
+            entry[key] = int(found.group(1)) if found else None
+        sim = re.search(r"min_similarity = \(([^,]+), ([^,]+), ([^)]+)\)", chunk)
+        if sim:
+            # "inf" (identical tensors) stays a string: JSON has no infinity.
+            entry["min_cosine"], entry["min_euclidean"], entry["min_sqnr"] = (
+                float(v) if math.isfinite(float(v)) else v.strip() for v in sim.groups())
+        verdict = re.search(r"npz compare (PASSED|FAILED)", chunk)
+        entry["verdict"] = verdict.group(1) if verdict else None
+        checks.append(entry)
+    return checks
+
+
+# -- one compile ---------------------------------------------------------------------------------------------------
+
+class Compiler:
+    """Compiles targets with one tpu-mlir env and one [compile] spec."""
+
+    def __init__(self, spec: CompileSpec, cache: Path, log: Log = print):
+        self.spec, self.cache, self.log = spec, cache, log
+        self.env = env.ensure_env(cache, log=log)
+        self.tool_env = env.tool_env(self.env)
+        self.bin = Path(self.env["bin"])
+
+    def envside(self, job: dict[str, Any], workdir: Path, timeout: float = 600) -> tuple[dict[str, Any], str]:
+        """Run a task of envside.py in the env's Python; its answer, or an error answer with the log tail."""
+        task = job["task"]
+        out = workdir / f"{task}.answer.json"
+        job_file = workdir / f"{task}.job.json"
+        job_file.write_text(json.dumps({**job, "out": str(out)}, indent=1))
+        ran = proc.run_process([self.env["python"], "-m", "harness.compile.envside", str(job_file)], cwd=workdir,
+                               env={**self.tool_env, "PYTHONPATH": str(proc.HARNESS_ROOT)}, timeout=timeout,
+                               log=workdir / f"{task}.log")
+        try:
+            return json.loads(out.read_text()), log_tail(ran.text())
+        except (OSError, ValueError):
+            return ({"ok": False, "error": f"{task} did not answer ({ran.failure() or 'no answer file'})"},
+                    log_tail(ran.text()))
+
+    def transform_argv(self, info: dict[str, Any], imgsz: int) -> list[str]:
+        shape = [d if isinstance(d, int) and d > 0 else None for d in info["inputs"][0]["shape"]]
+        shape = [1 if d is None and i == 0 else (imgsz if d is None else d) for i, d in enumerate(shape)]
+        return [str(self.bin / "model_transform"), "--model_name", MODEL, "--model_def", "model.onnx",
+                "--input_shapes", json.dumps([shape]).replace(" ", ""),
+                "--mean", ",".join(str(m) for m in MEAN), "--scale", ",".join([str(SCALE)] * 3),
+                "--keep_aspect_ratio", "--pad_value", str(PAD_VALUE), "--pixel_format", "rgb",
+                "--output_names", ",".join(o["name"] for o in info["outputs"]),
+                "--test_input", info["image"], "--test_result", f"{MODEL}_top_outputs.npz",
+                "--mlir", f"{MODEL}.mlir",
+                "--debug"]  # without it model_transform deletes the reference npz model_deploy compares against
+
+    def deploy_argv(self, quantize: str) -> list[str]:
+        return [str(self.bin / "model_deploy"), "--mlir", f"{MODEL}.mlir", "--quantize", quantize,
+                "--processor", self.spec.processor, "--test_input", f"{MODEL}_in_f32.npz",
+                "--test_reference", f"{MODEL}_top_outputs.npz", "--model", self.bmodel_name(quantize),
+                "--debug"]  # without it model_deploy deletes the bmodel's outputs npz that `compare` reads
+
+    def bmodel_name(self, quantize: str) -> str:
+        return f"{MODEL}_{self.spec.processor}_{quantize.lower()}.bmodel"
+
+    def attempt(self, target: Target, quantize: str, workdir: Path,
+                fix: causes.Workaround | None) -> dict[str, Any]:
+        """transform -> deploy (bmodel run in cmodel) -> compare with ONNX Runtime, in ``workdir``."""
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
+        out: dict[str, Any] = {"status": "error", "stage": "transform", "cause": None, "message": "", "log_tail": "",
+                               "timings": {}, "similarity": [], "output_names": [], "tpu_mlir_checks": {},
+                               "argv": {}, "artifacts_dir": str(workdir)}
+        info, tail = self.envside({"task": "inspect", "onnx": str(target.onnx), "dest": str(workdir / "model.onnx"),
+                                   "image": target.image, "ir_version": fix.ir_version if fix else None}, workdir)
+        if not info.get("ok"):
+            out.update(cause="onnx unreadable", message=f"cannot read {target.onnx}: {info.get('error')}",
+                       log_tail=tail)
+            return out
+        out["onnx"] = {k: info[k] for k in ("ir_version", "opset", "producer", "external_data", "inputs", "outputs")}
+        out["onnx"]["file"] = str(target.onnx)
+        if info.get("rewritten"):
+            out["onnx"]["rewritten"] = info["rewritten"]
+        out["output_names"] = [o["name"] for o in info["outputs"]]
+        imgsz = int((target.result.get("model") or {}).get("imgsz") or 640)
+        out["input"] = {"name": info["inputs"][0]["name"], "image": info["image"], "mean": list(MEAN),
+                        "scale": [SCALE] * 3, "keep_aspect_ratio": True, "pad_value": PAD_VALUE,
+                        "pixel_format": "rgb"}
+        steps = (("transform", self.transform_argv(info, imgsz)), ("deploy", self.deploy_argv(quantize)))
+        for stage, argv in steps:
+            out["stage"] = stage
+            out["argv"][stage] = argv
+            if stage == "transform":
+                out["input"]["shape"] = json.loads(argv[argv.index("--input_shapes") + 1])[0]
+            ran = proc.run_process(argv, cwd=workdir, env=self.tool_env, timeout=self.spec.timeout,
+                                   log=workdir / f"{stage}.log")
+            out["timings"][stage] = round(ran.seconds, 1)
+            text = ran.text()
+            out["tpu_mlir_checks"][stage] = tpu_mlir_checks(text)
+            # tpu-mlir carries on after some failures with only a warning (e.g. "onnxsim opt failed" on opset 18).
+            out.setdefault("warnings", []).extend(dict.fromkeys(
+                m.group(1).strip() for m in re.finditer(r"WARNING\s*:\s*([^\n\r]+)", text)))
+            failure = ran.failure()
+            if failure:
+                cause = causes.classify(stage, text, info)
+                failed_check = any(c["verdict"] == "FAILED" for c in out["tpu_mlir_checks"][stage])
+                out.update(status="fail" if failed_check else "error",
+                           cause=cause.name if cause else ("timeout" if ran.timed_out else "unclassified"),
+                           message=f"{stage}: {failure}" + (f": {cause.hint}" if cause else f": {_last_error(text)}"),
+                           log_tail=log_tail(text))
+                return out
+        out["stage"] = "compare"
+        start = time.monotonic()
+        outputs = sorted(workdir.glob("*_model_outputs.npz"))
+        if not outputs:
+            out.update(cause="no bmodel outputs", message="deploy: no *_model_outputs.npz written (the bmodel did "
+                                                          "not run in the simulator)")
+            return out
+        answer, tail = self.envside({"task": "compare", "onnx": str(workdir / "model.onnx"),
+                                     "input_npz": str(workdir / f"{MODEL}_in_f32.npz"),
+                                     "bmodel_npz": str(outputs[0])}, workdir)
+        out["timings"]["compare"] = round(time.monotonic() - start, 1)
+        if not answer.get("ok"):
+            out.update(cause="onnxruntime", message=f"compare: {answer.get('error')}", log_tail=tail)
+            return out
+        out["similarity"] = answer["similarity"]
+        out["reference"] = f"onnxruntime {answer['onnxruntime']} on the compiled ONNX, same input npz"
+        bad = [r for r in out["similarity"] if r.get("error") or r["cosine"] < self.spec.min_cosine
+               or r["euclidean"] < self.spec.min_euclidean]
+        worst = min(out["similarity"], key=lambda r: r.get("cosine", -1.0)) if out["similarity"] else None
+        if bad:
+            out.update(status="fail", cause="bmodel differs from onnxruntime",
+                       message=f"compare: {len(bad)} output(s) below cosine {self.spec.min_cosine} / euclidean "
+                               f"{self.spec.min_euclidean}: " + ", ".join(_row(r) for r in bad))
+        else:
+            out.update(status="pass", stage=None, message=f"{len(out['similarity'])} output(s): bmodel "
+                       f"({self.spec.processor} {quantize}, cmodel) matches onnxruntime; worst {_row(worst)}")
+        return out
+
+    def compile(self, target: Target, quantize: str, *, keep: bool = False) -> dict[str, Any]:
+        """The ``compile`` section for one target and quantize mode (out of the box, then a workaround if known)."""
+        # Keyed by the results folder too: two report folders (a test's and the real one) hold the same cell ids.
+        where = hashlib.sha256(str(target.path.parent.resolve()).encode()).hexdigest()[:8]
+        root = self.cache / "compile" / self.spec.processor / f"{target.result['cell']}-{where}" / quantize.lower()
+        first = self.attempt(target, quantize, root / "out-of-the-box", None)
+        final, fix = first, None
+        if first["status"] != "pass":
+            cause = next((c for c in causes.CAUSES if c.name == first["cause"]), None)
+            if cause and cause.workaround:
+                fix = cause.workaround
+                self.log(f"[compile] {target.result['cell']}: {first['cause']} — retrying with {fix.name}")
+                final = self.attempt(target, quantize, root / "workaround", fix)
+        for attempt in {id(first): first, id(final): final}.values():
+            if not keep:
+                clean(Path(attempt["artifacts_dir"]))
+        section = {"tool": env.TOOL, "tool_version": env.TOOL_VERSION, "processor": self.spec.processor,
+                   "quantize": quantize, **final,
+                   "workaround": ({"name": fix.name, "hint": fix.hint} if fix else None),
+                   "out_of_the_box": (None if final is first else
+                                      {k: first.get(k) for k in ("status", "stage", "cause", "message", "log_tail",
+                                                                 "timings", "tpu_mlir_checks", "warnings",
+                                                                 "artifacts_dir")}),
+                   "env": {"python": env.PYTHON, "requirements": list(env.REQUIREMENTS),
+                           "fixes": self.env.get("fixes"), "venv": self.env.get("venv")},
+                   "export_attempt": target.attempt, "created": time.time()}
+        section["verdict"] = compile_verdict(section)
+        return section
+
+
+def compile_verdict(section: dict[str, Any]) -> str:
+    """works / works with workaround X / broken: cause (out of the box: cause), like the matrix's verdicts."""
+    if section["status"] == "skipped":
+        return f"skipped: {section['message']}"
+    fix = section.get("workaround")
+    first = section.get("out_of_the_box")
+    if section["status"] == "pass":
+        return f"works with workaround {fix['name']}" if fix else "works"
+    if fix and first:
+        return f"broken: {section['cause']} (with {fix['name']}; out of the box: {first['cause']})"
+    return f"broken: {section['cause']}"
+
+
+def skipped_section(spec: CompileSpec, quantize: str, message: str) -> dict[str, Any]:
+    section: dict[str, Any] = {
+               "tool": env.TOOL, "tool_version": env.TOOL_VERSION, "processor": spec.processor, "quantize": quantize,
+               "status": "skipped", "stage": None, "cause": None, "message": message, "log_tail": "",
+               "timings": {}, "similarity": [], "output_names": [], "artifacts_dir": None, "workaround": None,
+               "out_of_the_box": None}
+    section["verdict"] = compile_verdict(section)
+    return section
+
+
+def clean(workdir: Path) -> int:
+    """Delete everything but KEEP in a compile's workdir; returns the bytes freed."""
+    freed = 0
+    if not workdir.is_dir():
+        return 0
+    kept = {p for pattern in KEEP for p in workdir.glob(pattern)}
+    for path in workdir.iterdir():
+        if path in kept:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            shutil.rmtree(path)
+        else:
+            freed += path.stat().st_size if path.exists() else 0
+            path.unlink()
+    return freed
+
+
+def _row(row: dict[str, Any] | None) -> str:
+    if not row:
+        return "-"
+    if row.get("error"):
+        return f"{row['output']}: {row['error']}"
+    return f"{row['output']}: cosine {row['cosine']:.6f}, euclidean {row['euclidean']:.6f}, max abs {row['max_abs']:.2g}"
+
+
+def log_tail(text: str, lines: int = proc.TAIL_LINES, width: int = 300) -> str:
+    """The last lines of a tool's log as a person reads them: tpu-mlir redraws progress bars with carriage returns
+    on one physical line (megabytes for a per-layer compare), so only the text after the last ``\\r`` counts."""
+    shown = [ln.rsplit("\r", 1)[-1].rstrip()[:width] for ln in text.split("\n")]
+    return "\n".join([ln for ln in shown if ln.strip()][-lines:])
+
+
+def _last_error(text: str) -> str:
+    """The last line that reads like an error in a tool's log (tracebacks end with one)."""
+    lines = [ln.rsplit("\r", 1)[-1].strip() for ln in text.split("\n")]
+    lines = [ln for ln in lines if ln]
+    for line in reversed(lines):
+        if re.search(r"(Error|error:|FAILED|not found|Exception)", line):
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+# -- the run -------------------------------------------------------------------------------------------------------
+
+def join(path: Path, sections: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write the first quantize mode's section as ``compile`` (others under ``compile.more``) into the result file,
+    re-read just before the atomic write so a concurrent rewrite of other keys is not lost."""
+    current = results.read_result(path)
+    if current is None:  # unreadable now (read_result said why): never replace a result by a compile section alone
+        return {}
+    section = dict(sections[0], more=sections[1:]) if len(sections) > 1 else sections[0]
+    current["compile"] = section
+    results.write_json(path, current)
+    return current
+
+
+def run_compile(spec: CompileSpec, reports: Path, cache: Path, *, envs: list[str] | None = None,
+                refs: list[str] | None = None, variants: tuple[str, ...] | None = None,
+                quantize: tuple[str, ...] | None = None, force: bool = False, keep: bool = False,
+                log: Log = print) -> list[dict[str, Any]]:
+    """Compile every selected ONNX result under ``reports`` and join the verdicts; returns the sections written."""
+    modes = quantize or spec.quantize
+    targets, skipped = find_targets(reports, variants or spec.variants, envs=envs, refs=refs)
+    done: list[dict[str, Any]] = []
+    for path, result, why in skipped:
+        sections = [skipped_section(spec, q, why) for q in modes]
+        join(path, sections)
+        done.append(sections[0])
+        log(f"[compile] {result['cell']}: skipped — {why}")
+    if not targets:
+        log(f"[compile] nothing to compile under {results.results_dir(reports)} (variants "
+            f"{', '.join(variants or spec.variants)}, format onnx)")
+        return done
+    compiler = Compiler(spec, cache, log=log)
+    for target in targets:
+        sections = []
+        for mode in modes:
+            key = inputs_key(target, spec, mode)
+            old = _stored(target.result, mode)
+            if not force and old and old.get("inputs_key") == key and old.get("status") in ("pass", "fail"):
+                log(f"[compile] {target.result['cell']} {mode}: unchanged, kept ({old.get('verdict')})")
+                sections.append(old)
+                continue
+            log(f"[compile] {target.result['cell']} {mode}: {target.onnx} -> {spec.processor} bmodel ...")
+            section = compiler.compile(target, mode, keep=keep)
+            section["inputs_key"] = key
+            sections.append(section)
+            times = ", ".join(f"{k} {v:.0f} s" for k, v in section["timings"].items())
+            log(f"[compile] {target.result['cell']} {mode}: {section['verdict']} — {section['message'][:200]} "
+                f"({times})")
+        join(target.path, sections)
+        done.append(sections[0])
+    return done
+
+
+def _stored(result: dict[str, Any], mode: str) -> dict[str, Any] | None:
+    section = result.get("compile")
+    if not section:
+        return None
+    for candidate in [section, *section.get("more", [])]:
+        if candidate.get("quantize") == mode:
+            return {k: v for k, v in candidate.items() if k != "more"}
+    return None
+
+
+def summary(done: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for section in done:
+        counts[section["status"]] = counts.get(section["status"], 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing"

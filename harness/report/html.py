@@ -1,0 +1,45 @@
+"""The HTML report: one self-contained file (inline CSS and JS, no CDN, no fetch) rendered with jinja2 autoescape.
+
+Every string from a result (ref names, exception messages, log tails, diffs) reaches the page only through
+autoescaped template expressions; nothing is marked safe and no result data is placed inside <script>.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from harness.report import view as view_mod
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _environment() -> jinja2.Environment:
+    # Missing keys render empty (results are read tolerantly: older files, optional sections such as `compile`).
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["shape"] = lambda shape: "×".join(str(d) for d in shape or []) or "scalar"
+    env.filters["num"] = lambda x: "–" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))
+    env.filters["seconds"] = lambda x: "–" if x is None else f"{float(x):.1f} s"
+    return env
+
+
+def render(found: list[dict[str, Any]], *, title: str = "YOLOv5 export matrix",
+           tolerances: dict[str, float] | None = None) -> str:
+    """The page for ``found`` results (one per cell, e.g. from results.merge_results)."""
+    view = view_mod.build(found, tolerances)
+    return _environment().get_template("report.html.j2").render(
+        view=view, title=title, labels=view_mod.OUTCOME_LABELS, compile_labels=view_mod.COMPILE_LABELS,
+        outcomes=list(view_mod.OUTCOME_LABELS), generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+
+def write(path: Path, found: list[dict[str, Any]], **kwargs: Any) -> Path:
+    """Render and write the page atomically (temp file + rename, like the results)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render(found, **kwargs), encoding="utf-8")
+    tmp.replace(path)
+    return path

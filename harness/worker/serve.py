@@ -1,0 +1,122 @@
+"""A warm worker: import torch & co once, then fork one child per job (``python -m harness.worker`` task ``serve``).
+
+Importing torch, torchvision, ONNX, ONNX Runtime and YOLOv5's plotting stack costs 5-25 s per process on a small
+machine, and a matrix run used to pay it for every ref x variant x attempt. Here one process per env pays it once
+and forks: each child starts with those modules loaded but with nothing of any ref (the ref's ``models``/``utils``
+are imported by the child, from the child's own tree), so variants, attempts and workaround shims never see each
+other's modules, patched classes or monkeypatches. A child that crashes or hangs costs only its job; the parent
+keeps serving.
+
+Protocol (files in ``job["queue"]``, written atomically by the harness): ``N.json`` is job N (a normal worker job
+with its ``out`` path and an ``env`` of variables to set in the child); the parent answers with ``N.pid`` when the
+child starts and ``N.exit`` (``{"returncode": ...}``, negative for a signal) when it is reaped. The child's output
+goes to ``N.log``. A ``stop`` file, or the harness going away, ends the parent.
+
+Forking after these imports is safe because none of them starts a thread pool that a child would miss: torch's
+intra-op pool starts on the first parallel op (never run here), and OpenBLAS re-initialises after fork.
+"""
+
+import gc
+import json
+import os
+import signal
+import sys
+import time
+
+# Imported once in the parent. Third-party modules only (never the ref's code): what every YOLOv5 ref and the
+# harness's runners import, heaviest first. A module missing from an env is skipped; the child then meets the same
+# ImportError the ref would.
+PRELOAD = (
+    "torch", "torchvision", "numpy", "onnx", "onnxruntime", "cv2", "onnxscript", "torch.onnx",
+    "torch.utils.mobile_optimizer", "matplotlib", "matplotlib.pyplot", "pandas", "seaborn", "scipy", "yaml", "PIL",
+    "PIL.Image", "tqdm", "requests", "psutil", "harness.worker.attempt", "harness.worker.runners",
+    "harness.worker.compare", "harness.worker.inputs", "harness.worker.checkpoint",
+)
+
+POLL = 0.05
+
+
+def preload(names):
+    loaded = {}
+    for name in names:
+        t = time.time()
+        try:
+            __import__(name)
+            loaded[name] = round(time.time() - t, 3)
+        except BaseException as exc:  # a module this env lacks, or one that fails to import: the child will say
+            loaded[name] = "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+    return loaded
+
+
+def write_json(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
+def child(job, log_path, run_job):
+    """In the forked child: own session and process group (the harness kills it alone), own log, own env; never
+    returns. A session, not just a group: with Linux's scheduler autogroups (on by default) CPU is shared fairly
+    between sessions, so children left in the warm process's session would split one share on a busy machine
+    (measured: exports 1.5-1.9x slower than in one-shot workers, each of which had its own session)."""
+    code = 0
+    try:
+        os.setsid()
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.environ.update(job.get("env") or {})
+        run_job(job)
+    except BaseException:
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def serve(job, run_job):
+    queue = job["queue"]
+    parent = os.getppid()
+    names = job.get("preload")
+    loaded = preload(PRELOAD if names is None else names)
+    if hasattr(gc, "freeze"):  # 3.7+: the preloaded heap leaves the collector, so children neither rescan it nor
+        gc.freeze()  # copy its pages by touching it (copy-on-write)
+    write_json(os.path.join(queue, "ready"), {"pid": os.getpid(), "preloaded": loaded})
+    running = {}  # pid -> job number
+    started = {}
+    n = 1
+    while True:
+        path = os.path.join(queue, "%d.json" % n)
+        if os.path.exists(path):
+            with open(path) as fh:
+                task = json.load(fh)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                child(task, os.path.join(queue, "%d.log" % n), run_job)
+            running[pid], started[pid] = n, time.time()
+            write_json(os.path.join(queue, "%d.pid" % n), {"pid": pid})
+            n += 1
+            continue
+        while running:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            write_json(os.path.join(queue, "%d.exit" % running.pop(pid)),
+                       {"returncode": code, "seconds": time.time() - started.pop(pid)})
+        if os.getppid() != parent or (os.path.exists(os.path.join(queue, "stop")) and not running):
+            break  # the harness is gone (kill what we started), or it has no more jobs
+        time.sleep(POLL)
+    for pid in running:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return {"jobs": n - 1, "preloaded": loaded}
