@@ -99,6 +99,14 @@ def test_outcomes_and_drill_down(page: Path, found: list[dict]) -> None:
     assert "+        pass  # yolov5-export-matrix: variant=1" in text  # the patch diff
 
 
+def test_parity_shows_the_tolerances_a_result_was_judged_with(found: list[dict], tmp_path: Path) -> None:
+    # Results record their [tolerances]; the page shows those, not whatever matrix.toml says today.
+    judged = [{**r, "tolerances": {"atol": 0.25, "rtol": 0.5, "min_cosine": 0.75}} for r in found]
+    text = html.write(tmp_path / "index.html", judged, tolerances={"atol": 1e-3, "rtol": 1e-3,
+                                                                   "min_cosine": 0.9999}).read_text()
+    assert "atol 0.25, rtol 0.5" in text and "atol 0.001" not in text
+
+
 def test_junit_has_one_testcase_per_cell(found: list[dict], tmp_path: Path) -> None:
     path = junit.write(tmp_path / "junit.xml", found)
     root = ET.parse(path).getroot()
