@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import tarfile
+import tempfile
 from pathlib import Path
 
+import git
 import pytest
 
 from harness.mirror import build_mirror, default_mirror_dir, default_wheel_cache
+
+
+def repo_from_tag(mirror_repo: Path, tag: str, path: Path) -> git.Repo:
+    """A new git repository at `path` whose first commit on `main` is the stand-in mirror's `tag` tree: a base for
+    test refs (faults, odd shapes) that never touches the mirror itself."""
+    repo = git.Repo.init(path, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "test").set_value("user", "email", "test@example.com")
+    with tempfile.TemporaryFile() as fh:
+        git.Repo(mirror_repo).git.archive("--format=tar", tag, output_stream=fh)
+        fh.seek(0)
+        with tarfile.open(fileobj=fh) as tar:
+            tar.extractall(path, filter="data")
+    repo.git.add("-A")
+    repo.index.commit(f"{tag} stand-in")
+    return repo
 
 
 @pytest.fixture(scope="session")

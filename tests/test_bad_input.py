@@ -15,13 +15,11 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import git
 import pytest
+from conftest import repo_from_tag
 
 from harness.config import Cell
 from harness.errors import ConfigError, HarnessError
@@ -208,16 +206,7 @@ def odd_repo(mirror_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """The v7.0 stand-in (tag `good`), a branch without models/yolo.py (`not-yolo`), and a branch whose
     Detect.forward ends in a return no row of the patcher's table knows, as releases before v5.0 may (`old-detect`)."""
     path = tmp_path_factory.mktemp("odd") / "repo"
-    repo = git.Repo.init(path, initial_branch="main")
-    with repo.config_writer() as cw:
-        cw.set_value("user", "name", "test").set_value("user", "email", "test@example.com")
-    with tempfile.TemporaryFile() as fh:
-        git.Repo(mirror_repo).git.archive("--format=tar", "v7.0", output_stream=fh)
-        fh.seek(0)
-        with tarfile.open(fileobj=fh) as tar:
-            tar.extractall(path, filter="data")
-    repo.git.add("-A")
-    repo.index.commit("v7.0 stand-in")
+    repo = repo_from_tag(mirror_repo, "v7.0", path)
     repo.create_tag("good")
     repo.git.checkout("-b", "old-detect")
     yolo = path / "models" / "yolo.py"

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
-import git
 import pytest
+from conftest import repo_from_tag
 
 from harness.results import load_results
 
@@ -45,16 +43,7 @@ FAULTS = {
 def fault_repo(mirror_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git repo: the v7.0 stand-in's tree as the base commit, and one tagged commit per fault on top of it."""
     path = tmp_path_factory.mktemp("faults") / "repo"
-    repo = git.Repo.init(path, initial_branch="main")
-    with repo.config_writer() as cw:
-        cw.set_value("user", "name", "test").set_value("user", "email", "test@example.com")
-    with tempfile.TemporaryFile() as fh:
-        git.Repo(mirror_repo).git.archive("--format=tar", "v7.0", output_stream=fh)
-        fh.seek(0)
-        with tarfile.open(fileobj=fh) as tar:
-            tar.extractall(path, filter="data")
-    repo.git.add("-A")
-    repo.index.commit("v7.0 stand-in")
+    repo = repo_from_tag(mirror_repo, "v7.0", path)
     export = path / "export.py"
     clean = export.read_text()
     for tag, body in FAULTS.items():
