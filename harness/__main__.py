@@ -63,6 +63,9 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--jobs", type=int, default=None, help="batches run side by side (default: CPU count)")
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="run only shard K of N (same split on every machine; merge with `report`)")
+    parser.add_argument("--exhaustive", action="store_true",
+                        help="search workarounds one at a time in every cell, even where another variant of the "
+                             "same ref already found the chain that works")
     parser.set_defaults(handler=_run_run)
 
 
@@ -75,7 +78,7 @@ def _run_run(args: argparse.Namespace) -> int:
     if args.env not in config.envs:
         raise HarnessError(f"{args.config}: no env '{args.env}' — choose one of: {', '.join(config.envs)}")
     opts = run.Options(reports=args.reports, cache=cache_dir(), refs=args.refs, variants=args.variants,
-                       formats=args.formats, force=args.force, fetch=args.fetch)
+                       formats=args.formats, force=args.force, fetch=args.fetch, learn=not args.exhaustive)
     if args.jobs:
         opts.jobs = args.jobs
     if args.shard:

@@ -46,6 +46,7 @@ class Options:
     fetch: bool = False
     jobs: int = os.cpu_count() or 1
     shard: tuple[int, int] | None = None  # (k, n): only block k of n of the planned cells (harness.shard)
+    learn: bool = True  # try a workaround chain found on another variant of the same ref whole (EnvRun.learn)
 
 
 # The harness code a cell's result depends on, beyond what its inputs_key names by value (commit, pins, model,
@@ -138,6 +139,8 @@ class EnvRun:
         self.env_extra = {"YOLOV5_CONFIG_DIR": str(self.config_dir)}
         # Env-side jobs run in children of one warm process per env (torch imported once), see harness/warm.py.
         self.workers = WarmPool(self.workroot / "warm", self.env_extra)
+        # (commit, format, first cause) -> (workaround names, the cell that found them, the steps skipped): see learn
+        self.learned: dict[tuple[str, str, str], tuple[tuple[str, ...], str, list[str]]] = {}
 
     @property
     def versions(self) -> dict[str, Any]:
@@ -348,42 +351,99 @@ class EnvRun:
             outcome = first[result["cell"]]
             # Keep the per-ref stages (checkout, checkpoint, patch) next to the attempt's own.
             result.update({**outcome, "timings": {**result["timings"], **outcome.get("timings", {})}})
+        judged = {r["cell"]: (r, self.name_cause(r, with_hint=True)) for r in batch}  # cell -> (attempt, its cause)
+        start = {cell: cause for cell, (_, cause) in judged.items()}  # why each cell failed out of the box
+        latest: dict[str, dict[str, Any]] = {r["cell"]: r for r in batch}
+        applied: dict[str, list[causes.Workaround]] = {r["cell"]: [] for r in batch}
+        tried: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {r["cell"]: {} for r in batch}  # names -> attempt
+        # A chain another variant of this ref found for the same first failure and format is tried whole first.
+        borrowed: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for result in batch:
+            found = self.learned.get(self.learn_key(result, start[result["cell"]])) if self.opts.learn else None
+            if found and result["status"] != "pass":
+                borrowed[found[0]].append(result)
+                applied[result["cell"]] = [causes.WORKAROUNDS[n] for n in found[0]]
+        for names, group in borrowed.items():
+            again = self.rerun(patched, weights, group, names)
+            for result in group:
+                source, skipped = self.learned[self.learn_key(result, start[result["cell"]])][1:]
+                again[result["cell"]].update(learned_from=source, not_tried=skipped)
+                latest[result["cell"]] = tried[result["cell"]][names] = again[result["cell"]]
         # Workarounds accumulate: each rerun adds the fix for the cause that stopped the previous attempt, while
         # that cause has one not yet applied (bounded by the size of the table).
-        applied: dict[str, list[causes.Workaround]] = {r["cell"]: [] for r in batch}
-        latest: dict[str, dict[str, Any]] = {r["cell"]: r for r in batch}
-        judged: dict[str, tuple[dict[str, Any], causes.Cause | None]] = {}  # cell -> (attempt, its cause)
-        for round_no in range(len(causes.WORKAROUNDS) + 1):
+        settled: set[str] = set()
+        for _ in range(2 * len(causes.WORKAROUNDS) + 1):
             retry: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)  # fixes -> cells
             for result in batch:
-                outcome = latest[result["cell"]]
-                if result["cell"] not in judged or judged[result["cell"]][0] is not outcome:  # each attempt once
-                    judged[result["cell"]] = outcome, self.name_cause(outcome, with_hint=outcome is result)
-                cause = judged[result["cell"]][1]
-                if outcome["status"] == "pass":
+                cell, outcome = result["cell"], latest[result["cell"]]
+                if judged[cell][0] is not outcome:  # each attempt is judged once
+                    judged[cell] = outcome, self.name_cause(outcome, with_hint=False)
+                cause, fixes = judged[cell][1], applied[cell]
+                if outcome["status"] == "pass" or cell in settled:
                     continue
-                fixes = applied[result["cell"]]
-                if cause and cause.workaround and cause.workaround not in fixes and round_no < len(causes.WORKAROUNDS):
-                    fixes.append(cause.workaround)
-                    retry[tuple(f.name for f in fixes)].append(result)
+                if outcome.get("learned_from") and not (cause and cause.workaround and cause.workaround not in fixes):
+                    # The borrowed chain failed here for a cause it cannot fix: search step by step from the
+                    # out-of-the-box failure instead (a shorter chain may work on this variant).
+                    fixes.clear()
+                    cause = start[cell]
+                if not (cause and cause.workaround and cause.workaround not in fixes):
+                    continue
+                fixes.append(cause.workaround)
+                names = tuple(f.name for f in fixes)
+                if names in tried[cell]:  # that very chain already ran (borrowed) and failed: it stays the verdict
+                    latest[cell] = self.record(result, {**tried[cell][names], "not_tried": []})
+                    settled.add(cell)
+                else:
+                    retry[names].append(result)
             if not retry:
                 break
             for names, group in retry.items():
-                fix = causes.combine([causes.WORKAROUNDS[n] for n in names])
-                try:  # a pin workaround runs in a sibling env with those pins, built once into the cache
-                    python = ensure_env(derive(self.spec, fix.pins), self.opts.cache, log=self.log) if fix.pins \
-                        else None
-                    again = self.attempt(patched, weights, group, "workaround", fix, python=python)
-                except EnvError as exc:
-                    again = {r["cell"]: self.outcome(stage="export", message=str(exc)) for r in group}
+                again = self.rerun(patched, weights, group, names)
                 for result in group:
-                    earlier = result["workaround"]
-                    history = (earlier or {}).get("earlier", []) + ([{k: earlier[k] for k in (
-                        "name", "status", "stage", "cause", "message")}] if earlier else [])
-                    latest[result["cell"]] = result["workaround"] = {
-                        "name": fix.name, "env": fix.env, "shims": list(fix.shims), "opset": fix.opset,
-                        "pins": fix.pins, "hint": fix.hint, "cause": None, "earlier": history,
-                        **again[result["cell"]]}
+                    latest[result["cell"]] = tried[result["cell"]][names] = again[result["cell"]]
+        self.learn(batch, start, applied, latest)
+
+    def rerun(self, patched: Path, weights: Path, group: list[dict[str, Any]],
+              names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """Run ``group`` again with the workarounds ``names`` applied together; see record."""
+        fix = causes.combine([causes.WORKAROUNDS[n] for n in names])
+        try:  # a pin workaround runs in a sibling env with those pins, built once into the cache
+            python = ensure_env(derive(self.spec, fix.pins), self.opts.cache, log=self.log) if fix.pins else None
+            again = self.attempt(patched, weights, group, "workaround", fix, python=python)
+        except EnvError as exc:
+            again = {r["cell"]: self.outcome(stage="export", message=str(exc)) for r in group}
+        described = {"name": fix.name, "env": fix.env, "shims": list(fix.shims), "opset": fix.opset,
+                     "pins": fix.pins, "hint": fix.hint, "cause": None}
+        return {r["cell"]: self.record(r, {**described, **again[r["cell"]]}) for r in group}
+
+    @staticmethod
+    def record(result: dict[str, Any], attempt: dict[str, Any]) -> dict[str, Any]:
+        """Make ``attempt`` the cell's ``workaround`` (its latest rerun); the one it replaces moves to
+        ``workaround.earlier``, in the order they ran."""
+        earlier = result["workaround"]
+        history = (earlier or {}).get("earlier", []) + ([{k: earlier.get(k) for k in (
+            "name", "status", "stage", "cause", "message", "learned_from")}] if earlier else [])
+        history = [h for h in history if h["name"] != attempt["name"]]  # an attempt made final again is not earlier
+        result["workaround"] = {**attempt, "earlier": history}
+        return result["workaround"]
+
+    # -- workaround chains learned within a ref x env ------------------------------------------------------------
+    @staticmethod
+    def learn_key(result: dict[str, Any], cause: causes.Cause | None) -> tuple[str, str, str] | None:
+        """Cells of one ref (commit) and format that fail out of the box for the same cause: the other variants of a
+        ref share everything a workaround acts on (the checkpoint load, the exporter call), only Detect differs."""
+        return (result["commit"], result["format"], cause.name) if cause and cause.workaround else None
+
+    def learn(self, batch: list[dict[str, Any]], start: dict[str, causes.Cause | None],
+              applied: dict[str, list[causes.Workaround]], latest: dict[str, dict[str, Any]]) -> None:
+        """Remember each chain of two or more workarounds found step by step that passed: the same ref's next
+        variants try it whole, skipping the intermediate attempts that failed here (named in ``not_tried``)."""
+        for result in batch:
+            fixes, outcome = applied[result["cell"]], latest[result["cell"]]
+            key = self.learn_key(result, start[result["cell"]])
+            if key and len(fixes) > 1 and outcome["status"] == "pass" and not outcome.get("learned_from"):
+                steps = [" + ".join(f.name for f in fixes[:i]) for i in range(1, len(fixes))]
+                self.learned.setdefault(key, (tuple(f.name for f in fixes), result["cell"], steps))
 
     @staticmethod
     def name_cause(outcome: dict[str, Any], with_hint: bool) -> causes.Cause | None:

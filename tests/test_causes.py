@@ -39,23 +39,30 @@ def test_a_hint_is_not_mistaken_for_another_cause() -> None:
         assert found is None or found is cause, (cause.name, found and found.name)
 
 
-def run_harness(tmp_path: Path, mirror: Path, env: str, ref: str, variant: str, fmt: str,
-                config: Path = ROOT / "matrix.toml") -> dict:
+def run_cells(tmp_path: Path, mirror: Path, env: str, ref: str, variants: str, fmt: str,
+              config: Path = ROOT / "matrix.toml") -> dict[str, dict]:
+    """Run the harness on real cells; their results by variant."""
     reports = tmp_path / "reports"
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--config", str(config), "--env", env, "--refs", ref,
-         "--variants", variant, "--formats", fmt, "--repo", str(mirror), "--reports", str(reports), "--force"],
+         "--variants", variants, "--formats", fmt, "--repo", str(mirror), "--reports", str(reports), "--force",
+         "--jobs", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (result,) = load_results(reports)
-    return result
+    return {r["variant"]: r for r in load_results(reports)}
+
+
+def run_harness(tmp_path: Path, mirror: Path, env: str, ref: str, variant: str, fmt: str,
+                config: Path = ROOT / "matrix.toml") -> dict:
+    return run_cells(tmp_path, mirror, env, ref, variant, fmt, config)[variant]
 
 
 @pytest.mark.torch
 @pytest.mark.slow
 def test_torch_2_14_weights_only_then_dynamo_opset(tmp_path: Path, mirror_repo: Path, env_python: Path,
                                                    quick_env: str) -> None:
-    result = run_harness(tmp_path, mirror_repo, quick_env, "v7.0", "3", "onnx")
+    found = run_cells(tmp_path, mirror_repo, quick_env, "v7.0", "native,3", "onnx")
+    result = found["native"]  # the first batch: it searches step by step
     assert result["status"] == "error" and result["cause"] == "torch.load weights_only"
     fix = result["workaround"]
     # The first rerun exported and ran fine, but the file is opset 18: the dynamo exporter ignored --opset's 12.
@@ -66,6 +73,31 @@ def test_torch_2_14_weights_only_then_dynamo_opset(tmp_path: Path, mirror_repo: 
     assert fix["name"] == "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + dynamo=False" and fix["status"] == "pass"
     assert fix["export"]["opset_written"] == fix["export"]["opset_requested"] == 12
     assert result["verdict"] == "works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + dynamo=False"
+    # Variant 3 failed out of the box the same way, so it tried variant native's chain whole, skipping the middle.
+    borrower = found["3"]
+    assert borrower["cause"] == "torch.load weights_only"
+    assert borrower["workaround"]["learned_from"] == result["cell"]
+    assert borrower["workaround"]["not_tried"] == ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"]
+    assert borrower["workaround"]["earlier"] == []
+    assert borrower["workaround"]["export"]["opset_written"] == 12
+    assert borrower["verdict"] == result["verdict"]
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_a_borrowed_chain_that_fails_falls_back_to_the_step_by_step_search(
+        tmp_path: Path, mirror_repo: Path, env_python: Path, quick_env: str) -> None:
+    # v5.0's dynamic ONNX: native works with weights_only off + dynamo=False; variant 1's patched Detect bakes the
+    # grid in at export size under that same chain, so the borrowed chain fails and the search restarts.
+    found = run_cells(tmp_path, mirror_repo, quick_env, "v5.0", "native,1", "onnx-dynamic")
+    assert found["native"]["verdict"] == "works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + dynamo=False"
+    fix = found["1"]["workaround"]
+    assert fix["learned_from"] == found["native"]["cell"] and fix["status"] != "pass"
+    assert fix["cause"] == "ONNX dynamic: grid fixed at export size", fix["message"]
+    # The step the borrowed chain skipped did run here, and the chain itself was not run twice.
+    assert [e["name"] for e in fix["earlier"]] == ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"]
+    assert fix["not_tried"] == []
+    assert found["1"]["verdict"].startswith("broken: ONNX dynamic: grid fixed at export size")
 
 
 @pytest.mark.torch
