@@ -134,6 +134,9 @@ class EnvRun:
             self.python = ensure_env(self.spec, opts.cache, log=log)
         self.config_dir = opts.cache / "yolov5-config"  # YOLOV5_CONFIG_DIR: holds the offline Arial.ttf
         self.workroot = opts.cache / "work" / self.spec.name
+        # Cell artifacts (exports, logs) per results folder: a result points at its files, so a run that writes its
+        # results elsewhere on the same cache must not overwrite them.
+        self.cellroot = cell_root(self.workroot, opts.reports)
         self._versions: dict[str, Any] | None = None
         self.fingerprint = harness_fingerprint()
         self.env_extra = {"YOLOV5_CONFIG_DIR": str(self.config_dir)}
@@ -343,7 +346,7 @@ class EnvRun:
         for result in batch:
             result["patch_diff"] = diff
             result["timings"]["patch"] = round(time.monotonic() - t, 3)
-            cell_dir = self.workroot / result["cell"]  # the applied diff is kept with the cell's artifacts
+            cell_dir = self.cellroot / result["cell"]  # the applied diff is kept with the cell's artifacts
             cell_dir.mkdir(parents=True, exist_ok=True)
             (cell_dir / "patch.diff").write_text(diff)
         first = self.attempt(patched, weights, batch, "out-of-the-box", causes.Workaround("none"))
@@ -477,7 +480,7 @@ class EnvRun:
         except HarnessError as exc:
             return {r["cell"]: self.outcome(stage="export", message=str(exc)) for r in batch}
         for result in batch:
-            workdir = self.workroot / result["cell"] / label
+            workdir = self.cellroot / result["cell"] / label
             if workdir.exists():
                 shutil.rmtree(workdir)
             workdir.mkdir(parents=True)
@@ -617,6 +620,27 @@ class StageWatch:
         stage = now[1] if now else "export"  # before the first event: imports, charged like an export
         self.overran = time.monotonic() - self._since > self.limit(stage)
         return self.overran
+
+
+FOLDER_MARK = "results-folder.txt"  # in each cell root: the results folder its artifacts belong to
+
+
+def cell_root(workroot: Path, reports: Path) -> Path:
+    """The work folder for the cells of the results in ``reports`` (marked with that path), after deleting those
+    of results folders that no longer exist: a deleted folder's artifacts (~2 GB per env of a full matrix) have
+    no result left to point at them."""
+    folder = reports.resolve()
+    for mark in workroot.glob(f"*/{FOLDER_MARK}"):
+        try:
+            gone = not Path(mark.read_text().strip()).exists()
+        except OSError:
+            continue
+        if gone:
+            shutil.rmtree(mark.parent, ignore_errors=True)
+    root = workroot / hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / FOLDER_MARK).write_text(f"{folder}\n")
+    return root
 
 
 def run_env(config: Config, env: str, opts: Options, log: Callable[[str], None] = print) -> list[dict[str, Any]]:

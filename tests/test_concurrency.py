@@ -8,6 +8,7 @@ starts two real `python -m harness run` on the same cells at the same time.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,3 +111,33 @@ def test_two_runs_on_one_cache_and_reports(small_weights: Path, small_matrix, ha
     for path in (reports / "results").iterdir():
         assert not path.name.startswith("."), path  # no temp file left
         json.loads(path.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_runs_into_two_reports_folders_keep_their_own_artifacts(small_weights: Path, small_matrix, harness_run,
+                                                                mirror_repo: Path, tmp_path: Path) -> None:
+    """A result points at its export; a later run of the same cell on the same cache into another folder must not
+    replace that file (it did: cell work dirs were keyed by cell alone, and a tpu-mlir pass found the ONNX gone)."""
+    config = small_matrix(tmp_path / "matrix.toml", repo=mirror_repo, refs=["v7.0"], weights=small_weights)
+
+    def run(name: str) -> tuple[dict, Path]:
+        argv, env = harness_run(config, tmp_path / name, "--force")
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (result,) = load_results(tmp_path / name)
+        assert result["status"] == "pass", result["message"]
+        (artifact,) = [f["name"] for f in result["export"]["files"] if f["name"].endswith(".torchscript")]
+        return result, Path(result["export"]["log"]).parent / artifact
+
+    first, first_file = run("a")
+    written = first_file.stat().st_mtime_ns
+    second, second_file = run("b")
+    assert Path(first["artifacts_dir"]) != Path(second["artifacts_dir"])
+    assert first_file != second_file and second_file.is_file()
+    assert first_file.stat().st_mtime_ns == written  # the first folder's export is untouched
+    # Deleting a results folder frees its artifacts at the next run on that cache, and only those.
+    shutil.rmtree(tmp_path / "a")
+    run("b")
+    assert not Path(first["artifacts_dir"]).exists()
+    assert Path(second["artifacts_dir"]).is_dir()
