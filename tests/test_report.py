@@ -80,6 +80,15 @@ def test_page_is_self_contained_and_complete(page: Path, found: list[dict]) -> N
         assert f'href="#cell-{result["cell"]}"' in text
 
 
+def test_envs_follow_the_torch_they_imported(found: list[dict]) -> None:
+    # The same results as if from envs whose names sort the other way round ("py311-…" < "py38-…").
+    renamed = [{**r, "env": name, "cell": r["cell"].replace("py311-torch2.14", name),
+                "versions": {**r["versions"], "torch": torch}}
+               for r, (name, torch) in zip(found[:3], [("py311-torch2.14", "2.14.1+cu130"),
+                                                      ("py38-torch1.8", "1.8.0"), ("py311-torch2.4", "2.4.1+cu121")])]
+    assert build(renamed).envs == ["py38-torch1.8", "py311-torch2.4", "py311-torch2.14"]
+
+
 def test_native_signature_table_follows_the_refs(found: list[dict]) -> None:
     rows = build(found).signatures
     assert [(r.ref, r.format, len(r.outputs), r.changed) for r in rows] == [

@@ -91,6 +91,17 @@ def ref_sort_key(ref: str) -> tuple[int, Any, str]:
         return (1, Version("0"), ref)
 
 
+def env_sort_key(env: str, entries: list[Entry]) -> tuple[Version, str]:
+    """Envs in the order of the torch they imported (py38-torch1.8 before py311-torch2.14), then by name."""
+    for entry in entries:
+        if entry.result["env"] == env:
+            try:
+                return Version(str((entry.result.get("versions") or {}).get("torch")).split("+")[0]), env
+            except InvalidVersion:
+                pass
+    return Version("0"), env
+
+
 def attempts(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The attempts of a cell with their labels: out of the box, then the workaround rerun if one ran."""
     found = [("out of the box", result)]
@@ -103,7 +114,7 @@ def build(found: list[dict[str, Any]], tolerances: dict[str, float] | None = Non
     """The report's model of ``found`` results (already merged: one per cell)."""
     entries = [Entry(r, results.outcome(r), attempts(r)) for r in found]
     refs = sorted({str(e.result["ref"]) for e in entries}, key=ref_sort_key)
-    envs = sorted({str(e.result["env"]) for e in entries})
+    envs = sorted({str(e.result["env"]) for e in entries}, key=lambda env: env_sort_key(env, entries))
     variants = _order({str(e.result["variant"]) for e in entries}, ALLOWED_VARIANTS)
     formats = _order({str(e.result["format"]) for e in entries}, ALLOWED_FORMATS)
     rank = {(v, f): i for i, (v, f) in enumerate((v, f) for v in variants for f in formats)}
