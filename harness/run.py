@@ -361,15 +361,17 @@ class EnvRun:
         tried: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {r["cell"]: {} for r in batch}  # names -> attempt
         # A chain another variant of this ref found for the same first failure and format is tried whole first.
         borrowed: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        origin: dict[str, tuple[str, list[str]]] = {}  # cell -> (the cell that found its chain, steps skipped)
         for result in batch:
             found = self.learned.get(self.learn_key(result, start[result["cell"]])) if self.opts.learn else None
             if found and result["status"] != "pass":
-                borrowed[found[0]].append(result)
-                applied[result["cell"]] = [causes.WORKAROUNDS[n] for n in found[0]]
+                names, origin[result["cell"]] = found[0], found[1:]
+                borrowed[names].append(result)
+                applied[result["cell"]] = [causes.WORKAROUNDS[n] for n in names]
         for names, group in borrowed.items():
             again = self.rerun(patched, weights, group, names)
             for result in group:
-                source, skipped = self.learned[self.learn_key(result, start[result["cell"]])][1:]
+                source, skipped = origin[result["cell"]]
                 again[result["cell"]].update(learned_from=source, not_tried=skipped)
                 latest[result["cell"]] = tried[result["cell"]][names] = again[result["cell"]]
         # Workarounds accumulate: each rerun adds the fix for the cause that stopped the previous attempt, while
