@@ -3,12 +3,12 @@
 ``python floor.py JOB.json``: for each cell, run the ref's own export script (in this process, as ``python
 export.py ...`` would, with the environment the export needs on this env), then load the file and run one
 inference in its backend. No eager reference, no parity, no workaround search. Prints one JSON line of timings.
-Kept plain on purpose (standard library + the env's torch/onnxruntime/numpy); Python 3.8 compatible.
+Kept plain on purpose (standard library + the env's torch/onnxruntime/numpy, and the worker's script runner and
+shims); Python 3.8 compatible.
 """
 
 import json
 import os
-import runpy
 import sys
 import time
 
@@ -27,6 +27,8 @@ def main(path):
         from harness.worker import shims
 
         shims.apply(job["shims"])
+    from harness.worker.attempt import run_script
+
     sys.path.insert(0, job["tree"])
     done = {}
     for cell in job["cells"]:
@@ -34,25 +36,11 @@ def main(path):
         key = json.dumps(cell["argv"])
         if key not in done:  # v5.0's script writes every format in one call: a user runs it once
             os.makedirs(cell["workdir"], exist_ok=True)
-            os.chdir(cell["workdir"])
             target = os.path.join(cell["workdir"], "model.pt")
             if not os.path.exists(target):
                 os.link(job["weights"], target)
-            sys.argv = list(cell["argv"])
-            log = open(os.path.join(cell["workdir"], "floor.log"), "w")
-            saved = os.dup(1), os.dup(2)
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            try:
-                runpy.run_path(cell["argv"][0], run_name="__main__")
-            except SystemExit:
-                pass
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-                log.close()
+            # As `python export.py ...` in the cell's folder, its output to floor.log (the worker's own runner).
+            run_script(cell["argv"], cell["workdir"], os.path.join(cell["workdir"], "floor.log"))
             done[key] = cell["workdir"]
         export_s = time.time() - t
         workdir = done[key]
