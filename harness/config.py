@@ -778,14 +778,16 @@ def plan(
 
     Args:
         config: the loaded config.
-        refs, variants, formats, envs: None keeps everything; otherwise only these (each must be in the config).
+        refs, variants, formats, envs: None keeps everything; otherwise only these. Variants, formats and envs
+            must be in the config; a ref may be any safe ref name (a branch or SHA to try without editing the
+            file): the configured ones keep the config's order, others follow in the order given.
 
     Raises:
         ConfigError: a narrowing name is not in the config (the message lists the allowed ones), a narrowing list
             is empty, or two cells would share an id.
     """
     label = config.path.name
-    chosen_refs = _narrow(label, "ref", refs, config.source.refs)
+    chosen_refs = _narrow_refs(label, refs, config.source.refs)
     chosen_envs = _narrow(label, "env", envs, tuple(config.envs))
     chosen_variants = _narrow(label, "variant", variants, config.variants)
     chosen_formats = _narrow(label, "format", formats, config.formats)
@@ -804,6 +806,22 @@ def plan(
                 f"{label}: cells {other} and {cell} share the id {cell.id!r} — rename the env or ref so they differ"
             )
     return cells
+
+
+def _narrow_refs(label: str, wanted: Iterable[str] | None, configured: tuple[str, ...]) -> tuple[str, ...]:
+    """Any ref name passes (whether it exists is the source's question, answered per ref with the closest tags)."""
+    if wanted is None:
+        return configured
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+    if not wanted:
+        raise ConfigError(f"{label}: the ref selection is empty — choose from {', '.join(configured)} or name any "
+                          f"tag, branch or SHA")
+    for ref in wanted:
+        problem = _ref_problem(ref)
+        if problem:
+            raise ConfigError(f"{label}: ref {ref!r} in the selection {problem}")
+    extra = tuple(dict.fromkeys(r for r in wanted if r not in configured))
+    return tuple(r for r in configured if r in set(wanted)) + extra
 
 
 def _narrow(label: str, what: str, wanted: Iterable[str] | None, available: tuple[str, ...]) -> tuple[str, ...]:

@@ -461,7 +461,7 @@ def test_plan_narrowing_keeps_config_order(config: Config) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({"refs": ["v9.0"]}, "unknown ref 'v9.0' in the selection — choose from v6.2, v7.0, release/v8"),
+        ({"refs": ["-x"]}, "ref '-x' in the selection it starts with '-'"),
         ({"variants": ["2"]}, "unknown variant '2' in the selection — choose from native, 1, 3, 4"),
         (
             {"formats": ["tflite"]},
@@ -475,6 +475,12 @@ def test_plan_narrowing_rejects_unknown_names(config: Config, kwargs: dict[str, 
     with pytest.raises(ConfigError) as info:
         plan(config, **kwargs)  # type: ignore[arg-type]
     assert str(info.value).startswith("matrix.toml: ") and expected in str(info.value), str(info.value)
+
+
+def test_plan_takes_any_ref_name_after_the_configured_ones(config: Config) -> None:
+    # A branch or SHA to try without editing matrix.toml: whether it exists is the source's question, per ref.
+    cells = plan(config, refs=["my-branch", "v7.0", "0123abcd"], variants=["3"], formats=["onnx"], envs=["quick"])
+    assert [c.ref for c in cells] == ["v7.0", "my-branch", "0123abcd"]
 
 
 def test_plan_refuses_colliding_ids(config: Config) -> None:
