@@ -26,6 +26,8 @@ from harness.results import Attempt, CellResult, ExportFacts, Output, Parity, St
 from harness.verify import judge
 from harness.warm import WarmPool
 
+# How ONNX Runtime's errors start; at the load stage one means the file itself is refused.
+ONNXRUNTIME_REFUSES = "[ONNXRuntimeError]"
 WEIGHTS_NAME = "model.pt"  # never a release-asset name: v5.0's attempt_download would try GitHub for yolov5s.pt
 
 
@@ -204,6 +206,8 @@ class BatchRunner:
             stage = err.get("stage") or "load"  # the worker's stage in flight: load, run or compare
             out.stage, out.message = cast(Stage, stage), f"{stage}: {err['type']}: {err['message']}"
             out.log_tail = proc.tail(err.get("traceback", ""))
+            if stage == "load" and ONNXRUNTIME_REFUSES in err["message"]:
+                out.status = "fail"  # the export is there but unusable: a broken artifact, not a stage that failed
             return out
         answer = event["verify"]
         out.timings.update({k: round(v, 3) for k, v in answer["timings"].items()})

@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Workaround:
     """What the rerun changes: extra environment, named in-process shims (harness/worker/shims.py), the opset passed
-    to the ref's export script, and/or pins that differ from the env's (the rerun then uses a sibling env with those
-    pins, built like any other: harness/envs.py derive)."""
+    to the ref's export script, pins that differ from the env's (the rerun then uses a sibling env with those pins,
+    built like any other: harness/envs.py derive), and/or the form of the Detect patch (harness/patch.py FORMS: the
+    harness's adapted line instead of the guide's)."""
 
     name: str
     env: dict[str, str] = field(default_factory=dict)
     shims: tuple[str, ...] = ()
     opset: int | None = None  # --opset for exporters that take one (harness/exporters.py opset_flag)
     pins: dict[str, str] = field(default_factory=dict)  # package -> exact version, e.g. {"numpy": "1.23.5"}
+    patch_form: str | None = None  # "adapted": the patch table's own form of the variant (harness/patch.py)
     hint: str = ""
 
 
@@ -85,10 +87,48 @@ OPSET_12 = Workaround(
     hint="ask the ref's export script for opset 12 (its --opset flag)",
 )
 
+# The guide's literal Detect.forward lines (harness/patch.py GUIDE_RETURNS) fail on some refs; the patch table's
+# adapted form is what works there. One workaround per way it fails, named after what the adapted form does.
+PATCH_TUPLE = Workaround(
+    name="patch form tuple(x)", patch_form="adapted",
+    hint="return the raw levels as tuple(x) instead of the guide's list x (the ref's export.py reads .shape of its "
+         "dry run's first output, which a list has not)",
+)
+PATCH_SWITCH_OFF = Workaround(
+    name="patch form: export switch off", patch_form="adapted",
+    hint="replace Detect.forward's `self.training |= self.export` by `pass` (or pass --grid to the ref's export "
+         "script): with it the exporter's export=True returns the raw levels before the edited line",
+)
+
+NO_DOWNLOAD = Workaround(
+    name="no download for a local checkpoint", shims=("offline-attempt-download",),
+    hint="skip attempt_download's GitHub API call when the checkpoint is a file on disk (it downloads nothing then)",
+)
+
 CAUSES: tuple[Cause, ...] = (
     Cause("torch.load weights_only", r"Weights only load failed|WeightsUnpickler error",
           "torch>=2.6 loads with weights_only=True by default and YOLOv5 checkpoints are pickled modules",
           NO_WEIGHTS_ONLY),
+    # Found on upstream v6.2/v7.0 and master, variant 3 as the guide writes it: export.py's dry run reads
+    # `(y[0] if isinstance(y, tuple) else y).shape` and the guide's `x` is a list.
+    Cause("guide line: exporter reads .shape of a list", r"'list' object has no attribute 'shape'",
+          "the guide's `return x if self.training else x` returns a list, and this ref's export.py reads .shape of "
+          "its dry run's output before exporting anything", PATCH_TUPLE),
+    # Found on v3.1-v5.0, variants 1 and 4 as the guide writes them: harness/verify.py says so when eager PyTorch
+    # gives exactly the raw per-level outputs although the variant promises decoded ones.
+    Cause("guide line: edited return never reached", r"the edited return is never reached",
+          "`self.training |= self.export` in Detect.forward: the exporter's export=True returns the raw levels "
+          "before the edited line", PATCH_SWITCH_OFF),
+    # The worker's checkpoint builder (harness/worker/checkpoint.py) says so when [model] cfg is not in the ref, e.g.
+    # yolov5n.yaml before v6.0.
+    Cause("model cfg not in this ref", r"model cfg '[^']+' not found under models/",
+          "this ref has no such model yaml (the n models arrived in v6.0, P6 hub yamls in v5.0): choose a [model] cfg "
+          "the ref has, or run such refs with another config"),
+    # Found on upstream v4.0 (v3.1's is the same function): utils/google_utils.py attempt_download() calls
+    # requests.get('https://api.github.com/repos/ultralytics/yolov5/releases/latest') on every load, file or not.
+    Cause("needs network: attempt_download", r"api\.github\.com/repos/ultralytics/yolov5/releases",
+          "the ref's attempt_download asks GitHub's API on every model load, even for a checkpoint on disk: offline "
+          "(or sandboxed) it fails", NO_DOWNLOAD),
     # A checkpoint pickled by torch<1.11 and loaded by torch>=1.11 (e.g. an old [model] weights file).
     Cause("Upsample.recompute_scale_factor", r"'Upsample' object has no attribute 'recompute_scale_factor'",
           "a checkpoint saved with torch<1.11 lacks nn.Upsample.recompute_scale_factor, which torch>=1.11 reads",
@@ -133,6 +173,12 @@ CAUSES: tuple[Cause, ...] = (
     Cause("ONNX dynamic: grid fixed at export size", r"broadcast an axis by a dimension other than 1",
           "the exported graph holds Detect's grid for the export size, so --dynamic inputs of another size fail; "
           "export at the deployment size or use the raw variant 3"),
+    # Found on v5.0's decoded variants (1, 4) exported by torch 1.8/1.10: ONNX Runtime's shape inference rejects a Mul
+    # of the graph when loading it ("ShapeInferenceError ... Incompatible dimensions"). The file is unusable: broken.
+    Cause("ONNX Runtime refuses the file", r"^load: .*\[ONNXRuntimeError\]",
+          "ONNX Runtime cannot load this export (its graph fails ONNX Runtime's checks, e.g. shape inference): the "
+          "file is unusable; on v5.0's decoded variants this is torch <= 1.10's export, and variant 3 or torch >= 1.13 "
+          "gives a loadable graph"),
     # onnxruntime-gpu>=1.9 refuses an InferenceSession without providers=[...] (the harness passes them; old
     # YOLOv5 code that builds its own session does not).
     Cause("onnxruntime providers", r"required to explicitly set the providers parameter|"
@@ -179,12 +225,14 @@ def combine(fixes: list[Workaround]) -> Workaround:
     env: dict[str, str] = {}
     pins: dict[str, str] = {}
     opset = None
+    patch_form = None
     for fix in fixes:
         env.update(fix.env)
         pins.update(fix.pins)
         opset = fix.opset or opset
+        patch_form = fix.patch_form or patch_form
     return Workaround(name=" + ".join(f.name for f in fixes), env=env,
-                      shims=tuple(s for f in fixes for s in f.shims), opset=opset, pins=pins,
+                      shims=tuple(s for f in fixes for s in f.shims), opset=opset, pins=pins, patch_form=patch_form,
                       hint="; ".join(f.hint for f in fixes))
 
 

@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.axes import VARIANTS
@@ -40,6 +40,27 @@ _SKIP = (".git", "__pycache__")
 PATCH_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
+# The seed guide's lines (Sophgo's YOLOv5 export guide), as it prints them: a user edits the last `return` of
+# Detect.forward to one of these. They are every variant's out-of-the-box form.
+GUIDE_RETURNS: Mapping[str, str] = {
+    "1": "x if self.training else (torch.cat(z, 1))",
+    "3": "x if self.training else x",
+    "4": "x if self.training else (torch.cat(z, 1), x)",
+}
+# "guide": the guide's line as written; "adapted": the row's adaptation, where the ref needs one (a workaround,
+# harness/causes.py, tried when the guide's line fails).
+FORMS: tuple[str, ...] = ("guide", "adapted")
+
+
+@dataclass(frozen=True)
+class _Adaptation:
+    """How the harness's form of a variant differs from the guide's line on one code shape, and why."""
+
+    why: str
+    returns: str | None = None  # the return expression instead of the guide's; None keeps the guide's
+    neutralise: bool = False  # the row's export switches become `pass`
+
+
 @dataclass(frozen=True)
 class _Shape:
     """One known way a release writes the end of Detect.forward.
@@ -48,66 +69,53 @@ class _Shape:
         returns_now: ``ast.unparse`` of the last top-level ``return`` statement (formatting and comments ignored).
         export_switches: ``ast.unparse`` of every other statement in forward that reads ``self.export``, in source
             order. They are part of the key: a forward with an export switch the row does not know is refused.
-        returns: Replacement return expression per patched variant. The training branch stays ``x`` everywhere
-            because ``Model.__init__`` runs a training-mode forward to compute strides, and the loss needs the raw list.
-        neutralise_for: Variants for which the export switches are replaced by ``pass`` (to get decoded outputs
-            out of an exporter that sets ``export = True``).
+        adapted: Per variant, what the harness changes when the guide's line fails on this shape. The training
+            branch stays ``x`` everywhere because ``Model.__init__`` runs a training-mode forward to compute strides,
+            and the loss needs the raw list.
     """
 
     returns_now: str
     export_switches: tuple[str, ...]
-    returns: Mapping[str, str]
-    neutralise_for: frozenset[str] = frozenset()
+    adapted: Mapping[str, _Adaptation] = field(default_factory=dict)
 
+
+# v3.1-v5.0: `self.training |= self.export` at the top of forward, and models/export.py sets
+# `model.model[-1].export = not opt.grid`, so with the exporter's default every edit of the return is dead code: the
+# raw list x comes out whatever the line says. The guide's variant 3 is raw anyway; variants 1 and 4 need the decoded z,
+# so their adapted form neutralises that line (passing --grid to the script would do the same).
+_EXPORT_SWITCH = _Adaptation("`self.training |= self.export` makes the exporter's export=True skip the edited "
+                             "return: that line becomes pass", neutralise=True)
 
 _SHAPES: tuple[_Shape, ...] = (
-    # v5.0 (stand-in PyPI yolov5 5.0.3): `self.training |= self.export` at the top of forward, and models/export.py
-    # sets `model.model[-1].export = not opt.grid`, so a native export returns the raw list x. Variants 1 and 4 need
-    # the decoded z, so that line is neutralised for them; variant 3 keeps it (raw either way). models/export.py never
-    # inspects its dry-run output, so the seed's forms pass as they are. Found by reading yolo.py + models/export.py
-    # and replaying its steps (export flag, two dry runs, jit.trace, onnx.export) on every variant, P5 and P6:
-    # its own script cannot run on torch 2.14 at all (optimize_for_mobile needs XNNPACK; the dynamo ONNX export fails).
+    # v3.1, v4.0, v5.0 upstream and PyPI yolov5 5.0.x. Found by reading yolo.py + models/export.py and replaying its
+    # steps (export flag, two dry runs, jit.trace, onnx.export) on every variant, P5 and P6.
     _Shape(
         returns_now="return x if self.training else (torch.cat(z, 1), x)",
         export_switches=("self.training |= self.export",),
-        returns={
-            "1": "x if self.training else torch.cat(z, 1)",
-            "3": "x if self.training else x",
-            "4": "x if self.training else (torch.cat(z, 1), x)",
-        },
-        neutralise_for=frozenset({"1", "4"}),
+        adapted={"1": _EXPORT_SWITCH, "4": _EXPORT_SWITCH},
     ),
-    # v6.0 and v6.1 (stand-ins PyPI 6.0.6 and 6.0.7): Detect has no export flag; export.py sets inplace/onnx_dynamic
-    # and never inspects its dry-run output (upstream v6.1's `tuple(y[0].shape)` would accept a list too), so a native
-    # export is the 2-tuple (cat, x) and the seed's forms work unchanged. Found by reading yolo.py + export.py and
-    # running export.py (onnx, onnx --dynamic, torchscript) on every variant.
+    # v6.0 and v6.1 (upstream; stand-ins PyPI 6.0.6 and 6.0.7): Detect has no export flag; export.py sets
+    # inplace/onnx_dynamic and reads its dry run as `tuple(y[0].shape)` (a list passes), so a native export is the
+    # 2-tuple (cat, x) and the guide's lines work as written. Found by reading yolo.py + export.py and running
+    # export.py (onnx, onnx --dynamic, torchscript) on every variant.
     _Shape(
         returns_now="return x if self.training else (torch.cat(z, 1), x)",
         export_switches=(),
-        returns={
-            "1": "x if self.training else torch.cat(z, 1)",
-            "3": "x if self.training else x",
-            "4": "x if self.training else (torch.cat(z, 1), x)",
-        },
     ),
-    # v6.2 and v7.0 (stand-ins PyPI 6.1.9 and 7.0.0; 6.2.3 and 7.0.14 have the same forward): export.py sets
-    # `m.export = True` (a native export is the 1-tuple (cat,)) and reads its dry run as
-    # `tuple((y[0] if isinstance(y, tuple) else y).shape)` (6.2.3, 7.0.x) or `tuple(y[0].shape)` (6.1.9). With the
-    # seed's list `x` for variant 3 the former calls list.shape and aborts the whole export (AttributeError, seen on
-    # 6.2.3), so variant 3 returns `tuple(x)` here: same tensors, same exported outputs, and 6.1.9 accepts it too.
-    # Variant 1 keeps the seed's bare tensor: 6.1.9 then logs "output shape (25200, 85)" (y[0] is batch row 0), which
-    # is cosmetic; the exported models are right.
-    # Found by reading yolo.py + export.py and running export.py (onnx, onnx --dynamic, torchscript) on every variant.
-    # `class Segment(Detect)` (6.2.3+) has its own forward, which is not touched; but it calls Detect.forward and
-    # indexes the result as (cat, x), so a patched variant only makes sense for detection cfgs, not *-seg.yaml.
+    # v6.2, v7.0 and master (upstream; stand-ins PyPI 6.1.9 and 7.0.0): export.py sets `m.export = True` (a native
+    # export is the 1-tuple (cat,)) and reads its dry run as `tuple((y[0] if isinstance(y, tuple) else y).shape)`
+    # (upstream v6.2+, PyPI 6.2.3+) or `tuple(y[0].shape)` (PyPI 6.1.9). The guide's list `x` for variant 3 makes the
+    # former call list.shape and abort the whole export (AttributeError), so its adapted form returns `tuple(x)`:
+    # same tensors, same exported outputs. Variant 1's bare tensor passes (6.1.9 then logs "output shape (25200, 85)",
+    # y[0] being batch row 0: cosmetic). Found by reading yolo.py + export.py and running export.py (onnx, onnx
+    # --dynamic, torchscript) on every variant. `class Segment(Detect)` (6.2+) has its own forward, which is not
+    # touched; it calls Detect.forward and indexes the result as (cat, x), so a patched variant only makes sense for
+    # detection cfgs, not *-seg.yaml.
     _Shape(
         returns_now="return x if self.training else (torch.cat(z, 1),) if self.export else (torch.cat(z, 1), x)",
         export_switches=(),
-        returns={
-            "1": "x if self.training else torch.cat(z, 1)",
-            "3": "x if self.training else tuple(x)",
-            "4": "x if self.training else (torch.cat(z, 1), x)",
-        },
+        adapted={"3": _Adaptation("the exporter reads its dry run's .shape, which the guide's list x has not: the "
+                                  "raw levels are returned as tuple(x)", returns="x if self.training else tuple(x)")},
     ),
 )
 
@@ -127,26 +135,77 @@ def expected_output_count(variant: str, nl: int) -> int | None:
     return {"native": None, "1": 1, "3": nl, "4": 1 + nl}[variant]
 
 
-def patch_source(source: str, variant: str, ref: str) -> str:
-    """Return models/yolo.py text whose ``Detect.forward`` gives ``variant``'s outputs, also under the ref's exporter.
+def patch_source(source: str, variant: str, ref: str, form: str = "guide") -> str:
+    """Return models/yolo.py text whose ``Detect.forward`` ends as ``variant`` in ``form``.
 
-    Only the lines of the last top-level ``return`` of ``Detect.forward`` and the export switches its table row lists
-    are replaced (indentation and line endings kept, everything else byte-identical). Patching an already patched
-    text for the same variant returns it unchanged.
+    ``form="guide"`` writes the seed guide's line exactly as printed (``GUIDE_RETURNS``); ``form="adapted"`` applies
+    the table row's adaptation for the variant (a return of its own, export switches neutralised). Only the lines of
+    the last top-level ``return`` of ``Detect.forward`` and, when adapting, the row's export switches are replaced
+    (indentation and line endings kept, everything else byte-identical). Patching an already patched text for the
+    same variant and form returns it unchanged.
 
     Args:
         source: Text of the ref's models/yolo.py.
         variant: One of ``VARIANTS``; ``native`` returns ``source`` unchanged without inspecting it.
         ref: The ref being patched, only used in error messages.
+        form: One of ``FORMS``.
 
     Raises:
-        PatchError: Unknown variant; no ``class Detect`` / ``forward`` / ``return``, or a forward no table row
-            recognises; a text already patched for another variant.
+        PatchUnsupported: no ``class Detect`` / ``forward`` / ``return``, or a forward no table row recognises.
+        PatchError: unknown variant or form; no adapted form of the variant on this shape; a text already patched
+            for another variant or form.
     """
     _check_variant(variant)
+    if form not in FORMS:
+        raise PatchError(f"patch: unknown form {form!r}; use one of {', '.join(FORMS)}")
     if variant == "native":
         return source
     refused = PatchUnsupported(f"patch: Detect.forward return not recognised at {ref}")
+    forward, ret = _locate(source, refused)
+    lines = source.splitlines(keepends=True)
+    label = f"{variant}" if form == "guide" else f"{variant}+{form}"
+    done = {m.group(1) for m in _TAG_RE.finditer("".join(lines[forward.lineno - 1 : forward.end_lineno]))}
+    if done == {label}:
+        return source
+    if done:
+        raise PatchError(f"patch: models/yolo.py at {ref} is already patched for variant {', '.join(sorted(done))}; "
+                         "patch a clean checkout")
+    switches = list(_export_switches(forward, ret))
+    shape = _shape_of(ret, switches, refused)
+    adaptation = shape.adapted.get(variant) if form == "adapted" else None
+    if form == "adapted" and adaptation is None:
+        raise PatchError(f"patch: no adapted form of variant {variant} at {ref}: the guide's line is the only one "
+                         f"for this Detect.forward")
+    # (statement, replacement statement) pairs, applied bottom-up so earlier line numbers stay valid.
+    edits: list[tuple[ast.stmt, str]] = [(ret, f"return {intended_return(shape, variant, form)}")]
+    if adaptation and adaptation.neutralise:
+        edits += [(s, "pass") for s in switches]
+    for stmt, new in sorted(edits, key=lambda e: e[0].lineno, reverse=True):
+        _replace_lines(lines, stmt, new, f"{_TAG}{label} (was: {ast.unparse(stmt).splitlines()[0]})", refused)
+    patched = "".join(lines)
+    _verify(patched, intended_return(shape, variant, form), variant, ref)
+    return patched
+
+
+def intended_return(shape: _Shape, variant: str, form: str) -> str:
+    adaptation = shape.adapted.get(variant) if form == "adapted" else None
+    return adaptation.returns if adaptation and adaptation.returns else GUIDE_RETURNS[variant]
+
+
+def adaptation_of(source: str, variant: str) -> str | None:
+    """Why and how the harness adapts the guide's line of ``variant`` on this models/yolo.py, or None when the
+    guide's line is the only form (or the forward is not one the table knows)."""
+    refused = PatchUnsupported("")
+    try:
+        forward, ret = _locate(source, refused)
+        shape = _shape_of(ret, list(_export_switches(forward, ret)), refused)
+    except PatchUnsupported:
+        return None
+    adaptation = shape.adapted.get(variant)
+    return adaptation.why if adaptation else None
+
+
+def _locate(source: str, refused: PatchUnsupported) -> tuple[ast.FunctionDef, ast.Return]:
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
@@ -157,35 +216,18 @@ def patch_source(source: str, variant: str, ref: str) -> str:
     ret = next((s for s in reversed(forward.body) if isinstance(s, ast.Return)), None)
     if ret is None:
         raise refused
-    lines = source.splitlines(keepends=True)
+    return forward, ret
 
-    done = {m.group(1) for m in _TAG_RE.finditer("".join(lines[forward.lineno - 1 : forward.end_lineno]))}
-    if done == {variant}:
-        return source
-    if done:
-        raise PatchError(
-            f"patch: models/yolo.py at {ref} is already patched for variant {', '.join(sorted(done))}; "
-            "patch a clean checkout"
-        )
 
-    switches = list(_export_switches(forward, ret))
+def _shape_of(ret: ast.Return, switches: list[ast.stmt], refused: PatchUnsupported) -> _Shape:
     key = (ast.unparse(ret), tuple(ast.unparse(s) for s in switches))
     shape = next((s for s in _SHAPES if (s.returns_now, s.export_switches) == key), None)
     if shape is None:
         raise refused
-
-    # (statement, replacement statement) pairs, applied bottom-up so earlier line numbers stay valid.
-    edits: list[tuple[ast.stmt, str]] = [(ret, f"return {shape.returns[variant]}")]
-    if variant in shape.neutralise_for:
-        edits += [(s, "pass") for s in switches]
-    for stmt, new in sorted(edits, key=lambda e: e[0].lineno, reverse=True):
-        _replace_lines(lines, stmt, new, f"{_TAG}{variant} (was: {ast.unparse(stmt).splitlines()[0]})", refused)
-    patched = "".join(lines)
-    _verify(patched, shape, variant, ref)
-    return patched
+    return shape
 
 
-def apply_patch(checkout: Path, dest: Path, variant: str, ref: str) -> str:
+def apply_patch(checkout: Path, dest: Path, variant: str, ref: str, form: str = "guide") -> str:
     """Make ``dest`` a copy of ``checkout`` whose models/yolo.py is patched for ``variant``, reusing a matching copy.
 
     The copy is built in a temporary sibling directory and moved into place with its stamp written last, so a crash
@@ -198,6 +240,7 @@ def apply_patch(checkout: Path, dest: Path, variant: str, ref: str) -> str:
         dest: Where the patched copy goes; replaced if it holds a different patch, refused if it is something else.
         variant: One of ``VARIANTS``.
         ref: The ref being patched, for error messages and the stamp.
+        form: One of ``FORMS`` (see patch_source).
 
     Returns:
         The unified diff (a/models/yolo.py, b/models/yolo.py) that was applied, also written to ``dest/patch.diff``;
@@ -212,13 +255,14 @@ def apply_patch(checkout: Path, dest: Path, variant: str, ref: str) -> str:
     if not yolo.is_file():
         raise PatchError(f"patch: {YOLO_PY} missing at {ref} ({checkout}); point the patcher at a YOLOv5 checkout")
     source = yolo.read_text(encoding="utf-8")
-    patched = patch_source(source, variant, ref)
+    patched = patch_source(source, variant, ref, form)
     diff = "".join(
         difflib.unified_diff(
             source.splitlines(keepends=True), patched.splitlines(keepends=True), f"a/{YOLO_PY}", f"b/{YOLO_PY}"
         )
     )
-    stamp = {"key": _stamp_key(checkout, source, variant), "variant": variant, "ref": ref, "patch": PATCH_VERSION}
+    stamp = {"key": _stamp_key(checkout, source, f"{variant}/{form}"), "variant": variant, "form": form, "ref": ref,
+             "patch": PATCH_VERSION}
     if _stamp_of(dest) == stamp["key"]:
         return (dest / DIFF_NAME).read_text(encoding="utf-8")
 
@@ -294,7 +338,7 @@ def _char_offset(line: str, byte_offset: int | None) -> int:
     return len(line.encode("utf-8")[: byte_offset or 0].decode("utf-8", errors="ignore"))
 
 
-def _verify(patched: str, shape: _Shape, variant: str, ref: str) -> None:
+def _verify(patched: str, intended: str, variant: str, ref: str) -> None:
     """Re-parse the result: it must compile and its Detect.forward must now end in the intended return."""
     try:
         compile(patched, YOLO_PY, "exec")
@@ -302,7 +346,7 @@ def _verify(patched: str, shape: _Shape, variant: str, ref: str) -> None:
     except SyntaxError as e:
         raise PatchError(f"patch: patched {YOLO_PY} does not compile at {ref} ({e}); report this patcher bug") from e
     ret = next((s for s in reversed(forward.body) if isinstance(s, ast.Return)), None) if forward else None
-    if ret is None or ast.unparse(ret) != ast.unparse(ast.parse(f"return {shape.returns[variant]}").body[0]):
+    if ret is None or ast.unparse(ret) != ast.unparse(ast.parse(f"return {intended}").body[0]):
         raise PatchError(f"patch: patched Detect.forward does not end as variant {variant} at {ref}; report this bug")
 
 

@@ -139,6 +139,8 @@ class WorkaroundRecord(Attempt):
     shims: list[str] = field(default_factory=list)
     opset: int | None = None
     pins: dict[str, str] = field(default_factory=dict)
+    patch_form: str | None = None  # "adapted": the patch table's form of the variant instead of the guide's line
+    patch_diff: str | None = None  # that form's diff of models/yolo.py
     hint: str = ""
     earlier: list[EarlierAttempt] = field(default_factory=list)
     learned_from: str | None = None  # the cell whose step-by-step search found this chain (borrowed whole)
@@ -279,7 +281,7 @@ def verdict_line(first_status: str, first_cause: str | None, message: str, fix_n
     if first_status == "pass":
         return "works"
     if fix_name and final_status == "pass":
-        return f"works with workaround {fix_name}"
+        return f"works with workaround {fix_name} (out of the box: {first_cause or 'unclassified'})"
     if first_status == "skip":
         return f"skipped: {message}"
     if fix_name:

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -377,10 +377,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def summary(done: list[CellResult]) -> str:
-    counts: dict[str, int] = defaultdict(int)
-    for result in done:
-        counts[result.verdict.split(":")[0]] += 1
-    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no cells"
+    """Cells per outcome, in the report's order: "10 works, 12 workaround, 2 broken"."""
+    counts = Counter(result.outcome() for result in done)
+    return ", ".join(f"{counts[o]} {o}" for o in results.OUTCOMES if counts[o]) or "no cells"
 
 
 def log_stderr(message: str) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 from harness import causes
 from harness.batch import BatchRunner, EnvContext, failed, name_cause
 from harness.envs import derive, ensure_env
-from harness.errors import EnvError, HarnessError, PatchUnsupported
-from harness.patch import apply_patch
+from harness.errors import EnvError, HarnessError, PatchError, PatchUnsupported
+from harness.patch import YOLO_PY, adaptation_of, apply_patch
 from harness.results import Attempt, CellResult, WorkaroundRecord
 from harness.search import Learned, Reuse, Run, WorkaroundSearch, learn_key
 from harness.source import Checkout
@@ -52,13 +52,19 @@ class CellSearch:
     tried: dict[tuple[str, ...], WorkaroundRecord]
 
 
+def patched_tree(ctx: EnvContext, checkout: Checkout, variant: str, form: str = "guide") -> tuple[Path, str]:
+    """The variant's patched tree in ``form`` (shared by every env) and its diff; raises PatchError."""
+    patched = ctx.cache / "patched" / checkout.commit / (variant if form == "guide" else f"{variant}+{form}")
+    with PATCH_LOCK:
+        return patched, apply_patch(checkout.path, patched, variant, checkout.ref, form)
+
+
 def patch_variant(ctx: EnvContext, checkout: Checkout, variant: str, batch: list[CellResult]) -> Path | None:
-    """The variant's patched tree (shared by every env), or None after marking each cell with why not."""
+    """The variant's tree with the guide's line (the out-of-the-box form), or None after marking each cell with why
+    not."""
     t = time.monotonic()
-    patched = ctx.cache / "patched" / checkout.commit / variant
     try:
-        with PATCH_LOCK:
-            diff = apply_patch(checkout.path, patched, variant, checkout.ref)
+        patched, diff = patched_tree(ctx, checkout, variant)
     except HarnessError as exc:
         # A Detect.forward no row of the patcher's table knows (a release older or newer than the table): a clear
         # "unsupported" cell with the fix, not a crash; the ref's other variants and refs go on.
@@ -85,12 +91,15 @@ def run_variant(ctx: EnvContext, chains: LearnedChains, checkout: Checkout, vari
         return
     runner = BatchRunner(ctx)
     first = runner.attempt(patched, weights, batch, "out-of-the-box", causes.Workaround("none"))
+    adaptable = adaptation_of((checkout.path / YOLO_PY).read_text(errors="replace"), variant) is not None
     cells: dict[str, CellSearch] = {}
     for result in batch:
         _take_first(result, first[result.cell])
         start = name_cause(result, with_hint=True)
         key = learn_key(result.commit, result.format, start)
         borrowed = chains.get(key) if learn and result.status != "pass" else None
+        if borrowed and not adaptable and any(causes.WORKAROUNDS[n].patch_form for n in borrowed.names):
+            borrowed = None  # found on a variant whose guide line needs adapting; this one's does not
         cells[result.cell] = CellSearch(result, WorkaroundSearch(start, result.status == "pass", borrowed), {})
     for _ in range(2 * len(causes.WORKAROUNDS) + 2):  # each step adds a fix: bounded by the table
         wanted: dict[tuple[str, ...], list[CellSearch]] = defaultdict(list)
@@ -103,7 +112,7 @@ def run_variant(ctx: EnvContext, chains: LearnedChains, checkout: Checkout, vari
         if not wanted:
             break
         for names, group in wanted.items():
-            rerun(ctx, runner, patched, weights, group, names)
+            rerun(ctx, runner, checkout, patched, weights, group, names)
     for cell in cells.values():
         chains.remember(learn_key(cell.result.commit, cell.result.format, cell.search.start),
                         cell.search.learned(cell.result.cell))
@@ -117,21 +126,26 @@ def _take_first(result: CellResult, attempt: Attempt) -> None:
     result.timings = timings
 
 
-def rerun(ctx: EnvContext, runner: BatchRunner, patched: Path, weights: Path, group: list[CellSearch],
-          names: tuple[str, ...]) -> None:
+def rerun(ctx: EnvContext, runner: BatchRunner, checkout: Checkout, patched: Path, weights: Path,
+          group: list[CellSearch], names: tuple[str, ...]) -> None:
     """Run ``group`` again with the workarounds ``names`` applied together, and tell each search the outcome."""
     fix = causes.combine([causes.WORKAROUNDS[n] for n in names])
     batch = [c.result for c in group]
-    try:  # a pin workaround runs in a sibling env with those pins, built once into the cache
+    diff = None
+    try:
+        if fix.patch_form:  # the patch table's own form of the variant instead of the guide's line
+            patched, diff = patched_tree(ctx, checkout, batch[0].variant, fix.patch_form)
+        # A pin workaround runs in a sibling env with those pins, built once into the cache.
         python = ensure_env(derive(ctx.spec, fix.pins), ctx.cache, log=ctx.log) if fix.pins else None
         again = runner.attempt(patched, weights, batch, "workaround", fix, python=python)
-    except EnvError as exc:
-        again = {r.cell: failed(message=str(exc)) for r in batch}
+    except (EnvError, PatchError) as exc:
+        again = {r.cell: failed(stage="patch" if isinstance(exc, PatchError) else "export", message=str(exc))
+                 for r in batch}
     for cell in group:
         attempt = again[cell.result.cell]
         step = cell.search.borrowed if cell.search.borrowed and cell.search.borrowed.names == names else None
         rec = WorkaroundRecord(**vars(attempt), name=fix.name, env=fix.env, shims=list(fix.shims), opset=fix.opset,
-                               pins=fix.pins, hint=fix.hint,
+                               pins=fix.pins, patch_form=fix.patch_form, patch_diff=diff, hint=fix.hint,
                                learned_from=step.found_by if step else None,
                                not_tried=list(step.skipped) if step else None)
         cause = name_cause(rec, with_hint=False)

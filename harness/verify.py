@@ -60,8 +60,12 @@ def judge(variant: str, fmt: str, answer: dict[str, Any], tolerances: Tolerances
         got = [o["shape"] for o in case["outputs"]]
         want = expected_shapes(variant, detect, batch, size)
         if want is not None and eager != want:
+            # The raw levels where decoded outputs were promised: the patched return never ran (an export switch
+            # such as v5.0's `self.training |= self.export` returned first). causes.py names this.
+            dead = (" — the edited return is never reached: the model returns its raw levels"
+                    if variant != "3" and eager == expected_shapes("3", detect, batch, size) else "")
             problems.append(f"eager PyTorch gives {len(eager)} output(s) {eager}{where}, variant {variant} expects "
-                            f"{len(want)} {want}")
+                            f"{len(want)} {want}{dead}")
         if len(got) != len(eager):
             problems.append(f"{backend} gives {len(got)} output(s){where}, eager PyTorch {len(eager)}")
         elif got != eager:
@@ -78,8 +82,8 @@ def judge(variant: str, fmt: str, answer: dict[str, Any], tolerances: Tolerances
                     f"parity: {backend} output {index}{where} max_abs {metrics['max_abs']:.3g}, cosine "
                     f"{metrics['cosine']:.6f} beyond atol {tolerances.atol:g} / rtol {tolerances.rtol:g} / "
                     f"min_cosine {tolerances.min_cosine:g} (min tolerance that passes: {metrics['min_tolerance']:.3g})")
-    if broken:
-        j.status, j.stage, j.message = "error", "run", "; ".join(broken + problems)
+    if broken:  # the artifact does not run where it should: it is broken, not a harness error
+        j.status, j.stage, j.message = "fail", "run", "; ".join(broken + problems)
     elif problems:
         j.status, j.message = "fail", "; ".join(problems)
     else:

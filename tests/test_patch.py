@@ -20,7 +20,16 @@ import git
 import pytest
 
 from harness.errors import PatchError
-from harness.patch import DIFF_NAME, STAMP_NAME, VARIANTS, apply_patch, expected_output_count, patch_source
+from harness.patch import (
+    DIFF_NAME,
+    GUIDE_RETURNS,
+    STAMP_NAME,
+    VARIANTS,
+    adaptation_of,
+    apply_patch,
+    expected_output_count,
+    patch_source,
+)
 
 PATCHED = ("1", "3", "4")
 TAGS = ("v5.0", "v6.0", "v6.1", "v6.2", "v7.0")  # matrix.toml [source].refs, all of them stand-in tags
@@ -143,7 +152,11 @@ def _stmt_lines(fn: ast.FunctionDef, pred: object) -> set[int]:
     }
 
 
-def _check_patched(before: str, after: str, variant: str) -> None:
+# Where the harness adapts the guide's line (and how): the shapes' own finding, checked independently here.
+ADAPTED = {("v5.0", "1"), ("v5.0", "4"), ("v7.0", "3")}
+
+
+def _check_patched(before: str, after: str, variant: str, form: str = "guide") -> None:
     """Everything a patched yolo.py must satisfy, whatever the release."""
     compile(after, "models/yolo.py", "exec")
     assert _inference_kind(after) == variant
@@ -154,7 +167,7 @@ def _check_patched(before: str, after: str, variant: str) -> None:
     )
     changed = _changed_lines(before, after)
     assert changed and changed <= allowed, (changed, allowed)
-    if variant in ("1", "4"):  # decoded outputs: nothing may let the exporter's export flag turn them off
+    if variant in ("1", "4") and form == "adapted":  # decoded outputs: the exporter's export flag cannot skip them
         assert _export_reads(_forward(after)) == []
     assert "self.export" not in ast.unparse(_last_return(_forward(after)))
     for cls in ("Segment", "IDetect"):
@@ -193,24 +206,49 @@ def test_unknown_variant_is_refused() -> None:
 @pytest.mark.parametrize("variant", PATCHED)
 def test_synthetic_shapes_patch(shape: str, variant: str) -> None:
     before = SYNTHETIC[shape]
-    after = patch_source(before, variant, shape)
-    _check_patched(before, after, variant)
-    assert patch_source(after, variant, shape) == after  # idempotent
+    forms = ("guide", "adapted") if (shape, variant) in ADAPTED else ("guide",)
+    for form in forms:
+        after = patch_source(before, variant, shape, form)
+        _check_patched(before, after, variant, form)
+        assert patch_source(after, variant, shape, form) == after  # idempotent
+    assert (adaptation_of(before, variant) is not None) == ((shape, variant) in ADAPTED)
 
 
-def test_v50_switch_neutralised_only_for_decoded_variants() -> None:
+@pytest.mark.parametrize("shape", sorted(SYNTHETIC))
+@pytest.mark.parametrize("variant", PATCHED)
+def test_the_guide_form_is_the_guide_line_as_printed(shape: str, variant: str) -> None:
+    # Sophgo's guide: `return x if self.training else (torch.cat(z, 1), x)  # 4 outputs`, `... else x  # 3 outputs`,
+    # `... else (torch.cat(z, 1))  # 1 output`. Nothing else in forward changes: export switches stay.
+    after = patch_source(SYNTHETIC[shape], variant, shape)
+    assert ast.unparse(_last_return(_forward(after))) == ast.unparse(ast.parse(f"return {GUIDE_RETURNS[variant]}"))
+    def switches(source: str) -> list[str]:
+        return [line for line in _export_reads(_forward(source)) if not line.startswith("return ")]
+
+    assert switches(after) == switches(SYNTHETIC[shape])
+
+
+def test_v50_adapted_form_neutralises_the_switch_for_decoded_variants() -> None:
     src = SYNTHETIC["v5.0"]
     for variant in ("1", "4"):
-        fn = _forward(patch_source(src, variant, "v5.0"))
+        fn = _forward(patch_source(src, variant, "v5.0", "adapted"))
         assert isinstance(fn.body[1], ast.Pass), "the `self.training |= self.export` line becomes pass"
-    # Variant 3 is raw either way, so v5.0's switch stays.
-    assert _export_reads(_forward(patch_source(src, "3", "v5.0"))) == ["self.training |= self.export"]
+    # Variant 3 is raw either way: the guide's line is its only form.
+    with pytest.raises(PatchError, match="no adapted form of variant 3 at v5.0"):
+        patch_source(src, "3", "v5.0", "adapted")
 
 
-def test_v70_raw_levels_are_a_tuple() -> None:
-    # v6.2+ export.py reads the dry run as `(y[0] if isinstance(y, tuple) else y).shape`: a list would abort it.
-    ret = _last_return(_forward(patch_source(SYNTHETIC["v7.0"], "3", "v7.0")))
+def test_v70_adapted_raw_levels_are_a_tuple() -> None:
+    # v6.2+ export.py reads the dry run as `(y[0] if isinstance(y, tuple) else y).shape`: the guide's list aborts it.
+    ret = _last_return(_forward(patch_source(SYNTHETIC["v7.0"], "3", "v7.0", "adapted")))
     assert ast.unparse(ret.value.orelse) == "tuple(x)"  # type: ignore[union-attr]
+    guide = _last_return(_forward(patch_source(SYNTHETIC["v7.0"], "3", "v7.0")))
+    assert ast.unparse(guide.value.orelse) == "x"  # type: ignore[union-attr]
+
+
+def test_a_guide_patched_text_is_not_repatched_in_another_form() -> None:
+    once = patch_source(SYNTHETIC["v7.0"], "3", "v7.0")
+    with pytest.raises(PatchError, match="already patched for variant 3; patch a clean checkout"):
+        patch_source(once, "3", "v7.0", "adapted")
 
 
 def test_native_is_untouched() -> None:
@@ -221,7 +259,7 @@ def test_native_is_untouched() -> None:
 def test_indentation_and_crlf_kept() -> None:
     src = SYNTHETIC["v6.0"].replace("    ", "\t").replace("\n", "\r\n")
     after = patch_source(src, "1", "tabs")
-    ret_line = next(line for line in after.split("\r\n") if "return x if self.training else torch.cat" in line)
+    ret_line = next(line for line in after.split("\r\n") if "return x if self.training else (torch.cat" in line)
     assert ret_line.startswith("\t\treturn ")
     assert after.count("\r\n") == src.count("\r\n") and "\n" not in after.replace("\r\n", "")
     _check_patched(src.replace("\r\n", "\n"), after.replace("\r\n", "\n"), "1")
@@ -501,18 +539,21 @@ def torch_python(request: pytest.FixtureRequest) -> Path:
 @pytest.mark.parametrize("tag", TAGS)
 def test_tag_real_forward(mirror: git.Repo, torch_python: Path, tag: str, tmp_path: Path) -> None:
     tree = _tag_tree(mirror, tag, tmp_path / "tree")
+    source = (tree / "models" / "yolo.py").read_text()
     trees = {}
     for variant in VARIANTS:
-        trees[variant] = str(tmp_path / f"patched-{variant}")
-        apply_patch(tree, Path(trees[variant]), variant, tag)
+        for form in ("guide", "adapted") if adaptation_of(source, variant) else ("guide",):
+            trees[f"{variant}/{form}"] = str(tmp_path / f"patched-{variant}-{form}")
+            apply_patch(tree, Path(trees[f"{variant}/{form}"]), variant, tag, form)
     proc = subprocess.run(
         [str(torch_python), "-c", _FORWARD, json.dumps(trees), P5, P6],
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for variant, cfg, nl_expected in ((v, c, n) for v in VARIANTS for c, n in ((P5, 3), (P6, 4))):
-        r = result[variant][cfg]
+    for key, cfg, nl_expected in ((k, c, n) for k in trees for c, n in ((P5, 3), (P6, 4))):
+        variant, form = key.split("/")
+        r = result[key][cfg]
         assert r["nl"] == nl_expected and r["stride"] == [8, 16, 32, 64][:nl_expected]
         raw = [[1, r["na"], 256 // s, 256 // s, r["no"]] for s in r["stride"]]
         decoded = [1, sum(r["na"] * (256 // s) ** 2 for s in r["stride"]), r["no"]]
@@ -520,6 +561,10 @@ def test_tag_real_forward(mirror: git.Repo, torch_python: Path, tag: str, tmp_pa
         count = expected_output_count(variant, r["nl"])
         if count is None:  # native: recorded, not judged, but it must be one of the known native outputs
             assert shapes in (raw, [decoded], [decoded, *raw]), (tag, cfg, shapes)
+            continue
+        if form == "guide" and adaptation_of(source, variant) and variant in ("1", "4"):
+            # v5.0's `self.training |= self.export`: with the exporter's export=True the guide's edit is never reached.
+            assert shapes == raw, (tag, key, shapes)
             continue
         assert len(shapes) == count
         assert shapes == {"1": [decoded], "3": raw, "4": [decoded, *raw]}[variant]

@@ -57,9 +57,9 @@ def test_parity_beyond_tolerance_fails_and_says_what_would_pass() -> None:
     assert j.status == "fail" and "min tolerance that passes" in j.message and not j.parity[0]["pass"]
 
 
-def test_a_case_the_backend_cannot_run_is_an_error_at_run() -> None:
+def test_a_case_the_backend_cannot_run_is_a_broken_artifact_at_run() -> None:
     answer = _answer([[1, 25200, 85]])
     answer["cases"].append({"name": "size", "input_shape": [1, 3, 320, 320], "eager": [{"shape": [1, 6300, 85]}],
                             "error": "Fail: broadcast"})
     j = judge("1", "onnx-dynamic", answer, TOL)
-    assert (j.status, j.stage) == ("error", "run") and "size 320" in j.message
+    assert (j.status, j.stage) == ("fail", "run") and "size 320" in j.message  # the file is unusable there

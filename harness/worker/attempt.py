@@ -175,10 +175,10 @@ def attempt(job):
     from harness.worker import shims
 
     progress = Progress(job["progress"])
-    shims.apply(job.get("shims", []))
     tree = job["tree"]
     if tree not in sys.path:
         sys.path.insert(0, tree)
+    shims.apply(job.get("shims", []))  # after the tree: a shim may replace a function of the ref's own utils
     reference = Reference(tree, job["weights"])
     exported = {}  # argv -> (workdir, export): v5.0's script writes every format in one call, so run it once
     for cell in job["cells"]:

@@ -42,8 +42,35 @@ def upsample_recompute_scale_factor():
         torch.nn.Upsample.recompute_scale_factor = None
 
 
+def offline_attempt_download():
+    """v3.1/v4.0's ``utils.google_utils.attempt_download`` asks GitHub's API for the release list on every model load,
+    even for a file that is on disk. A file on disk needs no download: for one, the call returns at once; a missing
+    file still goes to the ref's own code. Applied after the ref's tree is on sys.path, before its models import the
+    function by name."""
+    import importlib
+    import os
+
+    try:
+        module = importlib.import_module("utils.google_utils")
+    except ImportError:  # a ref without that module has nothing to shim
+        return
+    original = module.attempt_download
+    if getattr(original, "_harness_shim", False):
+        return
+
+    @functools.wraps(original)
+    def attempt_download(weights, *args, **kwargs):
+        if os.path.isfile(str(weights).strip().replace("'", "")):
+            return None
+        return original(weights, *args, **kwargs)
+
+    attempt_download._harness_shim = True
+    module.attempt_download = attempt_download
+
+
 SHIMS = {"onnx-dynamo-off": onnx_dynamo_off, "skip-optimize-for-mobile": skip_optimize_for_mobile,
-         "upsample-recompute-scale-factor": upsample_recompute_scale_factor}
+         "upsample-recompute-scale-factor": upsample_recompute_scale_factor,
+         "offline-attempt-download": offline_attempt_download}
 
 
 def apply(names):
