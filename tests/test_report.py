@@ -209,6 +209,15 @@ def test_chart_strings_are_escaped(found: list[CellResult], tmp_path: Path) -> N
     assert '<tspan class="sdchanged">&lt;script&gt;alert(1)&lt;/script&gt;' in text
 
 
+def test_no_pictures_without_numbers(found: list[CellResult]) -> None:
+    # Cells skipped before anything ran: no parity, no timings. The page says so with no empty chart.
+    skipped = [dataclasses.replace(r, status="skip", workaround=None, parity=[], timings={}) for r in found]
+    model = build(skipped)
+    assert (model.parity, model.timing, model.parity_missing) == (None, None, len(found))
+    text = html.render(skipped)
+    assert 'id="pictures"' not in text and "<svg" not in text
+
+
 def test_junit_has_one_testcase_per_cell(found: list[CellResult], tmp_path: Path) -> None:
     path = junit.write(tmp_path / "junit.xml", found)
     root = ET.parse(path).getroot()  # noqa: S314 (the harness's own output)
