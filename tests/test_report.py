@@ -1,8 +1,9 @@
 """The HTML report and JUnit XML: built from real result files, checked in a real browser (Debian's chromium).
 
-Most tests read tests/data/results (real results of a full matrix run). The hostile-strings tests run the harness on
-a real git repository whose path, branch name and error message hold script tags, and check they reach the page as
-text only.
+Most tests read tests/data/results (real results of a full matrix run); the layout test reads the full default matrix
+made from them (tests/matrix_data.py: 7 envs x 5 refs x 4 variants x 3 formats). The hostile-strings tests run the
+harness on a real git repository whose path, branch name and error message hold script tags, and check they reach the
+page as text only.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from pathlib import Path
 
 import pytest
 from conftest import HOSTILE
+from matrix_data import ENVS, REFS, SPECIAL, full_matrix
 
 from harness import results
-from harness.results import CellResult, CompileSection
-from harness.report import html, junit
+from harness.report import charts, html, junit, view
 from harness.report.view import build
+from harness.results import CellResult, CompileSection, Output, Parity
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -77,17 +79,24 @@ def test_page_is_self_contained_and_complete(page: Path, found: list[CellResult]
     assert tags.classes[("details", "cellinfo")] == len(found)
     assert tags.classes[("div", "standin")] == 5  # every ref is a stand-in here, and says so
     assert "12 cells</b> (5 refs × 1 env)" in text
+    assert "default-src 'none'" in text  # the CSP: nothing loads from anywhere, charts included
     for result in found:
         assert f'id="cell-{result.cell}"' in text
         assert f'href="#cell-{result.cell}"' in text
+    # The pictures: one parity mark per cell (every one reached a parity check), a bar of two stages (out-of-the-box
+    # export, workaround reruns) for the one env, no signature diff (the only failing ONNX cell is on the first ref).
+    assert tags.classes[("svg", "chart")] == 2
+    assert tags.classes[("a", "pm")] == len(found) == 12
+    assert tags.classes[("rect", "seg")] == 2
+    assert tags.classes[("svg", "sigdiff")] == 0
 
 
 def test_envs_follow_the_torch_they_imported(found: list[CellResult]) -> None:
     # The same results as if from envs whose names sort the other way round ("py311-…" < "py38-…").
     renamed = [dataclasses.replace(r, env=name, cell=r.cell.replace("py311-torch2.14", name),
                                    versions={**r.versions, "torch": torch})
-               for r, (name, torch) in zip(found[:3], [("py311-torch2.14", "2.14.1+cu130"),
-                                                      ("py38-torch1.8", "1.8.0"), ("py311-torch2.4", "2.4.1+cu121")])]
+               for r, (name, torch) in zip(found[:3], [("py311-torch2.14", "2.14.1+cu130"), ("py38-torch1.8", "1.8.0"),
+                                                      ("py311-torch2.4", "2.4.1+cu121")], strict=True)]
     assert build(renamed).envs == ["py38-torch1.8", "py311-torch2.4", "py311-torch2.14"]
 
 
@@ -118,9 +127,100 @@ def test_parity_shows_the_tolerances_a_result_was_judged_with(found: list[CellRe
     assert "atol 0.25, rtol 0.5" in text and "atol 0.001" not in text
 
 
+def test_stage_seconds_count_shared_work_once(found: list[CellResult]) -> None:
+    onnx, ts = (next(r for r in found if r.cell == f"v6.2__py311-torch2.14__native__{f}")
+                for f in ("onnx", "torchscript"))
+    assert onnx.workaround and onnx.export and ts.export
+    first = dataclasses.replace(onnx, timings={"checkout": 2.0, "checkpoint": 10.0, "patch": 0.5, "export": 20.0,
+                                               "load": 1.0},
+                                workaround=dataclasses.replace(onnx.workaround, timings={"export": 5.0, "run": 1.0}))
+    # The TorchScript cell waited for the same checkout, checkpoint and patch, and its export was the ONNX cell's.
+    second = dataclasses.replace(ts, timings={"checkout": 2.0, "checkpoint": 10.0, "patch": 0.5, "export": 20.0,
+                                              "run": 3.0},
+                                 export=dataclasses.replace(ts.export, shared_with="../v6.2__native__onnx"),
+                                 workaround=None)
+    assert view.stage_seconds(build([first, second])) == [("py311-torch2.14", {
+        "checkout": 2.0, "checkpoint": 10.0, "patch": 0.5, "export": 20.0, "load": 1.0, "run": 3.0,
+        charts.WORKAROUND: 6.0})]
+
+
+def test_parity_points_take_the_worst_check_and_the_results_own_tolerances(found: list[CellResult]) -> None:
+    base = next(r for r in found if r.cell == "v6.2__py311-torch2.14__native__onnx")
+    checks = [Parity(backend="onnxruntime", min_tolerance=t, passed=True) for t in (1e-7, 5e-3, None)]
+    own = dataclasses.replace(base, status="pass", workaround=None, parity=checks,
+                              tolerances={"atol": 1e-2, "rtol": 1e-2, "min_cosine": 0.99})
+    older = dataclasses.replace(base, cell="v7.0__py311-torch2.14__native__onnx", ref="v7.0", status="pass",
+                                workaround=None, parity=checks, tolerances=None)
+    none = dataclasses.replace(base, cell="v6.0__py311-torch2.14__native__onnx", ref="v6.0", status="error",
+                               workaround=None, parity=[])
+    model = build([own, older, none], tolerances={"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.9999})
+    points = {p.cell: p for p in view.parity_points(model)}
+    assert set(points) == {own.cell, older.cell} and model.parity_missing == 1
+    assert points[own.cell].value == 5e-3 and points[own.cell].limits == (1e-2, 1e-2)
+    assert points[older.cell].limits == (1e-3, 1e-3)  # no recorded tolerances: matrix.toml's
+    assert model.parity is not None
+    assert {m.cell: m.verdict for m in model.parity.marks} == {own.cell: "within", older.cell: "over"}
+    assert "min passing tolerance 5e-3; configured atol 1e-2, rtol 1e-2" in points[own.cell].label
+
+
+def test_full_matrix_model(found: list[CellResult]) -> None:
+    matrix = full_matrix(found)
+    model = build(matrix, tolerances={"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.9999})
+    assert (len(matrix), model.envs, model.refs) == (420, [e for e, _ in ENVS], REFS)
+    assert model.counts == Counter({"works": 293, "workaround": 118, "broken": 3, "error": 3, "skipped": 3})
+    assert model.parity is not None and model.timing is not None
+    # 3 skipped cells and one that stopped at export have no parity number; 3 broken ones are outliers.
+    assert (len(model.parity.marks), model.parity_missing) == (416, 4)
+    assert model.parity.counts == {"within": 412, "over": 3, "between": 1}
+    # Torch < 2.6: checkout, checkpoint, patch, export, load, run, compare; from 2.8 on the cells stop at export and
+    # the rest happens in the workaround reruns.
+    assert [len(b.segments) for b in model.timing.bars] == [7, 7, 7, 7, 7, 5, 5]
+    assert sorted(model.signature_diffs) == sorted(c for c, o in (("__".join(k), v) for k, v in SPECIAL.items())
+                                                   if o in ("broken", "error") and "onnx" in c)
+    renamed = model.signature_diffs["v7.0__py311-torch2.1__native__onnx"]
+    assert renamed.before_title.startswith("v6.2") and [r.note for r in renamed.rows] == ["name changed"]
+    assert [r.note for r in model.signature_diffs["v7.0__py38-torch1.8__native__onnx"].rows] == ["not produced"]
+
+
+def test_signature_diff_skips_earlier_refs_without_outputs(found: list[CellResult]) -> None:
+    matrix = full_matrix(found)
+    # v6.2's same cell stopped before writing outputs too: the diff is against v6.1, the nearest ref that wrote some.
+    blank = "v6.2__py38-torch1.8__native__onnx"
+    matrix = [dataclasses.replace(r, status="error", outputs=[], parity=[], workaround=None) if r.cell == blank else r
+              for r in matrix]
+    model = build(matrix)
+    diffs = model.signature_diffs
+    assert diffs["v7.0__py38-torch1.8__native__onnx"].before_title == "v6.1 (earlier ref)"
+    assert blank in diffs and diffs[blank].before_title == "v6.1 (earlier ref)"  # a failing ONNX cell itself
+    # Not for TorchScript, nor for cells that work.
+    assert not any("torchscript" in c for c in diffs)
+    assert {model.at(*c.split("__")).outcome for c in diffs} == {"broken", "error"}  # type: ignore[union-attr]
+
+
+def test_chart_strings_are_escaped(found: list[CellResult], tmp_path: Path) -> None:
+    # Output names come from the exported file: a hostile one reaches the signature diff's SVG as text only.
+    matrix = full_matrix(found)
+    cell = "v7.0__py311-torch2.1__native__onnx"
+    matrix = [dataclasses.replace(r, outputs=[Output(HOSTILE, [1, 25200, 85], "float32")],
+                                  verdict=f"broken: {HOSTILE}") if r.cell == cell else r for r in matrix]
+    text = html.render(matrix)
+    assert text.count("<script>") == 1 and "<script>alert" not in text
+    assert f'<tspan class="sdchanged">{HOSTILE}' not in text
+    assert '<tspan class="sdchanged">&lt;script&gt;alert(1)&lt;/script&gt;' in text
+
+
+def test_no_pictures_without_numbers(found: list[CellResult]) -> None:
+    # Cells skipped before anything ran: no parity, no timings. The page says so with no empty chart.
+    skipped = [dataclasses.replace(r, status="skip", workaround=None, parity=[], timings={}) for r in found]
+    model = build(skipped)
+    assert (model.parity, model.timing, model.parity_missing) == (None, None, len(found))
+    text = html.render(skipped)
+    assert 'id="pictures"' not in text and "<svg" not in text
+
+
 def test_junit_has_one_testcase_per_cell(found: list[CellResult], tmp_path: Path) -> None:
     path = junit.write(tmp_path / "junit.xml", found)
-    root = ET.parse(path).getroot()
+    root = ET.parse(path).getroot()  # noqa: S314 (the harness's own output)
     cases = root.findall("./testsuite/testcase")
     assert len(cases) == len(found) == int(root.get("tests"))
     assert len({(c.get("classname"), c.get("name")) for c in cases}) == len(found)
@@ -160,8 +260,8 @@ def browser():
         browser.close()
 
 
-def _open(browser, path: Path):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def _open(browser, path: Path, width: int = 1400, height: int = 1000):
+    page = browser.new_page(viewport={"width": width, "height": height})
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
             else None)
@@ -173,7 +273,9 @@ def _open(browser, path: Path):
 
 
 def _visible(page, selector: str) -> int:
-    return page.locator(selector).evaluate_all("els => els.filter(e => e.offsetParent !== null).length")
+    # A filtered-out grid square keeps its place (visibility: hidden); a filtered-out drill-down is not displayed.
+    return page.locator(selector).evaluate_all(
+        "els => els.filter(e => e.offsetParent !== null && getComputedStyle(e).visibility !== 'hidden').length")
 
 
 def test_page_in_chromium(browser, page: Path, found: list[CellResult], tmp_path: Path) -> None:
@@ -207,6 +309,90 @@ def test_page_in_chromium(browser, page: Path, found: list[CellResult], tmp_path
     tab.evaluate("window.scrollTo(0, 0)")
     tab.screenshot(path=str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    assert problems == []
+
+
+def _box(tab, selector: str) -> dict:
+    return tab.locator(selector).evaluate("e => e.getBoundingClientRect().toJSON()")
+
+
+def test_full_default_matrix_fits_a_laptop_screen(browser, found: list[CellResult], tmp_path: Path) -> None:
+    """7 envs x 5 refs x 12 cells at 1,440 x 900: every env column and ref row of the grid on screen at once, no
+    horizontal scrolling; squares answer hover and click; the charts are drawn with one mark per datum."""
+    matrix = full_matrix(found)
+    path = html.write(tmp_path / "index.html", matrix, tolerances={"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.9999})
+    width, height = 1440, 900
+    tab, problems = _open(browser, path, width, height)
+
+    assert tab.evaluate("document.documentElement.scrollWidth") <= width  # no horizontal scrollbar
+    envs = tab.locator("#grid th.env")
+    assert envs.all_inner_texts() == [e for e, _ in ENVS]  # in torch order, each labelled once
+    for i in range(envs.count()):
+        box = envs.nth(i).evaluate("e => e.getBoundingClientRect().toJSON()")
+        assert box["left"] >= 0 and box["right"] <= width, box
+    rows = tab.locator("#grid tbody tr")
+    assert [t.split()[0] for t in tab.locator("#grid th.ref").all_inner_texts()] == REFS
+    for i in range(rows.count()):
+        box = rows.nth(i).evaluate("e => e.getBoundingClientRect().toJSON()")
+        assert box["top"] >= 0 and box["bottom"] <= height and box["right"] <= width, (REFS[i], box)
+    squares = tab.locator("a.verdict")
+    assert squares.count() == 420
+    inside = squares.evaluate_all(f"""els => els.filter(e => {{ const r = e.getBoundingClientRect();
+        return r.left >= 0 && r.top >= 0 && r.right <= {width} && r.bottom <= {height} && r.width >= 20; }}).length""")
+    assert inside == 420  # every square on the first screen, none smaller than 20 px
+    assert tab.locator("#grid .vbox span").count() == 4 * len(REFS)  # variant labels once per ref row
+    assert tab.locator("#grid th.fmts abbr").count() == 3 * len(ENVS)  # format labels once per env column
+    assert _box(tab, "#side")["right"] <= width  # legend and filters beside the grid
+
+    # Hover: the square's title and the readout line carry the verdict. Click: its drill-down opens.
+    cell = "v7.0__py311-torch2.1__native__onnx"
+    square = tab.locator(f'a.verdict[data-cell="{cell}"]')
+    assert square.inner_text() == "✘" and "o-broken" in square.get_attribute("class")
+    assert square.get_attribute("title") == "v7.0 · py311-torch2.1 · variant native · onnx: broken: parity"
+    square.hover()
+    assert tab.inner_text("#readout") == square.get_attribute("title")
+    tab.mouse.move(1, 1)  # off the grid: the readout goes back to its hint
+    assert "Hover" in tab.inner_text("#readout")
+    shot = tmp_path / "matrix-1440x900.png"
+    square.hover()
+    tab.screenshot(path=str(shot))  # what a person sees first: the whole grid, one square hovered
+    square.click()
+    details = tab.locator(f'details[id="cell-{cell}"]')
+    assert details.evaluate("d => d.open") and tab.evaluate("location.hash") == f"#cell-{cell}"
+    assert tab.locator("details.cellinfo[open]").count() == 1
+    diff = details.locator("svg.sigdiff")
+    assert diff.count() == 1 and diff.locator("g.sdrow").count() == 1
+    assert diff.locator("g.sdrow.differs").get_attribute("data-note") == "name changed"
+    assert "output0" in diff.text_content() and "output" in diff.locator("text").nth(2).text_content()  # v6.2's name
+    assert diff.locator("title").first.text_content().startswith("Outputs of v7.0 (this cell) beside v6.2")
+    tab.screenshot(path=str(tmp_path / "drilldown.png"))
+
+    # The charts: one mark per cell with a parity number, one segment per env and stage, each with a <title>.
+    marks = tab.locator("#parity-chart a.pm")
+    assert marks.count() == 416
+    assert tab.locator('#parity-chart a.pm[data-verdict="over"]').count() == 3
+    assert marks.evaluate_all("els => els.every(a => a.querySelector('title').textContent.includes('min passing'))")
+    limit_x = tab.locator("#parity-chart line.limit").first.evaluate("l => l.getBoundingClientRect().left")
+    over_x = tab.locator('#parity-chart a.pm[data-verdict="over"]').evaluate_all(
+        "els => els.map(a => a.getBoundingClientRect().left)")
+    assert min(over_x) > limit_x  # outliers drawn right of the configured tolerance
+    segments = tab.locator("#timing-chart rect.seg")
+    assert segments.count() == 7 * 5 + 2 * 5  # 5 envs x 7 stages, 2 envs x 5 (see test_full_matrix_model)
+    assert "py311-torch2.14 · workaround reruns:" in segments.last.locator("title").text_content()
+    tab.locator("#pictures").scroll_into_view_if_needed()
+    tab.screenshot(path=str(tmp_path / "pictures.png"))
+
+    # Filters still hide by outcome; hidden squares keep their place so the grid does not reflow.
+    tab.evaluate("window.scrollTo(0, 0)")
+    before = _box(tab, f'a.verdict[data-cell="{cell}"]')
+    tab.uncheck('input[name="outcome"][value="works"]')
+    tab.uncheck('input[name="outcome"][value="workaround"]')
+    assert _visible(tab, "a.verdict") == 9 and tab.inner_text("#shown") == "9 of 420 cells shown"
+    assert _box(tab, f'a.verdict[data-cell="{cell}"]') == before
+    tab.uncheck('input[name="format"][value="onnx"]')
+    assert _visible(tab, "a.verdict") == 6  # 2 broken, 2 error and 2 skipped cells are not plain onnx
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"screenshots: {shot} {tmp_path / 'drilldown.png'} {tmp_path / 'pictures.png'}")
     assert problems == []
 
 
@@ -253,7 +439,7 @@ def test_script_tags_from_a_real_run_reach_the_page_as_text(hostile_run, browser
     text = (reports / "index.html").read_text()
     assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "&#34;quotes&#34;" in text  # quotes escaped too (attribute safety)
-    ET.parse(reports / "junit.xml")  # parses, so the message did not break the XML
+    ET.parse(reports / "junit.xml")  # noqa: S314 (parses, so the message did not break the XML)
 
     tab, problems = _open(browser, reports / "index.html")
     tab.click('a.verdict[data-cell="a__py311-torch2.14__1__onnx"]')

@@ -6,6 +6,7 @@ autoescaped template expressions; nothing is marked safe and no result data is p
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import jinja2
 
 from harness.files import write_atomic
+from harness.report import charts
 from harness.report import view as view_mod
 from harness.results import CellResult
 
@@ -26,6 +28,9 @@ def _environment() -> jinja2.Environment:
     env.filters["shape"] = lambda shape: "×".join(str(d) for d in shape or []) or "scalar"
     env.filters["num"] = lambda x: "–" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))
     env.filters["seconds"] = lambda x: "–" if x is None else f"{float(x):.1f} s"
+    env.filters["duration"] = charts.seconds_text
+    env.filters["fshort"] = view_mod.short_format
+    env.filters["slug"] = lambda text: re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
     return env
 
 

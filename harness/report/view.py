@@ -1,4 +1,5 @@
-"""Results -> the data the report shows: a grid of refs x envs, per-cell entries, the native signature table.
+"""Results -> the data the report shows: a grid of refs x envs, per-cell entries, the native signature table and
+the charts' inputs (laid out by charts.py).
 
 Kept apart from rendering so the page (html.py) and the XML (junit.py) read one model, and tests can check the
 numbers without parsing HTML.
@@ -12,7 +13,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from harness.axes import FORMAT_NAMES, VARIANTS
+from harness.axes import FORMAT_NAMES, FORMATS, VARIANTS
+from harness.report import charts
 from harness.results import Attempt, CellResult, CompileSection, Outcome
 
 # Text next to the colour, never colour alone: (symbol, short label, long label).
@@ -26,6 +28,8 @@ OUTCOME_LABELS: dict[str, tuple[str, str, str]] = {
 COMPILE_LABELS: dict[str, tuple[str, str]] = {
     "pass": ("✔", "compiles"), "fail": ("✘", "fails"), "error": ("⚠", "error"), "skip": ("○", "skipped"),
 }
+# Column labels of the grid's squares (full names on hover and in the legend); other formats show their first letters.
+FORMAT_SHORT: dict[str, str] = {"onnx": "onnx", "onnx-dynamic": "dyn", "torchscript": "ts"}
 # The default export a deployment takes, in order of preference, for the native-signature table.
 SIGNATURE_FORMATS = ("onnx", "torchscript", "onnx-dynamic")
 
@@ -45,6 +49,15 @@ class Entry:
     @property
     def compile(self) -> CompileSection | None:
         return self.result.compile
+
+    @property
+    def label(self) -> str:
+        """The cell and its verdict in one line: a grid square's hover text and accessible name."""
+        r = self.result
+        text = f"{r.ref} · {r.env} · variant {r.variant} · {r.format}: {r.verdict or OUTCOME_LABELS[self.outcome][2]}"
+        if r.compile:
+            text += f" · compile {r.compile.status}"
+        return text
 
 
 @dataclass
@@ -71,11 +84,19 @@ class View:
     has_compile: bool = False
     tolerances: dict[str, float] | None = None
     env_versions: dict[str, dict[str, str]] = field(default_factory=dict)  # env -> package -> version imported
+    parity: charts.ParityChart | None = None  # None: no cell reached a parity check
+    parity_missing: int = 0  # cells without a parity number (stopped earlier, skipped)
+    timing: charts.TimingChart | None = None  # None: no timings recorded
+    signature_diffs: dict[str, charts.SignatureDiff] = field(default_factory=dict)  # failing ONNX cell -> diff
 
     def at(self, ref: str, env: str, variant: str, fmt: str) -> Entry | None:
         """The entry of one cell of the grid's variant x format table, or None when it was not run."""
         return next((e for e in self.grid.get((ref, env), [])
                      if e.result.variant == variant and e.result.format == fmt), None)
+
+
+def short_format(fmt: str) -> str:
+    return FORMAT_SHORT.get(fmt, fmt[:4])
 
 
 def _order(values: set[str], known: tuple[str, ...]) -> list[str]:
@@ -137,6 +158,14 @@ def build(found: list[CellResult], tolerances: dict[str, float] | None = None) -
         if entry.result.versions:
             view.env_versions.setdefault(entry.result.env, entry.result.versions)
     view.signatures = native_signatures(view)
+    points = parity_points(view)
+    view.parity_missing = len(view.entries) - len(points)
+    if points:
+        view.parity = charts.parity_chart(points, view.envs, len(view.refs))
+    times = stage_seconds(view)
+    if any(t for _, t in times):
+        view.timing = charts.timing_chart(times)
+    view.signature_diffs = signature_diffs(view)
     return view
 
 
@@ -160,3 +189,87 @@ def native_signatures(view: View) -> list[SignatureRow]:
             rows.append(row)
             previous = row
     return rows
+
+
+# -- the charts' inputs -----------------------------------------------------------------------------------------
+
+
+def worst_tolerance(attempt: Attempt) -> float | None:
+    """The largest minimum passing tolerance over an attempt's parity checks (every backend, output and case)."""
+    values = [p.min_tolerance for p in attempt.parity if p.min_tolerance is not None]
+    return max(values) if values else None
+
+
+def _limits(tolerances: dict[str, float] | None) -> tuple[float, float] | None:
+    if not tolerances or tolerances.get("atol") is None or tolerances.get("rtol") is None:
+        return None
+    return float(tolerances["atol"]), float(tolerances["rtol"])
+
+
+def parity_points(view: View) -> list[charts.ParityPoint]:
+    """One point per cell whose deciding attempt has parity numbers, judged against its own recorded tolerances
+    (those of matrix.toml for results older than that field)."""
+    combos = {(v, f): i for i, (v, f) in enumerate((v, f) for v in view.variants for f in view.formats)}
+    points: list[charts.ParityPoint] = []
+    for entry in view.entries:
+        r = entry.result
+        worst = worst_tolerance(r.final_attempt())
+        if worst is None:
+            continue
+        limits = _limits(r.tolerances or view.tolerances)
+        against = f"atol {charts.sci(limits[0])}, rtol {charts.sci(limits[1])}" if limits else "not recorded"
+        value = f"{charts.sci(worst)}" if worst > 0 else "0 (bit-identical)"
+        label = (f"{r.ref} · {r.env} · variant {r.variant} · {r.format}: min passing tolerance {value}; "
+                 f"configured {against}")
+        points.append(charts.ParityPoint(r.cell, r.env, view.refs.index(r.ref),
+                                         combos[(r.variant, r.format)] / max(len(combos), 1), worst, limits, label))
+    return points
+
+
+def stage_seconds(view: View) -> list[tuple[str, dict[str, float]]]:
+    """Seconds per env and stage, summed over its cells, with shared work counted once.
+
+    Every cell of a ref x env carries the checkout and checkpoint time it waited for, and every cell of a variant the
+    patch time; an export another cell ran for it (``export.shared_with``) is that cell's. Workaround reruns are one
+    extra stage.
+    """
+    per_env: dict[str, dict[str, float]] = {env: defaultdict(float) for env in view.envs}
+    shared: dict[tuple[str, ...], float] = {}
+    for entry in view.entries:
+        r = entry.result
+        totals = per_env[r.env]
+        for stage, seconds in r.timings.items():
+            if stage in ("checkout", "checkpoint"):
+                key: tuple[str, ...] = (r.env, stage, r.ref)
+                shared[key] = max(shared.get(key, 0.0), seconds)
+            elif stage == "patch":
+                key = (r.env, stage, r.ref, r.variant)
+                shared[key] = max(shared.get(key, 0.0), seconds)
+            elif not (stage == "export" and r.export and r.export.shared_with):
+                totals[stage] += seconds
+        if r.workaround:
+            fix = r.workaround
+            totals[charts.WORKAROUND] += sum(v for k, v in fix.timings.items()
+                                             if not (k == "export" and fix.export and fix.export.shared_with))
+    for (env, stage, *_), seconds in shared.items():
+        per_env[env][stage] += seconds
+    return [(env, dict(per_env[env])) for env in view.envs]
+
+
+def signature_diffs(view: View) -> dict[str, charts.SignatureDiff]:
+    """For each failing (broken or error) ONNX cell: its outputs beside those of the nearest earlier ref's same cell
+    (same env, variant and format) that wrote any, so a renamed or reshaped output shows at a glance."""
+    onnx = {f for f in view.formats if f in FORMATS and FORMATS[f].backend == "onnxruntime"}
+    index = {(e.result.ref, e.result.env, e.result.variant, e.result.format): e for e in view.entries}
+    diffs: dict[str, charts.SignatureDiff] = {}
+    for entry in view.entries:
+        r = entry.result
+        if entry.outcome not in ("broken", "error") or r.format not in onnx:
+            continue
+        earlier = view.refs[:view.refs.index(r.ref)]
+        previous = next((p for p in (index.get((ref, r.env, r.variant, r.format)) for ref in reversed(earlier))
+                         if p is not None and p.result.signature()), None)
+        if previous is not None:
+            diffs[r.cell] = charts.signature_diff(previous.result.signature(), r.signature(),
+                                                  f"{previous.result.ref} (earlier ref)", f"{r.ref} (this cell)")
+    return diffs
