@@ -19,6 +19,7 @@ import pytest
 
 from conftest import result_files
 from harness import causes
+from harness.patch import FORMS
 
 from harness.worker import shims
 
@@ -30,7 +31,8 @@ def test_every_workaround_is_applicable() -> None:
     assert len(names) == len(set(names))
     for fix in causes.WORKAROUNDS.values():
         assert set(fix.shims) <= set(shims.SHIMS), fix.name
-        assert fix.env or fix.shims or fix.opset or fix.pins, f"{fix.name} changes nothing"
+        assert fix.env or fix.shims or fix.opset or fix.pins or fix.patch_form, f"{fix.name} changes nothing"
+        assert fix.patch_form in (None, *FORMS[1:]), fix.name
 
 
 def test_a_hint_is_not_mistaken_for_another_cause() -> None:
