@@ -29,6 +29,7 @@ from harness.config import Cell, Config, is_local_repo, plan
 from harness.envs import ensure_env
 from harness.errors import HarnessError, SourceError
 from harness.files import write_json
+from harness.progress import Progress, outer_from_env
 from harness.results import CellResult
 from harness.source import Checkout, get_checkout, is_reachable
 from harness.variant import LearnedChains, run_variant
@@ -165,6 +166,7 @@ class EnvRun:
         self.fingerprint = harness_fingerprint()
         self.chains = LearnedChains()
         self.source_url = config.source.repo
+        self.progress = Progress(spec.name, 0, log)  # sized once the cells are planned (run)
 
     @property
     def versions(self) -> dict[str, Any]:
@@ -210,16 +212,14 @@ class EnvRun:
             self.fatal = self.fatal or exc
             proc.STOP.set()  # the disk is full or gone: stop every step now rather than compute more to lose
             raise
-        src = " [stand-in]" if result.standin else ""
-        last = result.final_attempt()
-        self.log(f"[{self.ctx.spec.name}] {result.ref} variant {result.variant} {result.format}{src}: "
-                 f"{result.verdict} — {last.message[:160]}")
+        self.progress.cell(result)  # said already when its search ended; a cell that stopped early is said here
 
     # -- the pipeline -------------------------------------------------------------------------------------------
     def run(self) -> list[CellResult]:
         cells = plan(self.config, refs=self.opts.refs, variants=self.opts.variants, formats=self.opts.formats,
                      envs=[self.ctx.spec.name])
         cells = shard.select(cells, self.opts.shard)
+        self.progress = Progress(self.ctx.spec.name, len(cells), self.log, outer_from_env())
         self.source_url = choose_source(self.config, self.opts.cache, self.log)
         # A local repository (the stand-in mirror above all, which is rebuilt when its table changes) is cheap to
         # fetch, and a stale clone of it would resolve tags to old commits.
@@ -266,7 +266,7 @@ class EnvRun:
             key = self.inputs_key(cell, checkout.commit)
             old = self.stored(cell.id)
             if old and old.inputs_key == key and not self.opts.force:
-                self.log(f"[{self.ctx.spec.name}] {cell.id}: unchanged, kept ({old.verdict})")
+                self.progress.cell(old, kept=True)
                 kept.append(old)
                 continue
             result = self.new_result(cell, checkout)
@@ -287,8 +287,8 @@ class EnvRun:
                 old = self.stored(result.cell)
                 # Made by another run after this one started, from the same inputs: fresh even under --force.
                 if old and old.inputs_key == result.inputs_key and old.created >= self.started:
-                    self.log(f"[{self.ctx.spec.name}] {result.cell}: done by another run meanwhile, kept "
-                             f"({old.verdict})")
+                    self.log(f"[{self.ctx.spec.name}] {result.cell}: done by another run meanwhile")
+                    self.progress.cell(old, kept=True)
                     kept.append(old)
                 else:
                     todo.append(result)
@@ -306,7 +306,7 @@ class EnvRun:
                 result.log_tail = (failure or {}).get("log_tail", "")
                 result.cause = causes.name_of(result.message, result.log_tail)
         else:
-            run_variant(self.ctx, self.chains, checkout, variant, weights, batch, self.opts.learn)
+            run_variant(self.ctx, self.chains, checkout, variant, weights, batch, self.opts.learn, self.progress.cell)
         for result in batch:
             self.save(result)
         return batch

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,9 @@ def patch_variant(ctx: EnvContext, checkout: Checkout, variant: str, batch: list
 
 
 def run_variant(ctx: EnvContext, chains: LearnedChains, checkout: Checkout, variant: str, weights: Path,
-                batch: list[CellResult], learn: bool) -> None:
-    """Patch, run out of the box, then search workarounds while some cell has a next step."""
+                batch: list[CellResult], learn: bool, on_done: Callable[[CellResult], None] = lambda r: None) -> None:
+    """Patch, run out of the box, then search workarounds while some cell has a next step; ``on_done`` hears of
+    each cell as soon as its search is over."""
     patched = patch_variant(ctx, checkout, variant, batch)
     if patched is None:
         return
@@ -109,6 +111,8 @@ def run_variant(ctx: EnvContext, chains: LearnedChains, checkout: Checkout, vari
                 record(cell.result, WorkaroundRecord(**{**vars(cell.tried[step.names]), "not_tried": []}))
             elif isinstance(step, Run):
                 wanted[step.names].append(cell)
+            if cell.search.done:
+                on_done(cell.result)
         if not wanted:
             break
         for names, group in wanted.items():

@@ -1,0 +1,50 @@
+"""Progress lines: [k/N], elapsed time and an estimate that counts only computed cells; the matrix-wide estimate."""
+
+from __future__ import annotations
+
+from harness.progress import Progress, duration, outer_from_env
+from harness.results import CellResult
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lines_count_cells_and_estimate_from_computed_ones_only() -> None:
+    lines: list[str] = []
+    clock = Clock()
+    progress = Progress("py311-torch2.14", 4, lines.append, clock=clock)
+    progress.cell(CellResult(cell="a", ref="v7.0", variant="1", format="onnx", status="pass", verdict="works"),
+                  kept=True)
+    assert lines[-1].startswith("[py311-torch2.14] [1/4] v7.0 variant 1 onnx: unchanged, kept (works) · 0 s elapsed")
+    assert "left" not in lines[-1]  # a kept cell says nothing about the rate
+    clock.now += 90
+    progress.cell(CellResult(cell="b", ref="v7.0", variant="3", format="onnx", status="pass", message="3 output(s)"))
+    assert lines[-1] == ("[py311-torch2.14] [2/4] v7.0 variant 3 onnx: works — 3 output(s) · 1 min 30 s elapsed, "
+                         "about 3 min 00 s left")
+    progress.cell(CellResult(cell="b", ref="v7.0"))  # a cell is said once
+    assert len(lines) == 2
+
+
+def test_the_matrix_wide_estimate_counts_envs_done_before() -> None:
+    lines: list[str] = []
+    clock = Clock()
+    # Env 2 of 4 started 600 s after the matrix did; half of its cells are done after another 300 s.
+    progress = Progress("e", 2, lines.append, outer=(clock.now - 600, 2, 4), clock=clock)
+    clock.now += 300
+    progress.cell(CellResult(cell="a", ref="v7.0", variant="1", format="onnx", status="pass"))
+    # 1.5 of 4 envs in 900 s: 1500 s left.
+    assert lines[-1].endswith("matrix env 2/4, about 25 min 00 s left in all")
+
+
+def test_outer_progress_is_read_leniently() -> None:
+    assert outer_from_env("1700000000.5 3/7") == (1700000000.5, 3, 7)
+    assert outer_from_env("") is None and outer_from_env("x 3/7") is None and outer_from_env("1 8/7") is None
+
+
+def test_durations_read_as_people_write_them() -> None:
+    assert [duration(s) for s in (4.4, 185, 4380)] == ["4 s", "3 min 05 s", "1 h 13 min"]
