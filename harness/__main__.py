@@ -64,6 +64,9 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--force", action="store_true", help="rerun cells whose inputs did not change")
     parser.add_argument("--fetch", action="store_true", help="fetch the repository before resolving refs")
     parser.add_argument("--jobs", type=int, default=None, help="batches run side by side (default: CPU count)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads per batch for torch and ONNX Runtime (default: the CPU count shared "
+                             "among --jobs; 0: the libraries' own default)")
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="run only shard K of N (same split on every machine; merge with `report`)")
     parser.add_argument("--exhaustive", action="store_true",
@@ -84,6 +87,7 @@ def _run_run(args: argparse.Namespace) -> int:
                        formats=args.formats, force=args.force, fetch=args.fetch, learn=not args.exhaustive)
     if args.jobs:
         opts.jobs = args.jobs
+    opts.threads = args.threads
     if args.shard:
         from harness.shard import parse_shard
 

@@ -43,6 +43,7 @@ class EnvContext:
     cellroot: Path  # the cells' artifacts, per results folder (see run.cell_root)
     workers: WarmPool
     log: Callable[[str], None]
+    threads: int | None = None  # intra-op threads per job (None: torch's and ONNX Runtime's default)
 
 
 def failed(stage: str = "export", message: str = "", log_tail: str = "") -> Attempt:
@@ -180,7 +181,7 @@ class BatchRunner:
         config = self.ctx.config
         job = {"task": "attempt", "tree": str(tree), "weights": str(weights), "imgsz": config.model.imgsz,
                "atol": config.tolerances.atol, "rtol": config.tolerances.rtol, "progress": str(progress),
-               "shims": list(fix.shims), "cells": cells}
+               "shims": list(fix.shims), "threads": self.ctx.threads, "cells": cells}
         return job, StageWatch(progress, config.timeouts), jobdir
 
     def judge_event(self, spec: dict[str, Any], event: dict[str, Any]) -> Attempt:

@@ -35,6 +35,9 @@ class Cause:
     pattern: str
     hint: str
     workaround: Workaround | None = None
+    # The failure happens while the ref's script loads or imports, before the model's forward runs, so it does not
+    # depend on the Detect patch: one variant's attempt stands for every variant of the ref in that format.
+    before_forward: bool = False
 
 
 # torch 2.6 made torch.load(weights_only=True) the default; YOLOv5 checkpoints are pickled nn.Modules, so every
@@ -108,7 +111,7 @@ NO_DOWNLOAD = Workaround(
 CAUSES: tuple[Cause, ...] = (
     Cause("torch.load weights_only", r"Weights only load failed|WeightsUnpickler error",
           "torch>=2.6 loads with weights_only=True by default and YOLOv5 checkpoints are pickled modules",
-          NO_WEIGHTS_ONLY),
+          NO_WEIGHTS_ONLY, before_forward=True),
     # Found on upstream v6.2/v7.0 and master, variant 3 as the guide writes it: export.py's dry run reads
     # `(y[0] if isinstance(y, tuple) else y).shape` and the guide's `x` is a list.
     Cause("guide line: exporter reads .shape of a list", r"'list' object has no attribute 'shape'",
@@ -128,7 +131,7 @@ CAUSES: tuple[Cause, ...] = (
     # requests.get('https://api.github.com/repos/ultralytics/yolov5/releases/latest') on every load, file or not.
     Cause("needs network: attempt_download", r"api\.github\.com/repos/ultralytics/yolov5/releases",
           "the ref's attempt_download asks GitHub's API on every model load, even for a checkpoint on disk: offline "
-          "(or sandboxed) it fails", NO_DOWNLOAD),
+          "(or sandboxed) it fails", NO_DOWNLOAD, before_forward=True),
     # A checkpoint pickled by torch<1.11 and loaded by torch>=1.11 (e.g. an old [model] weights file).
     Cause("Upsample.recompute_scale_factor", r"'Upsample' object has no attribute 'recompute_scale_factor'",
           "a checkpoint saved with torch<1.11 lacks nn.Upsample.recompute_scale_factor, which torch>=1.11 reads",
@@ -136,14 +139,15 @@ CAUSES: tuple[Cause, ...] = (
     # onnx<1.13 (np.object) and older YOLOv5 code (np.int, np.float) use aliases numpy 1.24 removed.
     Cause("numpy alias removed", r"module 'numpy' has no attribute '(int|float|bool|object|str|long|complex)'",
           "numpy>=1.24 removed np.int/np.float/np.object/...; onnx<1.13 and old YOLOv5 code use them",
-          NUMPY_ALIASES),
+          NUMPY_ALIASES, before_forward=True),
     Cause("numpy 2 ABI", r"compiled using NumPy 1\.x cannot be run in|_ARRAY_API not found|"
                          r"numpy\.core\.multiarray failed to import",
-          "a package in the env (torch<2.3, old onnx/onnxruntime/opencv) was built for numpy 1.x", NUMPY_1),
+          "a package in the env (torch<2.3, old onnx/onnxruntime/opencv) was built for numpy 1.x", NUMPY_1,
+          before_forward=True),
     # Found building py38-torch1.8 (onnx 1.9) and py39-torch1.10 (onnx 1.11) without a protobuf pin.
     Cause("protobuf too new for onnx", r"Descriptors cannot be created directly",
           "onnx<1.12's generated protobuf code needs protobuf<4 (pin protobuf==3.20.3 in the env's extra)",
-          PROTOBUF_3),
+          PROTOBUF_3, before_forward=True),
     # Found on v5.0 x torch 2.14: models/export.py always runs optimize_for_mobile on the TorchScript module.
     Cause("TorchScript: no XNNPACK", r"XNNPACK is not enabled",
           "the ref's TorchScript export calls optimize_for_mobile, which needs a torch built with XNNPACK",
@@ -189,9 +193,11 @@ CAUSES: tuple[Cause, ...] = (
     Cause("onnxscript missing", r"No module named '?onnxscript",
           "torch>=2.9 exports ONNX with the dynamo exporter, which needs onnxscript: add it to the env's extra"),
     Cause("pkg_resources missing", r"No module named '?pkg_resources",
-          "setuptools>=81 removed pkg_resources, which YOLOv5 v6.0+ imports: pin setuptools<81 in the env's extra"),
+          "setuptools>=81 removed pkg_resources, which YOLOv5 v6.0+ imports: pin setuptools<81 in the env's extra",
+          before_forward=True),
     Cause("font download offline", r"Arial(\.Unicode)?\.ttf",
-          "YOLOv5 downloads Arial.ttf at import time; set YOLOV5_CONFIG_DIR to a folder holding any TTF as Arial.ttf"),
+          "YOLOv5 downloads Arial.ttf at import time; set YOLOV5_CONFIG_DIR to a folder holding any TTF as Arial.ttf",
+          before_forward=True),
     # Exporters try optional back ends (CoreML, TF, TensorRT, ...) and log their absence: not a cause.
     Cause("missing module", r"No module named '(?!coremltools|tensorflow|tensorrt|openvino|paddle|onnxsim)([^']+)'",
           "a module the ref imports is not installed in the env: add it to the env's extra pins"),

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,16 @@ _TAG = "yolov5-export-matrix: variant="
 _TAG_RE = re.compile(re.escape(_TAG) + r"(\S+)")
 # Never copied into a patched tree: git metadata is large and useless there, bytecode is stale by definition.
 _SKIP = (".git", "__pycache__")
+
+# CPython 3.11's parser is not thread-safe ("SystemError: AST constructor recursion depth mismatch", seen with two
+# batches patching at once): every parse and compile here takes this lock.
+_AST_LOCK = threading.Lock()
+
+
+def _parse(source: str) -> ast.Module:
+    with _AST_LOCK:
+        return ast.parse(source)
+
 
 # Changes whenever this module (and so its table) changes, so cached patched copies are rebuilt after an upgrade.
 PATCH_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
@@ -207,7 +218,7 @@ def adaptation_of(source: str, variant: str) -> str | None:
 
 def _locate(source: str, refused: PatchUnsupported) -> tuple[ast.FunctionDef, ast.Return]:
     try:
-        tree = ast.parse(source)
+        tree = _parse(source)
     except SyntaxError as e:
         raise refused from e
     forward = _detect_forward(tree)
@@ -341,12 +352,13 @@ def _char_offset(line: str, byte_offset: int | None) -> int:
 def _verify(patched: str, intended: str, variant: str, ref: str) -> None:
     """Re-parse the result: it must compile and its Detect.forward must now end in the intended return."""
     try:
-        compile(patched, YOLO_PY, "exec")
-        forward = _detect_forward(ast.parse(patched))
+        with _AST_LOCK:
+            compile(patched, YOLO_PY, "exec")
+        forward = _detect_forward(_parse(patched))
     except SyntaxError as e:
         raise PatchError(f"patch: patched {YOLO_PY} does not compile at {ref} ({e}); report this patcher bug") from e
     ret = next((s for s in reversed(forward.body) if isinstance(s, ast.Return)), None) if forward else None
-    if ret is None or ast.unparse(ret) != ast.unparse(ast.parse(f"return {intended}").body[0]):
+    if ret is None or ast.unparse(ret) != ast.unparse(_parse(f"return {intended}").body[0]):
         raise PatchError(f"patch: patched Detect.forward does not end as variant {variant} at {ref}; report this bug")
 
 

@@ -116,6 +116,7 @@ class Attempt:
     timings: dict[str, float] = field(default_factory=dict)
     detect: DetectInfo | None = None
     image: str | None = None  # the photo the parity inputs were made from
+    shared_from: str | None = None  # the cell whose identical attempt this is (a failure before the model runs)
 
 
 @dataclass

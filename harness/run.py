@@ -25,6 +25,7 @@ from typing import Any
 
 from harness import __version__, causes, lock, preflight, proc, results, shard
 from harness.batch import EnvContext
+from harness.axes import VARIANTS
 from harness.config import Cell, Config, is_local_repo, plan
 from harness.envs import ensure_env
 from harness.errors import HarnessError, SourceError
@@ -32,7 +33,7 @@ from harness.files import write_json
 from harness.progress import Progress, outer_from_env
 from harness.results import CellResult
 from harness.source import Checkout, get_checkout, is_reachable
-from harness.variant import LearnedChains, run_variant
+from harness.variant import Known, run_variant
 from harness.warm import WarmPool
 from harness.worker import FONTS
 
@@ -49,6 +50,7 @@ class Options:
     force: bool = False
     fetch: bool = False
     jobs: int = os.cpu_count() or 1
+    threads: int | None = None  # intra-op threads per job (torch, ONNX Runtime); None: the cores shared among jobs
     shard: tuple[int, int] | None = None  # (k, n): only block k of n of the planned cells (harness.shard)
     learn: bool = True  # try a workaround chain found on another variant of the same ref whole (harness/search.py)
 
@@ -160,11 +162,12 @@ class EnvRun:
         workers = WarmPool(workroot / "warm", {"YOLOV5_CONFIG_DIR": str(self.config_dir)}, config.limits.memory_mb)
         # Cell artifacts (exports, logs) per results folder: a result points at its files, so a run that writes its
         # results elsewhere on the same cache must not overwrite them.
+        threads = opts.threads if opts.threads is not None else max(1, (os.cpu_count() or 1) // max(1, opts.jobs))
         self.ctx = EnvContext(config, spec, python, opts.cache, workroot, cell_root(workroot, opts.reports), workers,
-                              log)
+                              log, threads or None)
         self._versions: dict[str, Any] | None = None
         self.fingerprint = harness_fingerprint()
-        self.chains = LearnedChains()
+        self.known = Known()
         self.source_url = config.source.repo
         self.progress = Progress(spec.name, 0, log)  # sized once the cells are planned (run)
 
@@ -240,7 +243,10 @@ class EnvRun:
             with ThreadPoolExecutor(max_workers=max(1, self.opts.jobs)) as pool:
                 checkpoints = dict(zip((c.ref for c, _ in pending),
                                        pool.map(lambda p: self.checkpoint(p[0]), pending), strict=True))
-                batches = [(checkout, variant, batch) for checkout, todo in pending for variant, batch in todo.items()]
+                # Variant by variant across refs: a ref's first variant has finished (and shared what it learnt, see
+                # harness/variant.py Known) before its next one starts, and refs hold different locks side by side.
+                batches = sorted(((checkout, variant, batch) for checkout, todo in pending
+                                  for variant, batch in todo.items()), key=lambda b: VARIANTS.index(b[1]))
                 for finished in pool.map(lambda b: self.claim(b[0], b[1], b[2], checkpoints[b[0].ref]), batches):
                     done += finished
         finally:
@@ -306,7 +312,7 @@ class EnvRun:
                 result.log_tail = (failure or {}).get("log_tail", "")
                 result.cause = causes.name_of(result.message, result.log_tail)
         else:
-            run_variant(self.ctx, self.chains, checkout, variant, weights, batch, self.opts.learn, self.progress.cell)
+            run_variant(self.ctx, self.known, checkout, variant, weights, batch, self.opts.learn, self.progress.cell)
         for result in batch:
             self.save(result)
         return batch

@@ -7,6 +7,8 @@ it in ``workaround.earlier``. Cells that want the same chain next run together i
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import threading
 import time
 from collections import defaultdict
@@ -23,7 +25,6 @@ from harness.results import Attempt, CellResult, WorkaroundRecord
 from harness.search import Learned, Reuse, Run, WorkaroundSearch, learn_key
 from harness.source import Checkout
 
-PATCH_LOCK = threading.Lock()  # CPython 3.11's ast.parse is not thread-safe ("AST constructor recursion depth...")
 
 
 class LearnedChains:
@@ -44,6 +45,45 @@ class LearnedChains:
                 self.chains.setdefault(key, learned)
 
 
+@dataclass(frozen=True)
+class Shared:
+    """An out-of-the-box attempt that failed before the model's forward ran, and the cell it ran for."""
+
+    attempt: Attempt
+    cell: str
+
+
+class SharedFailures:
+    """Out-of-the-box failures that stand for every variant of a ref in a format (causes.py ``before_forward``: the
+    ref's script failed while loading or importing, before the patched Detect could matter), keyed by (commit,
+    format): later variants record the first one's attempt, marked ``shared_from``, instead of repeating it."""
+
+    def __init__(self) -> None:
+        self.found: dict[tuple[str, str], Shared] = {}
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def key(result: CellResult) -> tuple[str, str]:
+        return result.commit or "", result.format
+
+    def get(self, result: CellResult) -> Shared | None:
+        with self.lock:
+            return self.found.get(self.key(result))
+
+    def remember(self, result: CellResult, attempt: Attempt, cause: causes.Cause | None) -> None:
+        if cause and cause.before_forward and not (attempt.export and attempt.export.files):
+            with self.lock:
+                self.found.setdefault(self.key(result), Shared(copy.deepcopy(attempt), result.cell))
+
+
+class Known:
+    """What the cells of one env run learn from each other: workaround chains and failures shared by variants."""
+
+    def __init__(self) -> None:
+        self.chains = LearnedChains()
+        self.failures = SharedFailures()
+
+
 @dataclass
 class CellSearch:
     """A cell's search in progress: its result, the search, and every chain's attempt so far."""
@@ -56,8 +96,7 @@ class CellSearch:
 def patched_tree(ctx: EnvContext, checkout: Checkout, variant: str, form: str = "guide") -> tuple[Path, str]:
     """The variant's patched tree in ``form`` (shared by every env) and its diff; raises PatchError."""
     patched = ctx.cache / "patched" / checkout.commit / (variant if form == "guide" else f"{variant}+{form}")
-    with PATCH_LOCK:
-        return patched, apply_patch(checkout.path, patched, variant, checkout.ref, form)
+    return patched, apply_patch(checkout.path, patched, variant, checkout.ref, form)
 
 
 def patch_variant(ctx: EnvContext, checkout: Checkout, variant: str, batch: list[CellResult]) -> Path | None:
@@ -84,7 +123,7 @@ def patch_variant(ctx: EnvContext, checkout: Checkout, variant: str, batch: list
     return patched
 
 
-def run_variant(ctx: EnvContext, chains: LearnedChains, checkout: Checkout, variant: str, weights: Path,
+def run_variant(ctx: EnvContext, known: Known, checkout: Checkout, variant: str, weights: Path,
                 batch: list[CellResult], learn: bool, on_done: Callable[[CellResult], None] = lambda r: None) -> None:
     """Patch, run out of the box, then search workarounds while some cell has a next step; ``on_done`` hears of
     each cell as soon as its search is over."""
@@ -92,12 +131,15 @@ def run_variant(ctx: EnvContext, chains: LearnedChains, checkout: Checkout, vari
     if patched is None:
         return
     runner = BatchRunner(ctx)
-    first = runner.attempt(patched, weights, batch, "out-of-the-box", causes.Workaround("none"))
+    first = first_attempts(runner, known.failures, patched, weights, batch)
     adaptable = adaptation_of((checkout.path / YOLO_PY).read_text(errors="replace"), variant) is not None
+    chains = known.chains
     cells: dict[str, CellSearch] = {}
     for result in batch:
         _take_first(result, first[result.cell])
         start = name_cause(result, with_hint=True)
+        if not result.shared_from:
+            known.failures.remember(result, first[result.cell], start)
         key = learn_key(result.commit, result.format, start)
         borrowed = chains.get(key) if learn and result.status != "pass" else None
         if borrowed and not adaptable and any(causes.WORKAROUNDS[n].patch_form for n in borrowed.names):
@@ -120,6 +162,20 @@ def run_variant(ctx: EnvContext, chains: LearnedChains, checkout: Checkout, vari
     for cell in cells.values():
         chains.remember(learn_key(cell.result.commit, cell.result.format, cell.search.start),
                         cell.search.learned(cell.result.cell))
+
+
+def first_attempts(runner: BatchRunner, failures: SharedFailures, patched: Path, weights: Path,
+                   batch: list[CellResult]) -> dict[str, Attempt]:
+    """The out-of-the-box attempt of each cell: run, or taken from another variant that failed before the model ran."""
+    attempts: dict[str, Attempt] = {}
+    for result in batch:
+        shared = failures.get(result)
+        if shared:
+            attempts[result.cell] = dataclasses.replace(copy.deepcopy(shared.attempt), shared_from=shared.cell)
+    todo = [r for r in batch if r.cell not in attempts]
+    if todo:
+        attempts.update(runner.attempt(patched, weights, todo, "out-of-the-box", causes.Workaround("none")))
+    return attempts
 
 
 def _take_first(result: CellResult, attempt: Attempt) -> None:

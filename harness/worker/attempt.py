@@ -172,8 +172,9 @@ def verify(cell, reference, progress, job):
 
 def attempt(job):
     """Run every cell of ``job["cells"]`` in order; each cell's outcome is a ``cell`` event in the progress file."""
-    from harness.worker import shims
+    from harness.worker import runners, shims
 
+    runners.use_threads(job.get("threads"))
     progress = Progress(job["progress"])
     tree = job["tree"]
     if tree not in sys.path:

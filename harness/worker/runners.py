@@ -107,6 +107,20 @@ class TorchScriptRunner:
             return to_numpy(self.module(torch.from_numpy(batch)))
 
 
+# Intra-op threads for torch and ONNX Runtime in this job (None: the libraries' own default, one per core). The
+# supervisor runs jobs side by side and gives each its share of the cores, so two jobs do not fight over them.
+THREADS = None
+
+
+def use_threads(threads):
+    global THREADS
+    THREADS = threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 class OnnxRuntimeRunner:
     name = "onnxruntime"
 
@@ -116,7 +130,10 @@ class OnnxRuntimeRunner:
     def load(self):
         import onnxruntime as ort
 
-        self.session = ort.InferenceSession(self.path, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if THREADS:
+            options.intra_op_num_threads = THREADS
+        self.session = ort.InferenceSession(self.path, sess_options=options, providers=["CPUExecutionProvider"])
         return self
 
     def output_names(self):
