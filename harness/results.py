@@ -129,6 +129,7 @@ class EarlierAttempt:
     cause: str | None = None
     message: str = ""
     learned_from: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,7 +149,8 @@ class WorkaroundRecord(Attempt):
     not_tried: list[str] | None = None  # the intermediate steps a borrowed chain skipped
 
     def as_earlier(self) -> EarlierAttempt:
-        return EarlierAttempt(self.name, self.status, self.stage, self.cause, self.message, self.learned_from)
+        return EarlierAttempt(self.name, self.status, self.stage, self.cause, self.message, self.learned_from,
+                              dict(self.timings))
 
 
 @dataclass
