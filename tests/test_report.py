@@ -447,3 +447,14 @@ def test_script_tags_from_a_real_run_reach_the_page_as_text(hostile_run, browser
     assert tab.locator("script").count() == 1  # only the page's own
     assert problems == []  # no alert() dialog, no errors
     tab.screenshot(path=str(tmp_path / "hostile.png"))
+
+
+def test_the_guide_lines_table_says_which_refs_need_the_adapted_form(tmp_path: Path) -> None:
+    # Real results of the guide's lines on torch 2.14 (upstream v7.0, yolov5n at 160): variant 3 needed the adapted
+    # tuple(x), variant 1 worked as written (with the env's own workarounds, which are not about the guide's line).
+    found = results.load_results(DATA.parent / "data-guide")
+    rows = {(r.ref, r.variant): r for r in build(found).guide_lines}
+    assert rows[("v7.0", "3")].reading == "adapted" and rows[("v7.0", "3")].workarounds == ["patch form tuple(x)"]
+    assert rows[("v7.0", "1")].reading == "as written"
+    text = html.render(found)
+    assert "The guide&#39;s lines as written" in text and "◑ needs patch form tuple(x)" in text

@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from harness.files import write_atomic
+from harness.patch import GUIDE_RETURNS
 from harness.report import charts
 from harness.report import view as view_mod
 from harness.results import CellResult
@@ -40,7 +41,8 @@ def render(found: list[CellResult], *, title: str = "YOLOv5 export matrix",
     view = view_mod.build(found, tolerances)
     return _environment().get_template("report.html.j2").render(
         view=view, title=title, labels=view_mod.OUTCOME_LABELS, compile_labels=view_mod.COMPILE_LABELS,
-        outcomes=list(view_mod.OUTCOME_LABELS), generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        outcomes=list(view_mod.OUTCOME_LABELS), guide_returns=GUIDE_RETURNS,
+        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 
 def write(path: Path, found: list[CellResult], **kwargs: Any) -> Path:

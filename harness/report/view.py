@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from packaging.version import InvalidVersion, Version
 
 from harness.axes import FORMAT_NAMES, FORMATS, VARIANTS
+from harness.causes import WORKAROUNDS
+from harness.patch import GUIDE_RETURNS
 from harness.report import charts
 from harness.results import Attempt, CellResult, CompileSection, Outcome
 
@@ -71,6 +73,17 @@ class SignatureRow:
 
 
 @dataclass
+class GuideLine:
+    """Whether the seed guide's line for a patched variant works as written on a ref (harness/patch.py)."""
+
+    ref: str
+    variant: str
+    reading: Literal["as written", "adapted", "unknown"]
+    workarounds: list[str]  # the patch-form workarounds the ref's cells needed ("patch form tuple(x)")
+    cells: int
+
+
+@dataclass
 class View:
     refs: list[str]
     envs: list[str]
@@ -88,6 +101,7 @@ class View:
     parity_missing: int = 0  # cells without a parity number (stopped earlier, skipped)
     timing: charts.TimingChart | None = None  # None: no timings recorded
     signature_diffs: dict[str, charts.SignatureDiff] = field(default_factory=dict)  # failing ONNX cell -> diff
+    guide_lines: list[GuideLine] = field(default_factory=list)
 
     def at(self, ref: str, env: str, variant: str, fmt: str) -> Entry | None:
         """The entry of one cell of the grid's variant x format table, or None when it was not run."""
@@ -166,7 +180,37 @@ def build(found: list[CellResult], tolerances: dict[str, float] | None = None) -
     if any(t for _, t in times):
         view.timing = charts.timing_chart(times)
     view.signature_diffs = signature_diffs(view)
+    view.guide_lines = guide_lines(view)
     return view
+
+
+def guide_lines(view: View) -> list[GuideLine]:
+    """Per ref and patched variant: does the guide's line work as written (some cell works without a patch-form
+    workaround), did a cell need the harness's adapted form, or did no cell get far enough to tell?"""
+    rows = []
+    for ref in view.refs:
+        for variant in (v for v in view.variants if v in GUIDE_RETURNS):
+            entries = [e for env in view.envs for e in view.grid.get((ref, env), []) if e.result.variant == variant]
+            if not entries:
+                continue
+            needed: dict[str, None] = {}
+            written = False
+            for entry in entries:
+                fix = entry.result.workaround
+                forms = [n for n in fix.name.split(" + ") if _is_patch_form(n)] if fix else []
+                if entry.outcome == "workaround" and forms:
+                    needed.update(dict.fromkeys(forms))
+                elif entry.outcome in ("works", "workaround"):
+                    written = True
+            reading: Literal["as written", "adapted", "unknown"] = (
+                "adapted" if needed else "as written" if written else "unknown")
+            rows.append(GuideLine(ref, variant, reading, list(needed), len(entries)))
+    return rows
+
+
+def _is_patch_form(name: str) -> bool:
+    fix = WORKAROUNDS.get(name)
+    return bool(fix and fix.patch_form)
 
 
 def native_signatures(view: View) -> list[SignatureRow]:
