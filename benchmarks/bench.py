@@ -33,11 +33,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness import exporters, proc, results  # noqa: E402
+from harness.axes import FORMATS  # noqa: E402
+from harness.batch import WEIGHTS_NAME  # noqa: E402
 from harness.config import load_config  # noqa: E402
 from harness.envs import ensure_env  # noqa: E402
 from harness.patch import apply_patch  # noqa: E402
 from harness.paths import cache_dir  # noqa: E402
-from harness.run import WEIGHTS_NAME, EnvRun, Options, choose_source, probe_env  # noqa: E402
+from harness.files import write_json  # noqa: E402
+from harness.run import EnvRun, Options, choose_source, probe_env  # noqa: E402
 from harness.source import get_checkout, is_local_repo  # noqa: E402
 
 TARGETS = {"ratio": 1.2, "no_change_s": 10.0, "env_warm_s": 15.0}
@@ -73,9 +76,9 @@ class Bench:
 def floor_jobs(config, spec, checkout, weights: Path, reports: Path, workroot: Path) -> list[dict[str, Any]]:
     """One floor job per variant: the cells' export argv, and the env/shims the harness found each export needs."""
     model = config.model
-    by_variant: dict[str, list[dict[str, Any]]] = {}
+    by_variant: dict[str, list[results.CellResult]] = {}
     for result in results.load_results(reports):
-        by_variant.setdefault(result["variant"], []).append(result)
+        by_variant.setdefault(result.variant, []).append(result)
     jobs = []
     for variant, cells in sorted(by_variant.items()):
         tree = cache_dir() / "patched" / checkout.commit / variant  # the harness's patched copy (reused)
@@ -84,15 +87,15 @@ def floor_jobs(config, spec, checkout, weights: Path, reports: Path, workroot: P
         env: dict[str, str] = {}
         shims: list[str] = []
         specs = []
-        for result in sorted(cells, key=lambda r: r["format"]):
-            fix = result["workaround"] if result["status"] != "pass" and result["workaround"] else None
+        for result in sorted(cells, key=lambda r: r.format):
+            fix = result.workaround if result.status != "pass" else None
             if fix:
-                env.update(fix.get("env") or {})
-                shims += [s for s in fix.get("shims") or [] if s not in shims]
-            specs.append({"id": result["cell"], "format": result["format"],
-                          "argv": exporters.command(shape, tree, WEIGHTS_NAME, model.imgsz, result["format"]),
-                          "suffixes": list(exporters.ARTIFACT_SUFFIXES[result["format"]]),
-                          "workdir": str(workroot / variant / result["format"])})
+                env.update(fix.env)
+                shims += [s for s in fix.shims if s not in shims]
+            specs.append({"id": result.cell, "format": result.format,
+                          "argv": exporters.command(shape, tree, WEIGHTS_NAME, model.imgsz, result.format),
+                          "suffixes": list(FORMATS[result.format].suffixes),
+                          "workdir": str(workroot / variant / result.format)})
         jobs.append({"variant": variant, "tree": str(tree), "weights": str(weights), "imgsz": model.imgsz,
                      "env": env, "shims": shims, "cells": specs})
     return jobs
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         try:  # the checkpoint both sides start from (cached per commit x env)
             weights, _, failure = run.checkpoint(checkout)
         finally:
-            run.workers.close()
+            run.ctx.workers.close()
         if failure or weights is None:
             raise SystemExit(f"bench: no checkpoint for {ref}: {failure}")
         batch_reports = Path(tempfile.mkdtemp(prefix="bench-harness-"))
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "--repo", source, *config_arg])
         done = results.load_results(batch_reports)
         row["cells"] = len(done)
-        row["verdicts"] = sorted({r["verdict"] for r in done})
+        row["verdicts"] = sorted({r.verdict for r in done})
         print(f"(a) floor on {ref} x {env}", flush=True)
         floor_root = Path(tempfile.mkdtemp(prefix="bench-floor-"))
         jobs = floor_jobs(config, spec, checkout, weights, batch_reports, floor_root)
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         row.pop("_out", None)
     report = {"facts": facts, "targets": TARGETS, "rows": bench.rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    results.write_json(args.out, report)
+    write_json(args.out, report)
     print()
     print(f"{'measurement':<62} {'seconds':>8} {'load':>12}  notes")
     for row in bench.rows:

@@ -11,9 +11,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.results import CellResult
 
 # Exit code for an expected failure the user can act on (a HarnessError); argparse also uses 2 for usage errors.
 EXIT_HARNESS_ERROR = 2
@@ -97,7 +100,7 @@ def _add_results_args(parser: argparse.ArgumentParser) -> None:
                         help="another directory with results (a shard or CI artifact); repeatable")
 
 
-def _merged(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _merged(args: argparse.Namespace) -> list[CellResult]:
     from harness import results
 
     roots = [args.reports, *args.extra]

@@ -192,13 +192,10 @@ def combine(fixes: list[Workaround]) -> Workaround:
 _CONVERTER = re.compile(r"Failed to convert the model to the target version[^\n]*")
 
 
-def opset_mismatch(export: dict | None, log: str = "") -> str | None:
+def opset_mismatch(written: int | None, requested: int | None, log: str = "") -> str | None:
     """A message when the ONNX file's opset is not the one the export script asked for (None when they agree or
     either is unknown): the file "works" here but not for a compiler that takes only the requested opset."""
-    if not export or export.get("opset_written") is None or export.get("opset_requested") is None:
-        return None
-    written, requested = export["opset_written"], export["opset_requested"]
-    if written == requested:
+    if written is None or requested is None or written == requested:
         return None
     converter = _CONVERTER.search(log)
     return (f"ONNX opset {written} written, {requested} requested"

@@ -24,6 +24,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from harness.axes import FORMAT_NAMES, VARIANTS
 from harness.errors import ConfigError
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - tomli keeps the loader usable on older Pythons
@@ -49,11 +50,9 @@ __all__ = [
     "validate_ref_name",
 ]
 
-# Detect-output variants: "native" leaves the ref's return alone; "1"/"3"/"4" rewrite it to that many outputs.
-# They are strings in TOML (and in cell ids) so "native" and the counts share one type.
-ALLOWED_VARIANTS: tuple[str, ...] = ("native", "1", "3", "4")
-# Export formats the harness knows how to drive through each ref's own export script.
-ALLOWED_FORMATS: tuple[str, ...] = ("onnx", "onnx-dynamic", "torchscript")
+# What matrix.toml may name: harness/axes.py's tables.
+ALLOWED_VARIANTS: tuple[str, ...] = VARIANTS
+ALLOWED_FORMATS: tuple[str, ...] = FORMAT_NAMES
 FALLBACKS: tuple[str, ...] = ("mirror", "error")
 # Environment variable that overrides [source].repo (the --repo CLI argument overrides both).
 REPO_ENV_VAR = "YOLOV5_REPO"
@@ -238,13 +237,13 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     },
     # The downstream compile check (harness/compile/, `nox -s tpu_mlir`); see CompileSpec.
     "compile": {
-        "enabled": _Field("bool", "false", required=False, default=False),
-        "variants": _Field("str_list", '["3", "native"]', required=False, default=("3", "native")),
-        "quantize": _Field("str_list", '["F32"]', required=False, default=("F32",)),
-        "processor": _Field("str", '"bm1684x"', required=False, default="bm1684x"),
-        "timeout": _Field("number", "3600", required=False, default=3600.0),
-        "min_cosine": _Field("number", "0.99", required=False, default=0.99),
-        "min_euclidean": _Field("number", "0.99", required=False, default=0.99),
+        "enabled": _Field("bool", "false", required=False, default=CompileSpec.enabled),
+        "variants": _Field("str_list", '["3", "native"]', required=False, default=CompileSpec.variants),
+        "quantize": _Field("str_list", '["F32"]', required=False, default=CompileSpec.quantize),
+        "processor": _Field("str", '"bm1684x"', required=False, default=CompileSpec.processor),
+        "timeout": _Field("number", "3600", required=False, default=CompileSpec.timeout),
+        "min_cosine": _Field("number", "0.99", required=False, default=CompileSpec.min_cosine),
+        "min_euclidean": _Field("number", "0.99", required=False, default=CompileSpec.min_euclidean),
     },
 }
 # Tables that may be left out entirely (all their keys have defaults).
@@ -635,18 +634,15 @@ class _Checker:
 
     def compile_spec(self, table: Mapping[str, Any]) -> CompileSpec:
         """Check [compile] values (types are already checked by ``tables``)."""
-        spec = _SCHEMA["compile"]
-        variants = table.get("variants", list(spec["variants"].default))
-        quantize = table.get("quantize", list(spec["quantize"].default))
+        value = {key: table.get(key, field.default) for key, field in _SCHEMA["compile"].items()}
         return CompileSpec(
-            enabled=table.get("enabled", False),
-            variants=self.choices("compile.variants", variants, ALLOWED_VARIANTS),
-            quantize=self.choices("compile.quantize", quantize, COMPILE_QUANTIZE),
-            processor=self.one_of("compile.processor", table.get("processor", "bm1684x"), COMPILE_PROCESSORS),
-            timeout=self.in_range("compile.timeout", float(table.get("timeout", 3600.0)), low=0.0, low_open=True),
-            min_cosine=self.in_range("compile.min_cosine", float(table.get("min_cosine", 0.99)), low=0.0, high=1.0),
-            min_euclidean=self.in_range("compile.min_euclidean", float(table.get("min_euclidean", 0.99)),
-                                        low=-1e9, high=1.0),
+            enabled=value["enabled"],
+            variants=self.choices("compile.variants", list(value["variants"]), ALLOWED_VARIANTS),
+            quantize=self.choices("compile.quantize", list(value["quantize"]), COMPILE_QUANTIZE),
+            processor=self.one_of("compile.processor", value["processor"], COMPILE_PROCESSORS),
+            timeout=self.in_range("compile.timeout", float(value["timeout"]), low=0.0, low_open=True),
+            min_cosine=self.in_range("compile.min_cosine", float(value["min_cosine"]), low=0.0, high=1.0),
+            min_euclidean=self.in_range("compile.min_euclidean", float(value["min_euclidean"]), low=-1e9, high=1.0),
         )
 
     def env(self, name: str, table: Mapping[str, Any]) -> EnvSpec:

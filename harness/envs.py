@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -23,6 +24,7 @@ from packaging.utils import canonicalize_name
 
 from harness.config import EnvSpec
 from harness.errors import EnvError
+from harness.files import write_json
 
 MARKER = "harness-env.json"
 
@@ -59,21 +61,22 @@ def _uv_managed(version: str) -> list[str]:
     return [out.stdout.strip()] if out.returncode == 0 and out.stdout.strip() else []
 
 
-def find_python(spec: EnvSpec) -> str:
-    """An interpreter whose version really is ``spec.python`` (a shim may exist but point elsewhere)."""
-    looked = python_candidates(spec.python)
+def find_python(version: str, owner: str) -> str:
+    """An interpreter whose version really is ``version`` (a shim may exist but point elsewhere); ``owner`` names
+    who needs it in the error ("env 'py38-torch1.8'", "tpu-mlir env")."""
+    looked = python_candidates(version)
     for path in looked:
         try:
             out = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                 capture_output=True, text=True, timeout=30)
+                                 capture_output=True, text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired):
             continue
-        if out.returncode == 0 and out.stdout.strip() == spec.python:
+        if out.returncode == 0 and out.stdout.strip() == version:
             return path
     raise EnvError(
-        f"env '{spec.name}': no Python {spec.python} found (looked at: {', '.join(looked) or 'nothing'}) — "
-        f"install it (pyenv install {spec.python}, or uv python install {spec.python}) "
-        f"or set YOLOV5_MATRIX_PYTHON_{spec.python.replace('.', '_')}=/path/to/python{spec.python}")
+        f"{owner}: no Python {version} found (looked at: {', '.join(looked) or 'nothing'}) — "
+        f"install it (pyenv install {version}, or uv python install {version}) "
+        f"or set YOLOV5_MATRIX_PYTHON_{version.replace('.', '_')}=/path/to/python{version}")
 
 
 def env_dir(spec: EnvSpec, cache: Path) -> Path:
@@ -84,12 +87,12 @@ def env_python(spec: EnvSpec, cache: Path) -> Path:
     return env_dir(spec, cache) / "bin" / "python"
 
 
-def _run(cmd: list[str], spec: EnvSpec, log: Path) -> None:
-    """Run one install step, appending its output to the env's build log; a failure names the package if it can."""
+def _run(cmd: list[str], owner: str, log: Path, fix: str) -> None:
+    """Run one install step, appending its output to the build log; a failure names the package if it can."""
     with log.open("a") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
         fh.write(proc.stdout)
     if proc.returncode != 0:
         lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
@@ -97,8 +100,38 @@ def _run(cmd: list[str], spec: EnvSpec, log: Path) -> None:
         markers = ("Because", "No matching distribution", "Could not find", "not found in the package registry")
         culprit = next((line.removeprefix("cause: ") for line in lines if any(m in line for m in markers)),
                        lines[-1] if lines else "no output")
-        raise EnvError(f"env '{spec.name}': install failed: {culprit[:300]} — fix the pins in matrix.toml "
-                       f"[envs.{spec.name}] (full log: {log})")
+        raise EnvError(f"{owner}: install failed: {culprit[:300]} — {fix} (full log: {log})")
+
+
+def build_venv(target: Path, interpreter: str, requirements: list[str], owner: str, fix: str,
+               log: Callable[[str], None]) -> Path:
+    """Create a venv at ``target`` from ``interpreter`` and install ``requirements`` (uv when present, else venv +
+    pip), saying each step as it starts; returns the venv's python. The one builder of every env: the matrix's and
+    the tpu-mlir one. The caller writes its marker last, so an interrupted build counts as absent."""
+    if target.exists():
+        shutil.rmtree(target)  # a build that never wrote its marker: start over
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build_log = target.parent / f"{target.name}.log"
+    build_log.write_text("")
+    python = target / "bin" / "python"
+    uv = shutil.which("uv")
+    start = time.monotonic()
+    log(f"{owner}: [1/2] creating {target} with {'uv' if uv else 'venv'} from {interpreter} (log: {build_log})")
+    if uv:
+        _run([uv, "venv", "--quiet", "--python", interpreter, str(target)], owner, build_log, fix)
+    else:
+        _run([interpreter, "-m", "venv", str(target)], owner, build_log, fix)
+    log(f"{owner}: [2/2] installing {len(requirements)} requirements with {'uv' if uv else 'pip'} "
+        f"({time.monotonic() - start:.0f} s so far; a cold cache downloads GBs): {' '.join(requirements)}")
+    if uv:
+        # No --compile-bytecode: it compiles all of torch (minutes of CPU per env, most of a warm re-creation); the
+        # modules a worker imports compile on first import instead (about half a second of CPU for torch + onnx).
+        _run([uv, "pip", "install", "--python", str(python), *requirements], owner, build_log, fix)
+    else:
+        _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements], owner, build_log,
+             fix)
+    log(f"{owner}: built in {time.monotonic() - start:.0f} s")
+    return python
 
 
 _CORE = ("torch", "torchvision", "onnx", "onnxruntime", "numpy")
@@ -130,7 +163,7 @@ def derive(spec: EnvSpec, pins: dict[str, str]) -> EnvSpec:
     return dataclasses.replace(spec, name=f"{spec.name}+{label}", extra=tuple(extra), **changes)
 
 
-def ensure_env(spec: EnvSpec, cache: Path, *, log=print) -> Path:
+def ensure_env(spec: EnvSpec, cache: Path, *, log: Callable[[str], None] = print) -> Path:
     """Return the env's python, building the venv first unless an identical one is already complete. Threads of
     one run that need the same venv (a pin workaround's sibling env) wait for one build."""
     target = env_dir(spec, cache)
@@ -148,31 +181,16 @@ def freeze(python: Path) -> list[str]:
     return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
-def _ensure_env(spec: EnvSpec, cache: Path, target: Path, log) -> Path:
+def _ensure_env(spec: EnvSpec, cache: Path, target: Path, log: Callable[[str], None]) -> Path:
     marker = target / MARKER
     python = target / "bin" / "python"
     if marker.is_file() and python.exists():
         return python
-    interpreter = find_python(spec)
-    if target.exists():
-        shutil.rmtree(target)  # a build that never wrote its marker: start over
-    target.parent.mkdir(parents=True, exist_ok=True)
-    build_log = target.parent / f"{target.name}.log"
-    build_log.write_text("")
+    owner = f"env '{spec.name}'"
+    interpreter = find_python(spec.python, owner)
     requirements = spec.requirements()
-    uv = shutil.which("uv")
-    log(f"env {spec.name}: building {target} with {'uv' if uv else 'venv + pip'} "
-        f"from {interpreter}: {' '.join(requirements)}")
-    if uv:
-        _run([uv, "venv", "--quiet", "--python", interpreter, str(target)], spec, build_log)
-        # No --compile-bytecode: it compiles all of torch (minutes of CPU per env, most of a warm re-creation); the
-        # modules a worker imports compile on first import instead (about half a second of CPU for torch + onnx).
-        _run([uv, "pip", "install", "--python", str(python), *requirements], spec, build_log)
-    else:
-        _run([interpreter, "-m", "venv", str(target)], spec, build_log)
-        _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements], spec, build_log)
-    marker.write_text(json.dumps({"name": spec.name, "python": spec.python, "interpreter": interpreter,
-                                  "requirements": requirements, "installer": "uv" if uv else "pip",
-                                  "harness_python": sys.version.split()[0], "installed": freeze(python)},
-                                 indent=1))
+    build_venv(target, interpreter, requirements, owner, f"fix the pins in matrix.toml [envs.{spec.name}]", log)
+    write_json(marker, {"name": spec.name, "python": spec.python, "interpreter": interpreter,
+                        "requirements": requirements, "installer": "uv" if shutil.which("uv") else "pip",
+                        "harness_python": sys.version.split()[0], "installed": freeze(python)})
     return python

@@ -19,5 +19,9 @@ class PatchError(HarnessError):
     """The Detect patch cannot be applied to a ref's models/yolo.py."""
 
 
+class PatchUnsupported(PatchError):
+    """The ref's Detect.forward is a shape the patcher's table (harness/patch.py ``_SHAPES``) does not know."""
+
+
 class EnvError(HarnessError):
     """An environment cannot be created: missing interpreter, pins that do not install."""

@@ -11,15 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.axes import FORMATS
 from harness.errors import HarnessError
 
-# Formats the matrix knows, and the file endings an exporter gives each. ".torchscript.ptl" (v5.0's mobile
-# lite-interpreter copy) is not a TorchScript module torch.jit.load takes, so it is not an artifact here.
-ARTIFACT_SUFFIXES = {
-    "onnx": (".onnx",),
-    "onnx-dynamic": (".onnx",),
-    "torchscript": (".torchscript", ".torchscript.pt"),
-}
 
 
 @dataclass(frozen=True)
@@ -91,8 +85,6 @@ def requested_opset(shape: ExporterShape, tree: Path, opset: int | None = None) 
     return int(match.group(1)) if match else None
 
 
-# How exporters label a format in their log ("ONNX: export failure: ..."), to pick the failure of the cell's format.
-LOG_LABELS = {"onnx": "ONNX", "onnx-dynamic": "ONNX", "torchscript": "TorchScript"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -101,7 +93,7 @@ def failure_line(log: str, fmt: str) -> str | None:
     last exception line of a traceback, else None."""
     lines = [_ANSI.sub("", line).strip() for line in log.splitlines()]
     failures = [line for line in lines if "export failure" in line]
-    mine = [line for line in failures if line.startswith(LOG_LABELS[fmt] + ":")]
+    mine = [line for line in failures if line.startswith(FORMATS[fmt].log_label + ":")]
     if mine or failures:
         line = (mine or failures)[0]
         # torch's dynamo exporter puts the real exception in an "## Exception summary" block after a generic line;
@@ -116,5 +108,5 @@ def failure_line(log: str, fmt: str) -> str | None:
 
 def artifacts(files: list[Path], fmt: str) -> list[Path]:
     """The files among ``files`` that are this format's export."""
-    suffixes = ARTIFACT_SUFFIXES[fmt]
+    suffixes = FORMATS[fmt].suffixes
     return sorted(f for f in files if f.name.endswith(suffixes))

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import results
+from harness.files import write_json
 from harness.errors import HarnessError
+from harness.results import CellResult
 
 BASELINE_KIND = "yolov5-export-matrix baseline"
 BASELINE_SCHEMA = 1
@@ -38,29 +39,28 @@ class Change:
         return self.kind in FAILING
 
 
-def summarize(result: dict[str, Any]) -> dict[str, Any]:
+def summarize(result: CellResult) -> dict[str, Any]:
     """What the baseline keeps of one result: enough to compare, small enough to commit next to your deploy code."""
-    last = results.final_attempt(result)
-    parity = last.get("parity") or []
-    tolerances = [p["min_tolerance"] for p in parity if p.get("min_tolerance") is not None]
-    standin = result.get("standin")
+    parity = result.final_attempt().parity
+    tolerances = [p.min_tolerance for p in parity if p.min_tolerance is not None]
+    standin = result.standin
     return {
-        "ref": result.get("ref"), "env": result.get("env"), "variant": result.get("variant"),
-        "format": result.get("format"), "commit": result.get("commit"), "source": result.get("source"),
-        "standin": standin.get("distribution") if isinstance(standin, dict) else None,
-        "outcome": results.outcome(result), "verdict": result.get("verdict") or results.verdict(result),
-        "outputs": [[name, shape] for name, shape in results.signature(result)],
-        "parity_pass": all(p.get("pass") for p in parity) if parity else None,
+        "ref": result.ref, "env": result.env, "variant": result.variant, "format": result.format,
+        "commit": result.commit, "source": result.source,
+        "standin": standin.get("distribution") if standin else None,
+        "outcome": result.outcome(), "verdict": result.verdict or result.refresh_verdict(),
+        "outputs": [[name, shape] for name, shape in result.signature()],
+        "parity_pass": all(p.passed for p in parity) if parity else None,
         "min_tolerance": max(tolerances) if tolerances else None,
     }
 
 
-def write_baseline(path: Path, current: Iterable[dict[str, Any]]) -> int:
+def write_baseline(path: Path, current: Iterable[CellResult]) -> int:
     """Save the current results as a baseline file; returns the number of cells saved."""
-    cells = {r["cell"]: summarize(r) for r in current}
+    cells = {r.cell: summarize(r) for r in current}
     if not cells:
         raise HarnessError(f"gate: no results to save in {path} — run the matrix first (nox -s matrix)")
-    results.write_json(path, {"kind": BASELINE_KIND, "schema": BASELINE_SCHEMA,
+    write_json(path, {"kind": BASELINE_KIND, "schema": BASELINE_SCHEMA,
                               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cells": cells})
     return len(cells)
 
@@ -107,7 +107,7 @@ def _signature_diff(old: list[list[Any]], new: list[list[Any]]) -> tuple[str, st
     return show(old), show(new)
 
 
-def compare(baseline: Mapping[str, Any], current: Iterable[dict[str, Any]], *, refs: Mapping[str, str] | None = None,
+def compare(baseline: Mapping[str, Any], current: Iterable[CellResult], *, refs: Mapping[str, str] | None = None,
             envs: Mapping[str, str] | None = None, allow_source_change: bool = False) -> list[Change]:
     """The changes from ``baseline`` (a read_baseline dict) to ``current`` results, cell by cell.
 
@@ -123,7 +123,7 @@ def compare(baseline: Mapping[str, Any], current: Iterable[dict[str, Any]], *, r
     replaced_refs, replaced_envs = set(refs.values()) - set(refs), set(envs.values()) - set(envs)
     before = {_key(c, refs, envs): (cid, c) for cid, c in baseline["cells"].items()
               if c["ref"] not in replaced_refs and c["env"] not in replaced_envs}
-    now = {_key(s, {}, {}): s for s in (summarize(r) | {"cell": r["cell"]} for r in current)}
+    now = {_key(s, {}, {}): s for s in (summarize(r) | {"cell": r.cell} for r in current)}
     changes: list[Change] = []
     for key in sorted(set(before) | set(now)):
         label = " ".join(key)

@@ -44,8 +44,7 @@ def hold(path: Path, what: str, log: Callable[[str], None] | None = None) -> Ite
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         while not _try(fd):
-            if proc.STOP.is_set():  # interrupted while waiting: nothing to undo
-                raise proc.Interrupted(f"interrupted while waiting for {what}")
+            proc.check_interrupt(f"while waiting for {what}")  # interrupted while waiting: nothing to undo
             if log:
                 log(f"waiting for another run that holds {what} (lock {path})")
                 log = None

@@ -21,9 +21,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import PatchError
+from harness.axes import VARIANTS
+from harness.errors import PatchError, PatchUnsupported
 
-VARIANTS: tuple[str, ...] = ("native", "1", "3", "4")
 
 # Where the patched file lives inside a checkout; also the a/ b/ paths of patch.diff.
 YOLO_PY = "models/yolo.py"
@@ -146,7 +146,7 @@ def patch_source(source: str, variant: str, ref: str) -> str:
     _check_variant(variant)
     if variant == "native":
         return source
-    refused = PatchError(f"patch: Detect.forward return not recognised at {ref}")
+    refused = PatchUnsupported(f"patch: Detect.forward return not recognised at {ref}")
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
@@ -278,7 +278,7 @@ def _reads_self_export(node: ast.AST) -> bool:
     )
 
 
-def _replace_lines(lines: list[str], stmt: ast.stmt, new: str, comment: str, refused: PatchError) -> None:
+def _replace_lines(lines: list[str], stmt: ast.stmt, new: str, comment: str, refused: PatchUnsupported) -> None:
     """Replace the source lines of ``stmt`` by ``new`` at the same indentation, refusing statements sharing a line."""
     first, last = stmt.lineno - 1, (stmt.end_lineno or stmt.lineno) - 1
     head = lines[first][: _char_offset(lines[first], stmt.col_offset)]

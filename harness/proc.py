@@ -1,35 +1,37 @@
-"""The one door to subprocesses: every env-side step (worker job, a ref's exporter) runs through here.
+"""The one door to child processes: every env-side step (worker job, a ref's exporter, a tpu-mlir tool) is watched
+by one loop, :func:`supervise`.
 
 A step runs in its own process group with a timeout, its combined output goes to a log file, and what comes back is
-data (exit code, timed out, log tail): a crash or a hang in YOLOv5 code costs one step, never the
-harness.
+data (exit code, timed out, why it was killed, log tail): a crash or a hang in YOLOv5 code costs one step, never the
+harness. Two kinds of child go through the same loop: a plain subprocess (:func:`run_process`) and a job forked by a
+warm env process (harness/warm.py); each tells the loop how to poll, find and kill it.
 
-Two things stop a step besides its own end: its deadline (and a watchdog's), and, when ``[limits] memory_mb`` is set,
-its resident memory: every poll sums the RSS of the step's process group from /proc, and a group over the limit is
-killed and reported as "out of memory". (RLIMIT_AS would be simpler but caps address space, not memory: a CUDA build
-of torch maps ~3.3 GB of it just to import, and fails to import under a 2 GB cap.) The check runs every poll, so a
-step can overshoot by what it allocates in one poll interval. A run interrupted with Ctrl-C or SIGTERM sets ``STOP``:
-every step in flight is killed at its next poll and raises ``Interrupted``, so no thread waits for a long export.
+Besides its own end, a step is stopped by its deadline (and a watchdog's, e.g. a per-stage timeout), by its resident
+memory when a limit is given (every poll sums the RSS of the step's process group from /proc; RLIMIT_AS would be
+simpler but caps address space, not memory: a CUDA build of torch maps ~3.3 GB of it just to import), and by an
+interrupt: Ctrl-C or SIGTERM sets ``STOP``, and every step in flight is killed at its next poll and raises
+``Interrupted``, so no thread waits for a long export. A step can overshoot a memory limit by what it allocates in
+one poll interval.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol
 
 HARNESS_ROOT = Path(__file__).resolve().parent.parent
 TAIL_LINES = 40
-POLL = 0.25  # seconds between checks of a running step (deadline, watchdog, memory, interrupt)
+POLL = 0.1  # seconds between checks of a running step (end, deadline, watchdog, memory, interrupt)
 
-# Set by a run from [limits] memory_mb (None: no limit); read by every poll of every step, one-shot or warm.
-MEMORY_LIMIT_MB: float | None = None
 # Set when the run is interrupted (Ctrl-C, SIGTERM): steps in flight are killed and raise Interrupted.
 STOP = threading.Event()
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -59,15 +61,75 @@ def group_rss_mb(pgid: int) -> float:
     return total * _PAGE / 2**20
 
 
-def over_memory(pgid: int, limit_mb: float | None = None) -> str | None:
-    """"out of memory: ..." when process group ``pgid`` holds more than ``limit_mb`` (default: MEMORY_LIMIT_MB)."""
-    limit = MEMORY_LIMIT_MB if limit_mb is None else limit_mb
-    if not limit:
+def over_memory(pgid: int, limit_mb: float | None) -> str | None:
+    """"out of memory: ..." when process group ``pgid`` holds more than ``limit_mb`` (None: no limit)."""
+    if not limit_mb:
         return None
     used = group_rss_mb(pgid)
-    if used <= limit:
+    if used <= limit_mb:
         return None
-    return f"out of memory: {used:.0f} MB resident, over the {limit:.0f} MB limit ([limits] memory_mb)"
+    return f"out of memory: {used:.0f} MB resident, over the {limit_mb:.0f} MB limit ([limits] memory_mb)"
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What stops a step besides its own end: a deadline, a memory limit, a watchdog of the caller's."""
+
+    timeout: float
+    memory_mb: float | None = None
+    watchdog: Callable[[], bool] | None = None  # True: the step overran a deadline of the caller's (a stage's)
+
+
+class Child(Protocol):
+    """A running step as :func:`supervise` sees it."""
+
+    def poll(self) -> int | None:
+        """The exit code once the step has ended (negative: killed by that signal), else None."""
+
+    def group(self) -> int | None:
+        """The process group to measure and kill, once known."""
+
+    def kill(self, escalate: bool) -> None:
+        """Kill the step's group; ``escalate``: make sure it dies even if it has not fully started."""
+
+    def wait(self) -> int | None:
+        """After a kill: the final exit code."""
+
+
+@dataclass
+class Ending:
+    returncode: int | None
+    timed_out: bool
+    killed_for: str | None  # why the harness killed it other than a deadline, e.g. "out of memory: ..."
+    seconds: float
+
+
+def supervise(child: Child, watch: Watch, what: str) -> Ending:
+    """Poll ``child`` until it ends, its deadline or watchdog fires, it outgrows the memory limit, or the run is
+    interrupted (then it is killed and Interrupted raised). ``what`` names it in the interrupt message."""
+    start = time.monotonic()
+    try:
+        while (code := child.poll()) is None:
+            check_interrupt(what)
+            group = child.group()
+            killed_for = over_memory(group, watch.memory_mb) if group else None
+            timed_out = not killed_for and (time.monotonic() - start > watch.timeout
+                                            or bool(watch.watchdog and watch.watchdog()))
+            if killed_for or timed_out:
+                child.kill(escalate=True)
+                return Ending(child.wait(), timed_out, killed_for, time.monotonic() - start)
+            time.sleep(POLL)
+    except BaseException:  # Ctrl-C: take the child's group down with us, then let the interrupt through
+        child.kill(escalate=False)
+        child.wait()
+        raise
+    return Ending(code, False, None, time.monotonic() - start)
+
+
+def check_interrupt(what: str) -> None:
+    """Raise Interrupted when the run was interrupted (Ctrl-C, SIGTERM): the caller's step is not finished."""
+    if STOP.is_set():
+        raise Interrupted(f"interrupted: {what}")
 
 
 @dataclass
@@ -112,62 +174,72 @@ def child_env(extra: dict[str, str] | None = None, pythonpath: str | None = None
     return env
 
 
-def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float, log: Path,
-                watchdog: Callable[[], bool] | None = None) -> ProcResult:
-    """Run ``argv`` to completion or timeout, output to ``log``; the whole process group dies on timeout, or as soon
-    as ``watchdog()`` (polled twice a second) says the process overran a deadline of its own."""
+def kill_group(pgid: int) -> None:
+    """SIGKILL a whole process group (the step and anything it started); quiet if it is gone already."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class _Popen:
+    """A plain subprocess, leader of its own process group."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]):
+        self.popen = popen
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def group(self) -> int | None:
+        return self.popen.pid
+
+    def kill(self, escalate: bool) -> None:
+        kill_group(self.popen.pid)
+
+    def wait(self) -> int | None:
+        return self.popen.wait()
+
+
+def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, watch: Watch) -> ProcResult:
+    """Run ``argv`` under ``watch``, its output to ``log``; on a kill the whole process group dies."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
     with log.open("w") as fh:
         fh.write("$ " + " ".join(argv) + "\n")
         fh.flush()
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        timed_out = False
-        killed_for = None
-        try:
-            while proc.poll() is None:
-                if STOP.is_set():
-                    raise Interrupted(f"interrupted: {argv[-1]}")
-                killed_for = over_memory(proc.pid)
-                if killed_for or time.monotonic() - start > timeout or (watchdog and watchdog()):
-                    timed_out = not killed_for
-                    kill_group(proc.pid)
-                    proc.wait()
-                    break
-                time.sleep(POLL)
-        except BaseException:  # Ctrl-C: take the child's group down with us, then let the interrupt through
-            kill_group(proc.pid)
-            proc.wait()
-            raise
-        if killed_for:
-            fh.write(f"\nharness: killed the process group: {killed_for}\n")
-    return ProcResult(argv, proc.returncode, timed_out, time.monotonic() - start, log, killed_for)
+        popen = subprocess.Popen(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        ending = supervise(_Popen(popen), watch, argv[-1])
+        if ending.killed_for:
+            fh.write(f"\nharness: killed the process group: {ending.killed_for}\n")
+    return ProcResult(argv, ending.returncode, ending.timed_out, ending.seconds, log, ending.killed_for)
 
 
-def kill_group(pgid: int) -> None:
-    """SIGKILL a whole process group (the step and anything it started); quiet if it is gone already."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def run_worker(python: Path, job: dict[str, Any], *, workdir: Path, timeout: float,
-               env_extra: dict[str, str] | None = None,
-               watchdog: Callable[[], bool] | None = None) -> tuple[dict[str, Any] | None, ProcResult]:
-    """Send one job to ``harness.worker`` in the env's interpreter; return its answer (None if it never answered)."""
+def write_job(workdir: Path, job: dict[str, Any]) -> tuple[Path, Path]:
+    """Write a worker job file into ``workdir``; returns (job file, the answer file it names, removed if stale)."""
     workdir.mkdir(parents=True, exist_ok=True)
     task = job["task"]
     out = workdir / f"{task}.answer.json"
     out.unlink(missing_ok=True)
     job_file = workdir / f"{task}.job.json"
     job_file.write_text(json.dumps({**job, "out": str(out)}, indent=1))
-    result = run_process([str(python), "-m", "harness.worker", str(job_file)], cwd=workdir,
-                         env=child_env(env_extra, pythonpath=str(HARNESS_ROOT)), timeout=timeout,
-                         log=workdir / f"{task}.log", watchdog=watchdog)
+    return job_file, out
+
+
+def read_answer(out: Path) -> dict[str, Any] | None:
     try:
         answer = json.loads(out.read_text()) if out.exists() else None
     except ValueError:
-        answer = None
-    return answer, result
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def run_worker(python: Path, job: dict[str, Any], *, workdir: Path, watch: Watch,
+               env_extra: dict[str, str] | None = None, base_env: dict[str, str] | None = None,
+               module: str = "harness.worker") -> tuple[dict[str, Any] | None, ProcResult]:
+    """Send one job to ``module`` (an env-side entry point: harness.worker, harness.compile.envside) in ``python``;
+    return its answer (None if it never answered) and how the process ended. ``base_env`` replaces our own
+    environment as the start (see child_env); ``env_extra`` is added to it."""
+    job_file, out = write_job(workdir, job)
+    env = {**(base_env if base_env is not None else child_env()), **(env_extra or {}), "PYTHONPATH": str(HARNESS_ROOT)}
+    result = run_process([str(python), "-m", module, str(job_file)], cwd=workdir, env=env,
+                         log=workdir / f"{job['task']}.log", watch=watch)
+    return read_answer(out), result

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.axes import FORMATS
 from harness.config import Tolerances
 from harness.patch import expected_output_count
 
-BACKEND_NAMES = {"onnx": "onnxruntime", "onnx-dynamic": "onnxruntime", "torchscript": "torchscript"}
 
 
 def expected_shapes(variant: str, detect: dict[str, Any], batch: int, size: int) -> list[list[int]] | None:
@@ -42,12 +42,12 @@ class Judgement:
 
 def judge(variant: str, fmt: str, answer: dict[str, Any], tolerances: Tolerances) -> Judgement:
     """Read the worker's verify answer: counts, then shapes, then numbers, per input case (main, size, batch)."""
-    backend = BACKEND_NAMES[fmt]
+    backend = FORMATS[fmt].backend
     detect = answer["detect"]
     cases = answer["cases"]
     main = cases[0]
     j = Judgement("pass", "compare", "", outputs=main.get("outputs", []),
-                  expected_outputs=expected_shapes(variant, detect, *main["input_shape"][:1], main["input_shape"][2]))
+                  expected_outputs=expected_shapes(variant, detect, main["input_shape"][0], main["input_shape"][2]))
     problems: list[str] = []
     broken: list[str] = []  # cases the backend could not run at all
     for case in cases:

@@ -28,6 +28,13 @@ def repo_from_tag(mirror_repo: Path, tag: str, path: Path) -> git.Repo:
     return repo
 
 
+def result_files(reports: Path) -> list[dict]:
+    """The result files under ``reports``/results as written: the JSON contract users read, sorted by cell id."""
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted((reports / "results").glob("*.json"))]
+
+
 @pytest.fixture(scope="session")
 def mirror_repo() -> Path:
     """The offline stand-in repository (`python -m harness mirror`), built from scratch if absent or stale.
@@ -134,7 +141,7 @@ def small_weights(mirror_repo: Path, env_python: Path, tmp_path_factory: pytest.
     tree = get_checkout(str(mirror_repo), "v7.0", cache=cache_dir()).path
     out = tmp_path_factory.mktemp("weights") / "yolov5n-v7.0.pt"
     job = {"task": "checkpoint", "tree": str(tree), "cfg": "yolov5n.yaml", "nc": 80, "seed": 0, "weights_out": str(out)}
-    answer, ran = proc.run_worker(env_python, job, workdir=out.parent / "job", timeout=600)
+    answer, ran = proc.run_worker(env_python, job, workdir=out.parent / "job", watch=proc.Watch(600))
     assert answer and answer.get("ok") and out.is_file(), ran.tail()
     return out
 

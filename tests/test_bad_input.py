@@ -11,6 +11,7 @@ know).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,12 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import repo_from_tag
+from conftest import repo_from_tag, result_files
 
 from harness.config import Cell
 from harness.errors import ConfigError, HarnessError
 from harness.preflight import check_weights
-from harness.results import SCHEMA_VERSION, load_results, result_path, results_dir, save_result
+from harness.results import CellResult, result_path, results_dir, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,7 +158,7 @@ def test_results_dir_not_writable_fails_before_any_work(tmp_path: Path, small_co
 
 def test_disk_full_keeps_the_old_result_and_leaves_no_partial_file(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "tiny", "size=64k") as reports:
-        old = {"schema": SCHEMA_VERSION, "cell": "v7.0__e__1__onnx", "status": "pass", "note": "old"}
+        old = CellResult(cell="v7.0__e__1__onnx", status="pass", message="old")
         save_result(reports, old)
         filler = results_dir(reports) / "filler"
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
@@ -165,7 +166,7 @@ def test_disk_full_keeps_the_old_result_and_leaves_no_partial_file(tmp_path: Pat
             while True:  # fill the file system for real, until the kernel says ENOSPC
                 os.write(fd, b"\0" * 1024)
         os.close(fd)
-        new = {**old, "note": "new", "log_tail": "x" * 20000}  # a result bigger than what is left
+        new = dataclasses.replace(old, message="new", log_tail="x" * 20000)  # a result bigger than what is left
         with pytest.raises(HarnessError) as info:
             save_result(reports, new)
         message = str(info.value)
@@ -173,8 +174,8 @@ def test_disk_full_keeps_the_old_result_and_leaves_no_partial_file(tmp_path: Pat
         assert "free space there or pass --reports a writable directory" in message
         files = sorted(p.name for p in results_dir(reports).iterdir())
         assert files == ["filler", "v7.0__e__1__onnx.json"]  # no temp file left behind
-        assert json.loads(result_path(reports, old["cell"]).read_text())["note"] == "old"  # untouched, whole
-        assert [r["note"] for r in load_results(reports)] == ["old"]
+        assert json.loads(result_path(reports, old.cell).read_text())["message"] == "old"  # untouched, whole
+        assert [r["message"] for r in result_files(reports)] == ["old"]
 
 
 # -- refs: validated before they become part of a path 
@@ -232,7 +233,7 @@ def test_refs_that_cannot_run_are_clear_cells(odd_repo: Path, env_python: Path, 
     argv, env = harness_run(config, tmp_path / "reports")
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    results = {r["ref"]: r for r in load_results(tmp_path / "reports")}
+    results = {r["ref"]: r for r in result_files(tmp_path / "reports")}
     unknown = results["v9.9"]
     assert (unknown["status"], unknown["stage"]) == ("error", "checkout")
     assert "unknown ref 'v9.9'" in unknown["message"] and "closest tags: good" in unknown["message"]

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import result_files
 from harness import causes
-from harness.results import load_results
+
 from harness.worker import shims
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,7 @@ def run_cells(tmp_path: Path, mirror: Path, env: str, ref: str, variants: str, f
          "--jobs", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {r["variant"]: r for r in load_results(reports)}
+    return {r["variant"]: r for r in result_files(reports)}
 
 
 def run_harness(tmp_path: Path, mirror: Path, env: str, ref: str, variant: str, fmt: str,

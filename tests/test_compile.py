@@ -7,6 +7,7 @@ CI's budget, so it carries the `tpu_mlir` marker and runs only when asked for: `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness import results
+from harness.files import write_json
 from harness.compile import causes, env
 from harness.compile import run as compile_run
 from harness.config import load_config
@@ -91,7 +93,7 @@ def _result(reports: Path, artifacts: Path, cell: str, variant: str, *, status: 
             "workaround": ({"name": "W", "status": workaround_status, "export": export, "image": "/bus.jpg"}
                            if workaround_status else None)}
     path = results.result_path(reports, cell)
-    results.write_json(path, data)
+    write_json(path, data)
     return path
 
 
@@ -106,10 +108,10 @@ def test_find_targets_takes_the_passing_attempt_and_says_why_others_are_skipped(
     gone = _result(reports, art, "f__e__native__onnx", "native")
     (art / "f__e__native__onnx" / "out-of-the-box" / "model.onnx").unlink()
     ready, skipped = compile_run.find_targets(reports, ("3", "native"))
-    assert [(t.result["cell"], t.attempt, t.onnx.name) for t in ready] == [
+    assert [(t.result.cell, t.attempt, t.onnx.name) for t in ready] == [
         ("a__e__3__onnx", "out-of-the-box", "model.onnx"), ("b__e__3__onnx", "workaround", "model.onnx")]
     assert ready[1].image == "/bus.jpg"
-    why = {r["cell"]: w for _, r, w in skipped}
+    why = {r.cell: w for _, r, w in skipped}
     assert set(why) == {"c__e__3__onnx", "f__e__native__onnx"}
     assert "export did not pass" in why["c__e__3__onnx"]
     assert "is gone" in why["f__e__native__onnx"] and gone.exists()
@@ -119,10 +121,10 @@ def test_join_keeps_the_result_and_adds_compile(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     path = _result(reports, tmp_path / "work", "a__e__3__onnx", "3")
     section = compile_run.skipped_section(load_config(ROOT / "matrix.toml").compile, "F32", "why")
-    f16 = dict(section, quantize="F16")
+    f16 = dataclasses.replace(section, quantize="F16")
     compile_run.join(path, [section, f16])
     data = json.loads(path.read_text())
-    assert data["cell"] == "a__e__3__onnx" and data["compile"]["status"] == "skipped"
+    assert data["cell"] == "a__e__3__onnx" and data["compile"]["status"] == "skip"
     assert data["compile"]["verdict"] == "skipped: why"
     assert [m["quantize"] for m in data["compile"]["more"]] == ["F16"]
     assert not list(path.parent.glob(".*.tmp"))

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import result_files
 from harness import lock
-from harness.results import load_results
+
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLDER = """
@@ -103,7 +104,7 @@ def test_two_runs_on_one_cache_and_reports(small_weights: Path, small_matrix, ha
     # --force redoes cells in each run, but a cell finished by the other run while this one waited is kept.
     assert stderr.count("done by another run meanwhile, kept") == 2, stderr[-3000:]
     assert "waiting for another run that holds v7.0" in stderr
-    found = load_results(reports)
+    found = result_files(reports)
     assert sorted(r["variant"] for r in found) == ["1", "3"]
     for result in found:
         assert result["status"] == "pass", result["message"]
@@ -125,7 +126,7 @@ def test_runs_into_two_reports_folders_keep_their_own_artifacts(small_weights: P
         argv, env = harness_run(config, tmp_path / name, "--force")
         done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
-        (result,) = load_results(tmp_path / name)
+        (result,) = result_files(tmp_path / name)
         assert result["status"] == "pass", result["message"]
         (artifact,) = [f["name"] for f in result["export"]["files"] if f["name"].endswith(".torchscript")]
         return result, Path(result["export"]["log"]).parent / artifact

@@ -15,7 +15,8 @@ from pathlib import Path
 import git
 import pytest
 
-from harness.results import SCHEMA_VERSION, load_results, verdict
+from conftest import result_files
+from harness.results import SCHEMA_VERSION, CellResult
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def run(mirror_repo: Path, env_python: Path, quick_env: str, tmp_path_factory: p
          "--repo", str(mirror_repo), "--reports", str(reports)],
         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=3600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {(r["ref"], r["variant"], r["format"]): r for r in load_results(reports)}
+    results = {(r["ref"], r["variant"], r["format"]): r for r in result_files(reports)}
     return {"results": results, "stdout": proc.stdout, "stderr": proc.stderr, "reports": reports, "env": quick_env}
 
 
@@ -59,7 +60,7 @@ def test_every_cell_has_a_complete_result(run: dict, mirror_repo: Path) -> None:
         assert result["standin"]["stands_in_for"] == ref
         assert result["source"].startswith("pypi:yolov5==")
         assert result["versions"]["torch"].startswith("2.14.1")
-        assert result["verdict"] == verdict(result)
+        assert result["verdict"] == CellResult.from_json(result).refresh_verdict()
         assert {"checkout", "checkpoint", "patch", "export"} <= set(result["timings"])
         if final(result)["status"] != "pass":
             # Anything that does not work names its cause.

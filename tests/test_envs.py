@@ -13,7 +13,7 @@ from harness.envs import derive, env_dir, find_python
 def test_every_default_env_finds_its_python(config) -> None:
     # pyenv's versions/ (or PATH, or uv-managed): the interpreter must really be that version.
     for spec in config.envs.values():
-        python = find_python(spec)
+        python = find_python(spec.python, spec.name)
         out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True, check=True)
         assert out.stdout.strip() == spec.python, (spec.name, python)
@@ -25,8 +25,8 @@ def test_a_missing_python_says_how_to_get_one(config) -> None:
     from harness.errors import EnvError
 
     spec = replace(next(iter(config.envs.values())), python="3.99")
-    with pytest.raises(EnvError, match=r"no Python 3\.99 found .*uv python install 3\.99"):
-        find_python(spec)
+    with pytest.raises(EnvError, match=r"^env 'x': no Python 3\.99 found .*uv python install 3\.99"):
+        find_python(spec.python, "env 'x'")
 
 
 def test_a_pinned_sibling_shares_the_venv_of_an_env_with_those_pins(config, tmp_path) -> None:

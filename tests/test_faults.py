@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import repo_from_tag
+from conftest import repo_from_tag, result_files
 
-from harness.results import load_results
+
 
 from harness import proc
 
@@ -68,7 +68,7 @@ def run(fault_repo: Path, small_weights: Path, small_matrix, harness_run, tmp_pa
     proc = subprocess.run(argv, cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True,
                           timeout=1200, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {(r["ref"], r["format"]): r for r in load_results(root / "reports")}
+    results = {(r["ref"], r["format"]): r for r in result_files(root / "reports")}
     return {"results": results, "stderr": proc.stderr, "seconds": time.monotonic() - t}
 
 
@@ -107,12 +107,11 @@ def test_every_cell_has_a_result(run: dict) -> None:
 HOG = "import time\nhog = []\nfor _ in range(64):\n    hog.append(b'x' * (32 << 20))\n    time.sleep(0.05)\n"
 
 
-def test_memory_limit_kills_the_group_and_names_the_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memory_limit_kills_the_group_and_names_the_cause(tmp_path: Path) -> None:
     import sys
 
-    monkeypatch.setattr(proc, "MEMORY_LIMIT_MB", 300)
-    ran = proc.run_process([sys.executable, "-c", HOG], cwd=tmp_path, env=proc.child_env(), timeout=60,
-                           log=tmp_path / "hog.log")
+    ran = proc.run_process([sys.executable, "-c", HOG], cwd=tmp_path, env=proc.child_env(), log=tmp_path / "hog.log",
+                           watch=proc.Watch(60, memory_mb=300))
     assert ran.killed_for and ran.failure() == ran.killed_for
     assert ran.failure().startswith("out of memory: ") and "over the 300 MB limit ([limits] memory_mb)" in ran.failure()
     assert ran.returncode == -9 and not ran.timed_out
@@ -129,7 +128,7 @@ def test_stop_kills_a_step_in_flight(tmp_path: Path) -> None:
     try:
         with pytest.raises(proc.Interrupted):
             proc.run_process([sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path, env=proc.child_env(),
-                             timeout=120, log=tmp_path / "sleep.log")
+                             log=tmp_path / "sleep.log", watch=proc.Watch(120))
     finally:
         timer.cancel()
         proc.STOP.clear()

@@ -3,7 +3,7 @@ signature), 0 on an unchanged rerun; refuses to compare a stand-in with upstream
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import subprocess
 import sys
@@ -14,6 +14,7 @@ import pytest
 
 from harness import gate, results
 from harness.errors import HarnessError
+from harness.results import CellResult
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -56,21 +57,22 @@ def test_upgrading_v6_1_to_v6_2_changes_the_native_signature(baseline: Path) -> 
 
 def test_regressions_and_parity_fail_fixes_pass() -> None:
     found = results.merge_results([DATA])
-    good = next(r for r in found if r["cell"] == "v6.1__py311-torch2.14__native__onnx")
-    base = {"cells": {good["cell"]: gate.summarize(good)}}
-    broken = json.loads(json.dumps(good))
-    broken["workaround"]["status"], broken["workaround"]["parity"][0]["pass"] = "fail", False
+    good = next(r for r in found if r.cell == "v6.1__py311-torch2.14__native__onnx")
+    base = {"cells": {good.cell: gate.summarize(good)}}
+    broken = CellResult.from_json(good.to_json())
+    assert broken.workaround is not None
+    broken.workaround.status, broken.workaround.parity[0].passed = "fail", False
     kinds = {c.kind for c in gate.compare(base, [broken])}
     assert kinds == {"regression", "parity"} and all(c.fails for c in gate.compare(base, [broken]))
-    fixed = gate.compare({"cells": {good["cell"]: gate.summarize(broken)}}, [good])
+    fixed = gate.compare({"cells": {good.cell: gate.summarize(broken)}}, [good])
     assert [(c.kind, c.fails) for c in fixed] == [("fixed", False)]
 
 
 def test_stand_in_versus_upstream_is_refused_unless_allowed() -> None:
     found = results.merge_results([DATA])
-    standin = next(r for r in found if r["cell"] == "v7.0__py311-torch2.14__native__onnx")
-    upstream = {**standin, "standin": None, "source": "https://github.com/ultralytics/yolov5.git"}
-    base = {"cells": {standin["cell"]: gate.summarize(standin)}}
+    standin = next(r for r in found if r.cell == "v7.0__py311-torch2.14__native__onnx")
+    upstream = dataclasses.replace(standin, standin=None, source="https://github.com/ultralytics/yolov5.git")
+    base = {"cells": {standin.cell: gate.summarize(standin)}}
     with pytest.raises(HarnessError, match="ran a PyPI stand-in in the baseline .* but the upstream repository now"):
         gate.compare(base, [upstream])
     assert gate.compare(base, [upstream], allow_source_change=True) == []
@@ -108,7 +110,7 @@ def test_gate_on_a_real_upgrade(mirror_repo: Path, make_config, quick_env: str, 
 
     run(tmp_path / "before")
     [before] = results.load_results(tmp_path / "before")
-    assert results.outcome(before) in gate.WORKING and len(results.signature(before)) == 4, before["verdict"]
+    assert before.outcome() in gate.WORKING and len(before.signature()) == 4, before.verdict
     assert harness("gate", "--reports", str(tmp_path / "before"), "--baseline", str(base),
                    "--write-baseline").returncode == 0
 
@@ -123,7 +125,7 @@ def test_gate_on_a_real_upgrade(mirror_repo: Path, make_config, quick_env: str, 
     repo.git.update_ref("refs/heads/deploy", upgrade)
     run(tmp_path / "after")
     [after] = results.load_results(tmp_path / "after")
-    assert after["commit"] == upgrade and len(results.signature(after)) == 1
+    assert after.commit == upgrade and len(after.signature()) == 1
     changed = harness("gate", "--reports", str(tmp_path / "after"), "--baseline", str(base))
     assert changed.returncode == 1, changed.stdout + changed.stderr
     [row] = [line for line in changed.stdout.splitlines() if line.startswith("FAIL")]

@@ -7,6 +7,7 @@ text only.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from conftest import HOSTILE
 
 from harness import results
+from harness.results import CellResult, CompileSection
 from harness.report import html, junit
 from harness.report.view import build
 
@@ -31,14 +33,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 @pytest.fixture(scope="module")
-def found() -> list[dict]:
+def found() -> list[CellResult]:
     found = results.merge_results([DATA])
     assert len(found) == 12
     return found
 
 
 @pytest.fixture(scope="module")
-def page(found: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def page(found: list[CellResult], tmp_path_factory: pytest.TempPathFactory) -> Path:
     return html.write(tmp_path_factory.mktemp("report") / "index.html", found,
                       tolerances={"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.9999})
 
@@ -63,7 +65,7 @@ class _Tags(HTMLParser):
                 self.external.append(target)
 
 
-def test_page_is_self_contained_and_complete(page: Path, found: list[dict]) -> None:
+def test_page_is_self_contained_and_complete(page: Path, found: list[CellResult]) -> None:
     text = page.read_text()
     tags = _Tags()
     tags.feed(text)
@@ -76,20 +78,20 @@ def test_page_is_self_contained_and_complete(page: Path, found: list[dict]) -> N
     assert tags.classes[("div", "standin")] == 5  # every ref is a stand-in here, and says so
     assert "12 cells</b> (5 refs × 1 env)" in text
     for result in found:
-        assert f'id="cell-{result["cell"]}"' in text
-        assert f'href="#cell-{result["cell"]}"' in text
+        assert f'id="cell-{result.cell}"' in text
+        assert f'href="#cell-{result.cell}"' in text
 
 
-def test_envs_follow_the_torch_they_imported(found: list[dict]) -> None:
+def test_envs_follow_the_torch_they_imported(found: list[CellResult]) -> None:
     # The same results as if from envs whose names sort the other way round ("py311-…" < "py38-…").
-    renamed = [{**r, "env": name, "cell": r["cell"].replace("py311-torch2.14", name),
-                "versions": {**r["versions"], "torch": torch}}
+    renamed = [dataclasses.replace(r, env=name, cell=r.cell.replace("py311-torch2.14", name),
+                                   versions={**r.versions, "torch": torch})
                for r, (name, torch) in zip(found[:3], [("py311-torch2.14", "2.14.1+cu130"),
                                                       ("py38-torch1.8", "1.8.0"), ("py311-torch2.4", "2.4.1+cu121")])]
     assert build(renamed).envs == ["py38-torch1.8", "py311-torch2.4", "py311-torch2.14"]
 
 
-def test_native_signature_table_follows_the_refs(found: list[dict]) -> None:
+def test_native_signature_table_follows_the_refs(found: list[CellResult]) -> None:
     rows = build(found).signatures
     assert [(r.ref, r.format, len(r.outputs), r.changed) for r in rows] == [
         ("v5.0", "onnx", 3, False), ("v6.0", "onnx", 4, True), ("v6.1", "onnx", 4, False),
@@ -97,26 +99,26 @@ def test_native_signature_table_follows_the_refs(found: list[dict]) -> None:
     assert rows[-1].outputs == [("output0", [1, 25200, 85])]
 
 
-def test_outcomes_and_drill_down(page: Path, found: list[dict]) -> None:
+def test_outcomes_and_drill_down(page: Path, found: list[CellResult]) -> None:
     view = build(found)
     assert view.counts == Counter({"workaround": 11, "error": 1})
     text = page.read_text()
-    error = next(r for r in found if results.outcome(r) == "error")
+    error = next(r for r in found if r.outcome() == "error")
     assert "onnxruntime cannot run the export at batch 1, size 320" in text  # the failing stage's message
     assert "min tolerance that passes" in text and "atol 0.001" in text
-    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + dynamo=False" in error["verdict"]
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + dynamo=False" in error.verdict
     assert "+        pass  # yolov5-export-matrix: variant=1" in text  # the patch diff
 
 
-def test_parity_shows_the_tolerances_a_result_was_judged_with(found: list[dict], tmp_path: Path) -> None:
+def test_parity_shows_the_tolerances_a_result_was_judged_with(found: list[CellResult], tmp_path: Path) -> None:
     # Results record their [tolerances]; the page shows those, not whatever matrix.toml says today.
-    judged = [{**r, "tolerances": {"atol": 0.25, "rtol": 0.5, "min_cosine": 0.75}} for r in found]
+    judged = [dataclasses.replace(r, tolerances={"atol": 0.25, "rtol": 0.5, "min_cosine": 0.75}) for r in found]
     text = html.write(tmp_path / "index.html", judged, tolerances={"atol": 1e-3, "rtol": 1e-3,
                                                                    "min_cosine": 0.9999}).read_text()
     assert "atol 0.25, rtol 0.5" in text and "atol 0.001" not in text
 
 
-def test_junit_has_one_testcase_per_cell(found: list[dict], tmp_path: Path) -> None:
+def test_junit_has_one_testcase_per_cell(found: list[CellResult], tmp_path: Path) -> None:
     path = junit.write(tmp_path / "junit.xml", found)
     root = ET.parse(path).getroot()
     cases = root.findall("./testsuite/testcase")
@@ -128,16 +130,14 @@ def test_junit_has_one_testcase_per_cell(found: list[dict], tmp_path: Path) -> N
     assert error.find("error").get("type") == "ONNX dynamic: grid fixed at export size"
 
 
-def test_compile_section_shows_only_when_present(found: list[dict], tmp_path: Path) -> None:
+def test_compile_section_shows_only_when_present(found: list[CellResult], tmp_path: Path) -> None:
     assert "Compile: " not in html.render(found)
-    with_compile = [dict(r) for r in found]
-    with_compile[0]["compile"] = {"tool": "tpu-mlir", "tool_version": "1.0", "processor": "bm1684x",
-                                  "quantize": "F16", "status": "fail", "stage": "transform", "cause": "output names",
-                                  "message": "--output_names <b>x</b> not found", "log_tail": "", "timings": {},
-                                  "similarity": [{"output": "output0", "cosine": 0.99, "euclidean": 0.1,
-                                                  "max_abs": 0.01}]}
-    with_compile[0]["compile"]["more"] = [{**with_compile[0]["compile"], "quantize": "F32", "status": "pass",
-                                           "more": None}]
+    with_compile = [dataclasses.replace(r) for r in found]
+    f16 = CompileSection(tool="tpu-mlir", tool_version="1.0", processor="bm1684x", quantize="F16", status="fail",
+                         stage="transform", cause="output names", message="--output_names <b>x</b> not found",
+                         similarity=[{"output": "output0", "cosine": 0.99, "euclidean": 0.1, "max_abs": 0.01}])
+    f16.more = [dataclasses.replace(f16, quantize="F32", status="pass")]
+    with_compile[0].compile = f16
     text = html.render(with_compile)
     assert "Compile: tpu-mlir 1.0, bm1684x F16" in text and "--output_names &lt;b&gt;x&lt;/b&gt; not found" in text
     assert "Compile: tpu-mlir 1.0, bm1684x F32" in text
@@ -176,7 +176,7 @@ def _visible(page, selector: str) -> int:
     return page.locator(selector).evaluate_all("els => els.filter(e => e.offsetParent !== null).length")
 
 
-def test_page_in_chromium(browser, page: Path, found: list[dict], tmp_path: Path) -> None:
+def test_page_in_chromium(browser, page: Path, found: list[CellResult], tmp_path: Path) -> None:
     tab, problems = _open(browser, page)
     view = build(found)
     assert tab.locator("td.gridcell").count() == len(view.refs) * len(view.envs)
@@ -245,8 +245,8 @@ def test_script_tags_from_a_real_run_reach_the_page_as_text(hostile_run, browser
     reports, proc = hostile_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = results.merge_results([reports])
-    assert len(found) == 4 and {r["stage"] for r in found} == {"checkpoint"}
-    assert all(HOSTILE in r["repo"] and HOSTILE in r["message"] for r in found)  # the real strings came through
+    assert len(found) == 4 and {r.stage for r in found} == {"checkpoint"}
+    assert all(HOSTILE in (r.repo or "") and HOSTILE in r.message for r in found)  # the real strings came through
     out = subprocess.run([sys.executable, "-m", "harness", "report", "--reports", str(reports)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import result_files
 from harness.paths import cache_dir
-from harness.results import load_results, result_path
+from harness.results import result_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
@@ -27,7 +28,7 @@ CELLS = ("v7.0__py311-torch2.14__1__torchscript", "v7.0__py311-torch2.14__3__tor
 
 def created(reports: Path) -> dict[str, float]:
     """Cell id -> the `created` stamp of its result file, for every readable result."""
-    return {r["cell"]: r["created"] for r in load_results(reports)}
+    return {r["cell"]: r["created"] for r in result_files(reports)}
 
 
 def start_and_stop_after_first_result(argv: list[str], env: dict[str, str], reports: Path, sig: int,
@@ -106,4 +107,4 @@ def test_kill_then_resume_then_interrupt_then_force(small_weights: Path, small_m
     assert f"{done_cell}: unchanged, kept" in proc.stderr
     fourth = created(reports)
     assert fourth[done_cell] == third[done_cell] and fourth[other] > third[other]
-    assert {r["cell"]: r["status"] for r in load_results(reports)} == {c: "pass" for c in CELLS}
+    assert {r["cell"]: r["status"] for r in result_files(reports)} == {c: "pass" for c in CELLS}

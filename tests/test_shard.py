@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness import results
+from harness.files import write_json
+from harness.results import CellResult
 from harness.config import Cell
 from harness.errors import ConfigError, HarnessError
 from harness.shard import parse_shard, select
@@ -78,9 +80,9 @@ def test_bad_shard_on_the_command_line(quick_env: str) -> None:
 
 def test_merge_keeps_the_newest_duplicate_and_refuses_a_missing_dir(tmp_path: Path) -> None:
     for name, created in (("one", 1.0), ("two", 2.0)):
-        results.write_json(results.result_path(tmp_path / name, "c"),
-                           {"schema": results.SCHEMA_VERSION, "cell": "c", "status": "pass", "created": created})
-    assert [r["created"] for r in results.merge_results([tmp_path / "two", tmp_path / "one"])] == [2.0]
+        write_json(results.result_path(tmp_path / name, "c"),
+                   {"schema": results.SCHEMA_VERSION, "cell": "c", "status": "pass", "created": created})
+    assert [r.created for r in results.merge_results([tmp_path / "two", tmp_path / "one"])] == [2.0]
     assert len(results.merge_results([tmp_path])) == 1  # results/ folders found below the root
     # Overlapping roots read each folder once (no duplicate warning for the same file).
     assert len(results.merge_results([tmp_path, tmp_path / "one", tmp_path / "one" / "results"])) == 1
@@ -92,8 +94,8 @@ def test_merge_keeps_the_newest_duplicate_and_refuses_a_missing_dir(tmp_path: Pa
 VOLATILE = ("created", "timings")
 
 
-def comparable(found: list[dict]) -> dict[str, dict]:
-    return {r["cell"]: {k: v for k, v in r.items() if k not in VOLATILE} for r in found}
+def comparable(found: list[CellResult]) -> dict[str, dict]:
+    return {r.cell: {k: v for k, v in r.to_json().items() if k not in VOLATILE} for r in found}
 
 
 @pytest.mark.torch
@@ -117,5 +119,5 @@ def test_two_shards_merged_equal_one_unsharded_run(failing_repo: Path, make_conf
     one, two = results.load_results(tmp_path / "shard1"), results.load_results(tmp_path / "shard2")
     assert len(whole) == 12 and len(one) == len(two) == 6
     # Patched variants stop at the patch; native is not patched and stops when no export script is found.
-    assert {(r["variant"] == "native", r["stage"]) for r in whole} == {(False, "patch"), (True, "export")}
+    assert {(r.variant == "native", r.stage) for r in whole} == {(False, "patch"), (True, "export")}
     assert comparable(results.merge_results([tmp_path / "shard1", tmp_path / "shard2"])) == comparable(whole)

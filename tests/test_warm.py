@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import proc
 from harness.warm import WarmPool
 
 pytestmark = pytest.mark.torch  # needs the quick env's interpreter (built on first use)
@@ -66,7 +67,7 @@ def test_one_warm_process_serves_every_tree_and_nothing_leaks(pool, env_python: 
     views = []
     for tree in (a, b, a):
         workdir = tmp_path / "w" / f"{len(views)}"
-        answer, ran = pool.run_worker(env_python, job(tree, workdir), workdir=workdir, timeout=60)
+        answer, ran = pool.run_worker(env_python, job(tree, workdir), workdir=workdir, watch=proc.Watch(60))
         assert ran.failure() is None and answer and answer["ok"], ran.tail()
         views.append(seen(workdir))
     assert [v["name"] for v in views] == ["A", "B", "A"]  # each child imports its own tree's models.yolo
@@ -77,18 +78,18 @@ def test_one_warm_process_serves_every_tree_and_nothing_leaks(pool, env_python: 
 def test_a_crash_or_an_overrun_costs_one_job(pool, env_python: Path, tmp_path: Path) -> None:
     tree = make_tree(tmp_path, "A")
     crash = tmp_path / "crash"
-    _, ran = pool.run_worker(env_python, job(tree, crash, "crash"), workdir=crash, timeout=60)
+    _, ran = pool.run_worker(env_python, job(tree, crash, "crash"), workdir=crash, watch=proc.Watch(60))
     assert ran.failure() == "died with signal SIGSEGV"
     hang = tmp_path / "hang"
     start = time.monotonic()
     deadline = start + 2
-    _, ran = pool.run_worker(env_python, job(tree, hang, "hang"), workdir=hang, timeout=60,
-                             watchdog=lambda: time.monotonic() > deadline)
+    _, ran = pool.run_worker(env_python, job(tree, hang, "hang"), workdir=hang,
+                             watch=proc.Watch(60, watchdog=lambda: time.monotonic() > deadline))
     assert ran.timed_out and time.monotonic() - start < 30
     events = [json.loads(line) for line in (hang / "progress.jsonl").read_text().splitlines()]
     assert events[-1] == {"event": "stage", "cell": "A-hang", "stage": "export"}  # the harness charges this stage
     after = tmp_path / "after"
-    answer, ran = pool.run_worker(env_python, job(tree, after), workdir=after, timeout=60)
+    answer, ran = pool.run_worker(env_python, job(tree, after), workdir=after, watch=proc.Watch(60))
     assert ran.failure() is None and answer["ok"]
     assert seen(after)["name"] == "A"
 
@@ -100,7 +101,7 @@ def test_call_time_env_is_set_in_the_child_other_env_gets_its_own_warm_process(p
     for label, extra in (("plain", {}), ("weights", {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}),
                          ("other", {"OTHER_VAR": "x"})):
         workdir = tmp_path / label
-        answer, ran = pool.run_worker(env_python, job(tree, workdir), workdir=workdir, timeout=60, env_extra=extra)
+        answer, ran = pool.run_worker(env_python, job(tree, workdir), workdir=workdir, watch=proc.Watch(60), env_extra=extra)
         assert answer and answer["ok"], ran.tail()
         views[label] = seen(workdir)
     assert views["plain"]["env"] is None and views["weights"]["env"] == "1"

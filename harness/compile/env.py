@@ -24,15 +24,14 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.envs import python_candidates
-from harness.errors import EnvError
+from harness.envs import build_venv, find_python
+from harness.files import write_json
 
 TOOL = "tpu-mlir"
 TOOL_VERSION = "1.30.2"
@@ -61,22 +60,6 @@ def env_dir(cache: Path) -> Path:
 
 def package_dir(venv: Path) -> Path:
     return venv / "lib" / f"python{PYTHON}" / "site-packages" / "tpu_mlir"
-
-
-def find_python() -> str:
-    """A Python 3.10 interpreter (pyenv, PATH, or $YOLOV5_MATRIX_PYTHON_3_10)."""
-    looked = python_candidates(PYTHON)
-    for path in looked:
-        try:
-            out = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                 capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if out.returncode == 0 and out.stdout.strip() == PYTHON:
-            return path
-    raise EnvError(f"tpu-mlir env: no Python {PYTHON} found (looked at: {', '.join(looked) or 'nothing'}) — "
-                   f"tpu_mlir {TOOL_VERSION} ships wheels for Python {PYTHON} only: install it (pyenv install "
-                   f"{PYTHON}) or set YOLOV5_MATRIX_PYTHON_3_10=/path/to/python{PYTHON}")
 
 
 def glibc_version_of(libc: Path) -> tuple[int, int] | None:
@@ -129,20 +112,6 @@ def _fmt(version: tuple[int, int] | None) -> str | None:
     return f"{version[0]}.{version[1]}" if version else None
 
 
-def _run(cmd: list[str], log_file: Path) -> None:
-    with log_file.open("a") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-        fh.write(proc.stdout)
-    if proc.returncode != 0:
-        lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
-        culprit = next((ln for ln in lines if "Because" in ln or "No matching distribution" in ln),
-                       lines[-1] if lines else "no output")
-        raise EnvError(f"tpu-mlir env: install failed: {culprit[:300]} — see {log_file}; the pins are "
-                       f"harness/compile/env.py REQUIREMENTS")
-
-
 def ensure_env(cache: Path, *, log: Log = print) -> dict[str, Any]:
     """Build (once) and return the tpu-mlir env's marker: ``venv``, ``python``, ``bin``, ``fixes``, ``seconds``."""
     target = env_dir(cache)
@@ -152,29 +121,16 @@ def ensure_env(cache: Path, *, log: Log = print) -> dict[str, Any]:
             return dict(json.loads(marker.read_text()), reused=True)
         except ValueError:
             pass
-    interpreter = find_python()
-    if target.exists():
-        shutil.rmtree(target)  # an interrupted build: start over
-    target.parent.mkdir(parents=True, exist_ok=True)
-    build_log = target.parent / f"{target.name}.log"
-    build_log.write_text("")
-    python = target / "bin" / "python"
-    uv = shutil.which("uv")
-    log(f"tpu-mlir env: building {target} with {'uv' if uv else 'venv + pip'} from {interpreter} "
-        f"(~7 GB with torch; log: {build_log})")
+    owner = "tpu-mlir env"
+    interpreter = find_python(PYTHON, f"{owner} (tpu_mlir {TOOL_VERSION} ships wheels for Python {PYTHON} only)")
     start = time.monotonic()
-    if uv:
-        _run([uv, "venv", "--quiet", "--python", interpreter, str(target)], build_log)
-        _run([uv, "pip", "install", "--python", str(python), *REQUIREMENTS], build_log)
-    else:
-        _run([interpreter, "-m", "venv", str(target)], build_log)
-        _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *REQUIREMENTS], build_log)
+    python = build_venv(target, interpreter, list(REQUIREMENTS), owner,
+                        "the pins are harness/compile/env.py REQUIREMENTS", log)
     fixes = {"glibc": fix_bundled_glibc(package_dir(target), log=log)}
     info = {"venv": str(target), "python": str(python), "bin": str(target / "bin"), "interpreter": interpreter,
-            "requirements": list(REQUIREMENTS), "installer": "uv" if uv else "pip", "fixes": fixes,
+            "requirements": list(REQUIREMENTS), "installer": "uv" if shutil.which("uv") else "pip", "fixes": fixes,
             "seconds": round(time.monotonic() - start, 1), "harness_python": sys.version.split()[0]}
-    marker.write_text(json.dumps(info, indent=1))
-    log(f"tpu-mlir env: ready in {info['seconds']:.0f} s")
+    write_json(marker, info)
     return dict(info, reused=False)
 
 

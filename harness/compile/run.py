@@ -8,6 +8,7 @@ workaround (causes.py), it is rerun with it, and both are recorded, as the matri
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -22,6 +23,8 @@ from typing import Any
 from harness import proc, results
 from harness.compile import causes, env
 from harness.config import CompileSpec
+from harness.files import write_json
+from harness.results import Attempt, CellResult, CompileAttempt, CompileSection
 
 Log = Callable[[str], None]
 MODEL = "m"  # tpu-mlir's --model_name: short, so its many derived file names stay readable
@@ -42,50 +45,48 @@ class Target:
     """One matrix result whose passing attempt wrote an ONNX file to compile."""
 
     path: Path
-    result: dict[str, Any]
+    result: CellResult
     onnx: Path
     image: str | None
     attempt: str
 
 
-def passing_attempt(result: dict[str, Any]) -> dict[str, Any] | None:
+def passing_attempt(result: CellResult) -> Attempt | None:
     """The attempt (out of the box, or the workaround rerun) that passed, or None."""
-    if result.get("status") == "pass":
-        return result
-    workaround = result.get("workaround") or {}
-    return workaround if workaround.get("status") == "pass" else None
+    last = result.final_attempt()
+    return last if last.status == "pass" else None
 
 
 def find_targets(reports: Path, variants: tuple[str, ...], *, envs: list[str] | None = None,
-                 refs: list[str] | None = None) -> tuple[list[Target], list[tuple[Path, dict[str, Any], str]]]:
+                 refs: list[str] | None = None) -> tuple[list[Target], list[tuple[Path, CellResult, str]]]:
     """ONNX (static shape) results of ``variants`` under ``reports``: compilable ones, and the others with why not."""
     ready: list[Target] = []
-    skipped: list[tuple[Path, dict[str, Any], str]] = []
+    skipped: list[tuple[Path, CellResult, str]] = []
     for path in sorted(results.results_dir(reports).glob("*.json")):
         result = results.read_result(path)
-        if result is None or result.get("format") != "onnx" or result.get("variant") not in variants:
+        if result is None or result.format != "onnx" or result.variant not in variants:
             continue
-        if (envs and result.get("env") not in envs) or (refs and result.get("ref") not in refs):
+        if (envs and result.env not in envs) or (refs and result.ref not in refs):
             continue
         attempt = passing_attempt(result)
         if attempt is None:
-            skipped.append((path, result, f"no ONNX to compile: the export did not pass ({result.get('verdict')})"))
+            skipped.append((path, result, f"no ONNX to compile: the export did not pass ({result.verdict})"))
             continue
-        export = attempt.get("export") or {}
-        names = [f["name"] for f in export.get("files", []) if f["name"].endswith(".onnx")]
+        export = attempt.export
+        names = [f["name"] for f in export.files if f["name"].endswith(".onnx")] if export else []
         # The attempt's folder is where its export log is (artifacts_dir/<attempt label>).
-        folder = Path(export["log"]).parent if export.get("log") else Path(result.get("artifacts_dir") or ".")
+        folder = Path(export.log).parent if export and export.log else Path(result.artifacts_dir or ".")
         if not names or not (folder / names[0]).is_file():
             missing = folder / (names[0] if names else "*.onnx")
             skipped.append((path, result, f"no ONNX to compile: {missing} is gone — rerun `nox -s matrix` for it"))
             continue
         label = "out-of-the-box" if attempt is result else "workaround"
-        ready.append(Target(path, result, folder / names[0], attempt.get("image"), label))
+        ready.append(Target(path, result, folder / names[0], attempt.image, label))
     return ready, skipped
 
 
 def inputs_key(target: Target, spec: CompileSpec, quantize: str) -> str:
-    parts = [_KEY_VERSION, target.result.get("inputs_key"), target.onnx.stat().st_size, env.REQUIREMENTS,
+    parts = [_KEY_VERSION, target.result.inputs_key, target.onnx.stat().st_size, env.REQUIREMENTS,
              spec.processor, quantize, spec.min_cosine, spec.min_euclidean]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
@@ -129,18 +130,12 @@ class Compiler:
 
     def envside(self, job: dict[str, Any], workdir: Path, timeout: float = 600) -> tuple[dict[str, Any], str]:
         """Run a task of envside.py in the env's Python; its answer, or an error answer with the log tail."""
-        task = job["task"]
-        out = workdir / f"{task}.answer.json"
-        job_file = workdir / f"{task}.job.json"
-        job_file.write_text(json.dumps({**job, "out": str(out)}, indent=1))
-        ran = proc.run_process([self.env["python"], "-m", "harness.compile.envside", str(job_file)], cwd=workdir,
-                               env={**self.tool_env, "PYTHONPATH": str(proc.HARNESS_ROOT)}, timeout=timeout,
-                               log=workdir / f"{task}.log")
-        try:
-            return json.loads(out.read_text()), log_tail(ran.text())
-        except (OSError, ValueError):
-            return ({"ok": False, "error": f"{task} did not answer ({ran.failure() or 'no answer file'})"},
+        answer, ran = proc.run_worker(Path(self.env["python"]), job, workdir=workdir, watch=proc.Watch(timeout),
+                                      base_env=self.tool_env, module="harness.compile.envside")
+        if answer is None:
+            return ({"ok": False, "error": f"{job['task']} did not answer ({ran.failure() or 'no answer file'})"},
                     log_tail(ran.text()))
+        return answer, log_tail(ran.text())
 
     def transform_argv(self, info: dict[str, Any], imgsz: int) -> list[str]:
         shape = [d if isinstance(d, int) and d > 0 else None for d in info["inputs"][0]["shape"]]
@@ -163,131 +158,122 @@ class Compiler:
     def bmodel_name(self, quantize: str) -> str:
         return f"{MODEL}_{self.spec.processor}_{quantize.lower()}.bmodel"
 
-    def attempt(self, target: Target, quantize: str, workdir: Path,
-                fix: causes.Workaround | None) -> dict[str, Any]:
+    def attempt(self, target: Target, quantize: str, workdir: Path, fix: causes.Workaround | None) -> CompileSection:
         """transform -> deploy (bmodel run in cmodel) -> compare with ONNX Runtime, in ``workdir``."""
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
-        out: dict[str, Any] = {"status": "error", "stage": "transform", "cause": None, "message": "", "log_tail": "",
-                               "timings": {}, "similarity": [], "output_names": [], "tpu_mlir_checks": {},
-                               "argv": {}, "artifacts_dir": str(workdir)}
+        out = self.section(quantize, status="error", stage="transform", artifacts_dir=str(workdir))
         info, tail = self.envside({"task": "inspect", "onnx": str(target.onnx), "dest": str(workdir / "model.onnx"),
                                    "image": target.image, "ir_version": fix.ir_version if fix else None}, workdir)
         if not info.get("ok"):
-            out.update(cause="onnx unreadable", message=f"cannot read {target.onnx}: {info.get('error')}",
-                       log_tail=tail)
+            out.cause, out.log_tail = "onnx unreadable", tail
+            out.message = f"cannot read {target.onnx}: {info.get('error')}"
             return out
-        out["onnx"] = {k: info[k] for k in ("ir_version", "opset", "producer", "external_data", "inputs", "outputs")}
-        out["onnx"]["file"] = str(target.onnx)
+        out.onnx = {k: info[k] for k in ("ir_version", "opset", "producer", "external_data", "inputs", "outputs")}
+        out.onnx["file"] = str(target.onnx)
         if info.get("rewritten"):
-            out["onnx"]["rewritten"] = info["rewritten"]
-        out["output_names"] = [o["name"] for o in info["outputs"]]
-        imgsz = int((target.result.get("model") or {}).get("imgsz") or 640)
-        out["input"] = {"name": info["inputs"][0]["name"], "image": info["image"], "mean": list(MEAN),
-                        "scale": [SCALE] * 3, "keep_aspect_ratio": True, "pad_value": PAD_VALUE,
-                        "pixel_format": "rgb"}
+            out.onnx["rewritten"] = info["rewritten"]
+        out.output_names = [o["name"] for o in info["outputs"]]
+        imgsz = int(target.result.model.get("imgsz") or 640)
+        out.input = {"name": info["inputs"][0]["name"], "image": info["image"], "mean": list(MEAN),
+                     "scale": [SCALE] * 3, "keep_aspect_ratio": True, "pad_value": PAD_VALUE, "pixel_format": "rgb"}
         steps = (("transform", self.transform_argv(info, imgsz)), ("deploy", self.deploy_argv(quantize)))
         for stage, argv in steps:
-            out["stage"] = stage
-            out["argv"][stage] = argv
-            if stage == "transform":
-                out["input"]["shape"] = json.loads(argv[argv.index("--input_shapes") + 1])[0]
-            ran = proc.run_process(argv, cwd=workdir, env=self.tool_env, timeout=self.spec.timeout,
-                                   log=workdir / f"{stage}.log")
-            out["timings"][stage] = round(ran.seconds, 1)
-            text = ran.text()
-            out["tpu_mlir_checks"][stage] = tpu_mlir_checks(text)
-            # tpu-mlir carries on after some failures with only a warning (e.g. "onnxsim opt failed" on opset 18).
-            out.setdefault("warnings", []).extend(dict.fromkeys(
-                m.group(1).strip() for m in re.finditer(r"WARNING\s*:\s*([^\n\r]+)", text)))
-            failure = ran.failure()
-            if failure:
-                cause = causes.classify(stage, text, info)
-                failed_check = any(c["verdict"] == "FAILED" for c in out["tpu_mlir_checks"][stage])
-                out.update(status="fail" if failed_check else "error",
-                           cause=cause.name if cause else ("timeout" if ran.timed_out else "unclassified"),
-                           message=f"{stage}: {failure}" + (f": {cause.hint}" if cause else f": {_last_error(text)}"),
-                           log_tail=log_tail(text))
+            if not self.tool_step(out, stage, argv, workdir, info):
                 return out
-        out["stage"] = "compare"
+        out.stage = "compare"
+        self.compare(out, workdir, quantize)
+        return out
+
+    def section(self, quantize: str, **fields: Any) -> CompileSection:
+        return CompileSection(tool=env.TOOL, tool_version=env.TOOL_VERSION, processor=self.spec.processor,
+                              quantize=quantize, **fields)
+
+    def tool_step(self, out: CompileSection, stage: str, argv: list[str], workdir: Path,
+                  info: dict[str, Any]) -> bool:
+        """Run one tpu-mlir tool; False (``out`` says why) when it failed."""
+        out.stage = stage  # type: ignore[assignment]
+        out.argv[stage] = argv
+        if stage == "transform" and out.input is not None:
+            out.input["shape"] = json.loads(argv[argv.index("--input_shapes") + 1])[0]
+        ran = proc.run_process(argv, cwd=workdir, env=self.tool_env, log=workdir / f"{stage}.log",
+                               watch=proc.Watch(self.spec.timeout))
+        out.timings[stage] = round(ran.seconds, 1)
+        text = ran.text()
+        out.tpu_mlir_checks[stage] = tpu_mlir_checks(text)
+        # tpu-mlir carries on after some failures with only a warning (e.g. "onnxsim opt failed" on opset 18).
+        out.warnings.extend(dict.fromkeys(m.group(1).strip() for m in re.finditer(r"WARNING\s*:\s*([^\n\r]+)", text)))
+        failure = ran.failure()
+        if not failure:
+            return True
+        cause = causes.classify(stage, text, info)
+        failed_check = any(c["verdict"] == "FAILED" for c in out.tpu_mlir_checks[stage])
+        out.status = "fail" if failed_check else "error"
+        out.cause = cause.name if cause else ("timeout" if ran.timed_out else "unclassified")
+        out.message = f"{stage}: {failure}" + (f": {cause.hint}" if cause else f": {_last_error(text)}")
+        out.log_tail = log_tail(text)
+        return False
+
+    def compare(self, out: CompileSection, workdir: Path, quantize: str) -> None:
+        """The bmodel's outputs (from the simulator) against ONNX Runtime on the same input."""
         start = time.monotonic()
         outputs = sorted(workdir.glob("*_model_outputs.npz"))
         if not outputs:
-            out.update(cause="no bmodel outputs", message="deploy: no *_model_outputs.npz written (the bmodel did "
-                                                          "not run in the simulator)")
-            return out
+            out.cause = "no bmodel outputs"
+            out.message = "deploy: no *_model_outputs.npz written (the bmodel did not run in the simulator)"
+            return
         answer, tail = self.envside({"task": "compare", "onnx": str(workdir / "model.onnx"),
                                      "input_npz": str(workdir / f"{MODEL}_in_f32.npz"),
                                      "bmodel_npz": str(outputs[0])}, workdir)
-        out["timings"]["compare"] = round(time.monotonic() - start, 1)
+        out.timings["compare"] = round(time.monotonic() - start, 1)
         if not answer.get("ok"):
-            out.update(cause="onnxruntime", message=f"compare: {answer.get('error')}", log_tail=tail)
-            return out
-        out["similarity"] = answer["similarity"]
-        out["reference"] = f"onnxruntime {answer['onnxruntime']} on the compiled ONNX, same input npz"
-        bad = [r for r in out["similarity"] if r.get("error") or r["cosine"] < self.spec.min_cosine
+            out.cause, out.message, out.log_tail = "onnxruntime", f"compare: {answer.get('error')}", tail
+            return
+        out.similarity = answer["similarity"]
+        out.reference = f"onnxruntime {answer['onnxruntime']} on the compiled ONNX, same input npz"
+        bad = [r for r in out.similarity if r.get("error") or r["cosine"] < self.spec.min_cosine
                or r["euclidean"] < self.spec.min_euclidean]
-        worst = min(out["similarity"], key=lambda r: r.get("cosine", -1.0)) if out["similarity"] else None
+        worst = min(out.similarity, key=lambda r: r.get("cosine", -1.0)) if out.similarity else None
         if bad:
-            out.update(status="fail", cause="bmodel differs from onnxruntime",
-                       message=f"compare: {len(bad)} output(s) below cosine {self.spec.min_cosine} / euclidean "
-                               f"{self.spec.min_euclidean}: " + ", ".join(_row(r) for r in bad))
+            out.status, out.cause = "fail", "bmodel differs from onnxruntime"
+            out.message = (f"compare: {len(bad)} output(s) below cosine {self.spec.min_cosine} / euclidean "
+                           f"{self.spec.min_euclidean}: " + ", ".join(_row(r) for r in bad))
         else:
-            out.update(status="pass", stage=None, message=f"{len(out['similarity'])} output(s): bmodel "
-                       f"({self.spec.processor} {quantize}, cmodel) matches onnxruntime; worst {_row(worst)}")
-        return out
+            out.status, out.stage = "pass", None
+            out.message = (f"{len(out.similarity)} output(s): bmodel ({self.spec.processor} {quantize}, cmodel) "
+                           f"matches onnxruntime; worst {_row(worst)}")
 
-    def compile(self, target: Target, quantize: str, *, keep: bool = False) -> dict[str, Any]:
+    def compile(self, target: Target, quantize: str, *, keep: bool = False) -> CompileSection:
         """The ``compile`` section for one target and quantize mode (out of the box, then a workaround if known)."""
         # Keyed by the results folder too: two report folders (a test's and the real one) hold the same cell ids.
         where = hashlib.sha256(str(target.path.parent.resolve()).encode()).hexdigest()[:8]
-        root = self.cache / "compile" / self.spec.processor / f"{target.result['cell']}-{where}" / quantize.lower()
+        root = self.cache / "compile" / self.spec.processor / f"{target.result.cell}-{where}" / quantize.lower()
         first = self.attempt(target, quantize, root / "out-of-the-box", None)
         final, fix = first, None
-        if first["status"] != "pass":
-            cause = next((c for c in causes.CAUSES if c.name == first["cause"]), None)
+        if first.status != "pass":
+            cause = next((c for c in causes.CAUSES if c.name == first.cause), None)
             if cause and cause.workaround:
                 fix = cause.workaround
-                self.log(f"[compile] {target.result['cell']}: {first['cause']} — retrying with {fix.name}")
+                self.log(f"[compile] {target.result.cell}: {first.cause} — retrying with {fix.name}")
                 final = self.attempt(target, quantize, root / "workaround", fix)
         for attempt in {id(first): first, id(final): final}.values():
-            if not keep:
-                clean(Path(attempt["artifacts_dir"]))
-        section = {"tool": env.TOOL, "tool_version": env.TOOL_VERSION, "processor": self.spec.processor,
-                   "quantize": quantize, **final,
-                   "workaround": ({"name": fix.name, "hint": fix.hint} if fix else None),
-                   "out_of_the_box": (None if final is first else
-                                      {k: first.get(k) for k in ("status", "stage", "cause", "message", "log_tail",
-                                                                 "timings", "tpu_mlir_checks", "warnings",
-                                                                 "artifacts_dir")}),
-                   "env": {"python": env.PYTHON, "requirements": list(env.REQUIREMENTS),
-                           "fixes": self.env.get("fixes"), "venv": self.env.get("venv")},
-                   "export_attempt": target.attempt, "created": time.time()}
-        section["verdict"] = compile_verdict(section)
-        return section
+            if not keep and attempt.artifacts_dir:
+                clean(Path(attempt.artifacts_dir))
+        if fix:
+            final.workaround = {"name": fix.name, "hint": fix.hint}
+            final.out_of_the_box = CompileAttempt(**{k: getattr(first, k) for k in CompileAttempt.__dataclass_fields__})
+        final.env = {"python": env.PYTHON, "requirements": list(env.REQUIREMENTS), "fixes": self.env.get("fixes"),
+                     "venv": self.env.get("venv")}
+        final.export_attempt, final.created = target.attempt, time.time()
+        final.refresh_verdict()
+        return final
 
 
-def compile_verdict(section: dict[str, Any]) -> str:
-    """works / works with workaround X / broken: cause (out of the box: cause), like the matrix's verdicts."""
-    if section["status"] == "skipped":
-        return f"skipped: {section['message']}"
-    fix = section.get("workaround")
-    first = section.get("out_of_the_box")
-    if section["status"] == "pass":
-        return f"works with workaround {fix['name']}" if fix else "works"
-    if fix and first:
-        return f"broken: {section['cause']} (with {fix['name']}; out of the box: {first['cause']})"
-    return f"broken: {section['cause']}"
-
-
-def skipped_section(spec: CompileSpec, quantize: str, message: str) -> dict[str, Any]:
-    section: dict[str, Any] = {
-               "tool": env.TOOL, "tool_version": env.TOOL_VERSION, "processor": spec.processor, "quantize": quantize,
-               "status": "skipped", "stage": None, "cause": None, "message": message, "log_tail": "",
-               "timings": {}, "similarity": [], "output_names": [], "artifacts_dir": None, "workaround": None,
-               "out_of_the_box": None}
-    section["verdict"] = compile_verdict(section)
+def skipped_section(spec: CompileSpec, quantize: str, message: str) -> CompileSection:
+    section = CompileSection(tool=env.TOOL, tool_version=env.TOOL_VERSION, processor=spec.processor,
+                             quantize=quantize, status="skip", stage=None, message=message)
+    section.refresh_verdict()
     return section
 
 
@@ -336,69 +322,72 @@ def _last_error(text: str) -> str:
 
 # -- the run -------------------------------------------------------------------------------------------------------
 
-def join(path: Path, sections: list[dict[str, Any]]) -> dict[str, Any]:
+def join(path: Path, sections: list[CompileSection]) -> CellResult | None:
     """Write the first quantize mode's section as ``compile`` (others under ``compile.more``) into the result file,
     re-read just before the atomic write so a concurrent rewrite of other keys is not lost."""
     current = results.read_result(path)
     if current is None:  # unreadable now (read_result said why): never replace a result by a compile section alone
-        return {}
-    section = dict(sections[0], more=sections[1:]) if len(sections) > 1 else sections[0]
-    current["compile"] = section
-    results.write_json(path, current)
+        return None
+    sections[0].more = sections[1:]
+    current.compile = sections[0]
+    write_json(path, current.to_json())
     return current
 
 
 def run_compile(spec: CompileSpec, reports: Path, cache: Path, *, envs: list[str] | None = None,
                 refs: list[str] | None = None, variants: tuple[str, ...] | None = None,
                 quantize: tuple[str, ...] | None = None, force: bool = False, keep: bool = False,
-                log: Log = print) -> list[dict[str, Any]]:
+                log: Log = print) -> list[CompileSection]:
     """Compile every selected ONNX result under ``reports`` and join the verdicts; returns the sections written."""
     modes = quantize or spec.quantize
     targets, skipped = find_targets(reports, variants or spec.variants, envs=envs, refs=refs)
-    done: list[dict[str, Any]] = []
+    done: list[CompileSection] = []
     for path, result, why in skipped:
         sections = [skipped_section(spec, q, why) for q in modes]
         join(path, sections)
         done.append(sections[0])
-        log(f"[compile] {result['cell']}: skipped — {why}")
+        log(f"[compile] {result.cell}: skipped — {why}")
     if not targets:
         log(f"[compile] nothing to compile under {results.results_dir(reports)} (variants "
             f"{', '.join(variants or spec.variants)}, format onnx)")
         return done
     compiler = Compiler(spec, cache, log=log)
     for target in targets:
-        sections = []
-        for mode in modes:
-            key = inputs_key(target, spec, mode)
-            old = _stored(target.result, mode)
-            if not force and old and old.get("inputs_key") == key and old.get("status") in ("pass", "fail"):
-                log(f"[compile] {target.result['cell']} {mode}: unchanged, kept ({old.get('verdict')})")
-                sections.append(old)
-                continue
-            log(f"[compile] {target.result['cell']} {mode}: {target.onnx} -> {spec.processor} bmodel ...")
-            section = compiler.compile(target, mode, keep=keep)
-            section["inputs_key"] = key
-            sections.append(section)
-            times = ", ".join(f"{k} {v:.0f} s" for k, v in section["timings"].items())
-            log(f"[compile] {target.result['cell']} {mode}: {section['verdict']} — {section['message'][:200]} "
-                f"({times})")
+        sections = [compile_mode(compiler, target, spec, mode, force, keep, log) for mode in modes]
         join(target.path, sections)
         done.append(sections[0])
     return done
 
 
-def _stored(result: dict[str, Any], mode: str) -> dict[str, Any] | None:
-    section = result.get("compile")
+def compile_mode(compiler: Compiler, target: Target, spec: CompileSpec, mode: str, force: bool, keep: bool,
+                 log: Log) -> CompileSection:
+    """One quantize mode of one target: the stored section while its inputs hold, else a fresh compile."""
+    key = inputs_key(target, spec, mode)
+    old = _stored(target.result, mode)
+    cell = target.result.cell
+    if not force and old and old.inputs_key == key and old.status in ("pass", "fail"):
+        log(f"[compile] {cell} {mode}: unchanged, kept ({old.verdict})")
+        return old
+    log(f"[compile] {cell} {mode}: {target.onnx} -> {spec.processor} bmodel ...")
+    section = compiler.compile(target, mode, keep=keep)
+    section.inputs_key = key
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in section.timings.items())
+    log(f"[compile] {cell} {mode}: {section.verdict} — {section.message[:200]} ({times})")
+    return section
+
+
+def _stored(result: CellResult, mode: str) -> CompileSection | None:
+    section = result.compile
     if not section:
         return None
-    for candidate in [section, *section.get("more", [])]:
-        if candidate.get("quantize") == mode:
-            return {k: v for k, v in candidate.items() if k != "more"}
+    for candidate in [section, *section.more]:
+        if candidate.quantize == mode:
+            return dataclasses.replace(candidate, more=[])
     return None
 
 
-def summary(done: list[dict[str, Any]]) -> str:
+def summary(done: list[CompileSection]) -> str:
     counts: dict[str, int] = {}
     for section in done:
-        counts[section["status"]] = counts.get(section["status"], 0) + 1
+        counts[section.status] = counts.get(section.status, 0) + 1
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing"

@@ -12,7 +12,9 @@ from typing import Any
 
 import jinja2
 
+from harness.files import write_atomic
 from harness.report import view as view_mod
+from harness.results import CellResult
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -27,7 +29,7 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render(found: list[dict[str, Any]], *, title: str = "YOLOv5 export matrix",
+def render(found: list[CellResult], *, title: str = "YOLOv5 export matrix",
            tolerances: dict[str, float] | None = None) -> str:
     """The page for ``found`` results (one per cell, e.g. from results.merge_results)."""
     view = view_mod.build(found, tolerances)
@@ -36,10 +38,7 @@ def render(found: list[dict[str, Any]], *, title: str = "YOLOv5 export matrix",
         outcomes=list(view_mod.OUTCOME_LABELS), generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 
-def write(path: Path, found: list[dict[str, Any]], **kwargs: Any) -> Path:
-    """Render and write the page atomically (temp file + rename, like the results)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(found, **kwargs), encoding="utf-8")
-    tmp.replace(path)
+def write(path: Path, found: list[CellResult], **kwargs: Any) -> Path:
+    """Render and write the page atomically, like the results."""
+    write_atomic(path, render(found, **kwargs))
     return path

@@ -11,9 +11,9 @@ import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-from harness import results
+from harness.files import write_atomic
+from harness.results import CellResult
 
 # Characters XML 1.0 cannot carry at all, escaped or not (log tails hold ANSI colour codes, for one).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -23,46 +23,44 @@ def _clean(text: object) -> str:
     return _NOT_XML.sub("\ufffd", str(text))
 
 
-def _seconds(result: dict[str, Any]) -> float:
-    total = sum(float(v) for v in (result.get("timings") or {}).values() if isinstance(v, (int, float)))
-    workaround = result.get("workaround") or {}
-    return total + sum(float(v) for v in (workaround.get("timings") or {}).values() if isinstance(v, (int, float)))
+def _seconds(result: CellResult) -> float:
+    return sum(result.timings.values()) + (sum(result.workaround.timings.values()) if result.workaround else 0.0)
 
 
-def build(found: list[dict[str, Any]]) -> ET.Element:
+def build(found: list[CellResult]) -> ET.Element:
     """The <testsuites> element for ``found`` results."""
-    by_env: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_env: dict[str, list[CellResult]] = defaultdict(list)
     for result in found:
-        by_env[str(result.get("env"))].append(result)
+        by_env[result.env].append(result)
     root = ET.Element("testsuites", name="yolov5-export-matrix")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for env in sorted(by_env):
         suite = ET.SubElement(root, "testsuite", name=env)
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         time_total = 0.0
-        for result in sorted(by_env[env], key=lambda r: str(r.get("cell"))):
+        for result in sorted(by_env[env], key=lambda r: r.cell):
             seconds = _seconds(result)
             time_total += seconds
-            name = f"variant {result.get('variant')} {result.get('format')}"
-            case = ET.SubElement(suite, "testcase", classname=_clean(f"{result.get('ref')}.{env}"), name=_clean(name),
+            name = f"variant {result.variant} {result.format}"
+            case = ET.SubElement(suite, "testcase", classname=_clean(f"{result.ref}.{env}"), name=_clean(name),
                                  time=f"{seconds:.3f}")
-            kind = results.outcome(result)
-            last = results.final_attempt(result)
-            text = f"{last.get('stage')}: {last.get('message')}\n\n{last.get('log_tail') or ''}"
+            kind = result.outcome()
+            last = result.final_attempt()
+            text = f"{last.stage}: {last.message}\n\n{last.log_tail}"
             counts["tests"] += 1
             if kind == "broken":
-                ET.SubElement(case, "failure", message=_clean(result.get("verdict")),
-                              type=_clean(last.get("cause"))).text = _clean(text)
+                ET.SubElement(case, "failure", message=_clean(result.verdict),
+                              type=_clean(last.cause)).text = _clean(text)
                 counts["failures"] += 1
             elif kind == "error":
-                ET.SubElement(case, "error", message=_clean(result.get("verdict")),
-                              type=_clean(last.get("cause"))).text = _clean(text)
+                ET.SubElement(case, "error", message=_clean(result.verdict),
+                              type=_clean(last.cause)).text = _clean(text)
                 counts["errors"] += 1
             elif kind == "skipped":
-                ET.SubElement(case, "skipped", message=_clean(result.get("message")))
+                ET.SubElement(case, "skipped", message=_clean(result.message))
                 counts["skipped"] += 1
             ET.SubElement(case, "system-out").text = _clean(
-                f"{result.get('verdict')}\nsource: {result.get('source')}\ncommit: {result.get('commit')}")
+                f"{result.verdict}\nsource: {result.source}\ncommit: {result.commit}")
         suite.attrib.update({k: str(v) for k, v in counts.items()}, time=f"{time_total:.3f}")
         for k in totals:
             totals[k] += counts[k]
@@ -70,12 +68,9 @@ def build(found: list[dict[str, Any]]) -> ET.Element:
     return root
 
 
-def write(path: Path, found: list[dict[str, Any]]) -> Path:
-    """Write the XML atomically (temp file + rename)."""
-    tree = ET.ElementTree(build(found))
-    ET.indent(tree)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tree.write(tmp, encoding="utf-8", xml_declaration=True)
-    tmp.replace(path)
+def write(path: Path, found: list[CellResult]) -> Path:
+    """Write the XML atomically."""
+    root = build(found)
+    ET.indent(root)
+    write_atomic(path, "<?xml version='1.0' encoding='utf-8'?>\n" + ET.tostring(root, encoding="unicode") + "\n")
     return path

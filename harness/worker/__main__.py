@@ -13,7 +13,7 @@ import shutil
 import sys
 import traceback
 
-from harness.worker import serve
+from harness.worker import FONTS, serve
 from harness.worker.attempt import attempt, first_line
 from harness.worker.checkpoint import checkpoint
 
@@ -36,7 +36,7 @@ def probe(job):
         import matplotlib
 
         source = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
-        for target in ("Arial.ttf", "Arial.Unicode.ttf"):
+        for target in FONTS:
             if not os.path.exists(os.path.join(config_dir, target)):
                 shutil.copyfile(source, os.path.join(config_dir, target))
     return {"versions": versions}
