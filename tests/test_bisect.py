@@ -14,6 +14,7 @@ import git
 import pytest
 
 from harness.errors import HarnessError, SourceError
+from harness.results import CellResult
 from harness.upgrade.bisect import (
     CellProbe,
     Commit,
@@ -119,7 +120,7 @@ def test_probe_bound_and_answer_over_every_change_and_skip_pattern(n: int) -> No
             else:
                 assert f"c{change}" in [c.subject for c in found.candidates], (n, change, skips)
                 *hidden, last = [int(c.subject[1:]) for c in found.candidates]
-                assert set(hidden) <= skips and (last == n or last >= change and last not in skips)
+                assert set(hidden) <= skips and (last == n or (last >= change and last not in skips))
 
 
 def test_merge_base_probed_first_when_a_is_not_an_ancestor() -> None:
@@ -239,7 +240,7 @@ def test_range_bad_input(small_repo: git.Repo) -> None:
         commit_range(small_repo, "a", "elsewhere")
 
 
-# -- a real search: probes are harness runs on a YOLOv5 history ---------------------------------------------------------
+# -- a real search: probes are harness runs on a YOLOv5 history -------------------------------------------------------
 
 BUNDLE = Path("/work/shared/upstream/yolov5.bundle")  # real upstream history, when this machine has it (README)
 N_COMMITS = 17  # c1..c17 after the base c0
@@ -321,7 +322,8 @@ def history_weights(history: Path, env_python: Path, tmp_path_factory: pytest.Te
     checkout = get_checkout(str(history), "A", cache=cache_dir())
     tree = checkout.path
     # Keyed by the base commit (fixed: see history) and the checkpoint code: built once per cache, like the harness's.
-    out = cache_dir() / "tests" / "bisect" / f"{checkout.commit[:12]}-{run.harness_fingerprint(run.CHECKPOINT_SOURCES)[:8]}.pt"
+    key = f"{checkout.commit[:12]}-{run.harness_fingerprint(run.CHECKPOINT_SOURCES)[:8]}"
+    out = cache_dir() / "tests" / "bisect" / f"{key}.pt"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -331,20 +333,16 @@ def history_weights(history: Path, env_python: Path, tmp_path_factory: pytest.Te
     run.probe_env(env_python, tmp_path_factory.mktemp("probe"), config_dir)
     job = {"task": "checkpoint", "tree": str(tree), "cfg": "yolov5n.yaml", "nc": 80, "seed": 0,
            "weights_out": str(building)}
-    answer, ran = proc.run_worker(env_python, job, workdir=tmp_path_factory.mktemp("weights-job"), timeout=600,
-                                  env_extra={"YOLOV5_CONFIG_DIR": str(config_dir)})
+    answer, ran = proc.run_worker(env_python, job, workdir=tmp_path_factory.mktemp("weights-job"),
+                                  watch=proc.Watch(600), env_extra={"YOLOV5_CONFIG_DIR": str(config_dir)})
     assert answer and answer.get("ok") and building.is_file(), ran.tail()
     os.replace(building, out)  # complete or absent, also when two sessions build it at once
     return out
 
 
-def output_count(result: dict[str, object]) -> int | None:
+def output_count(result: CellResult) -> int | None:
     """The group's attribute here: how many outputs the deciding attempt exported; None when it did not export."""
-    from harness import results
-
-    if results.outcome(result) not in ("works", "workaround"):
-        return None
-    return len(results.final_attempt(result).get("outputs") or [])
+    return len(result.final_attempt().outputs) if result.outcome() in ("works", "workaround") else None
 
 
 @pytest.mark.slow
@@ -401,7 +399,8 @@ def test_real_search_finds_the_detect_commit_and_skips_the_broken_one(
           f"({found.probes} probes: {subjects}); again {again_s:.1f} s")
     assert found.first is not None and found.first.subject == f"c{DETECT}: export a single output"
     assert found.first.sha == span.commits[DETECT - 1].sha
-    assert [s.commit.subject for s in found.skipped] == [f"c{BROKEN}: export notes (the helper comes in the next commit)"]
+    assert [s.commit.subject for s in found.skipped] == [
+        f"c{BROKEN}: export notes (the helper comes in the next commit)"]
     assert "utils.export_notes" in found.skipped[0].seen.reason  # why it was skipped: the cell's verdict and message
     assert found.probes <= math.ceil(math.log2(N_COMMITS)) + 2
     assert [s.commit.sha for s in found.steps[:2]] == asked and found.cached == 2  # resumed from the two probes made

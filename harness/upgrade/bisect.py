@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 import git
 
+from harness.config import Cell, Config
 from harness.errors import HarnessError
+from harness.results import CellResult
 from harness.source import resolve
 
 State = Literal["old", "new", "skip"]
@@ -294,9 +296,6 @@ def base_to_b(span: CommitRange) -> str:
 # -- the real probe: one harness cell at a commit --------------------------------------------------------------------
 
 
-Result = dict[str, Any]  # a cell result as harness.run returns it (the typed schema replaces this)
-
-
 @dataclass
 class CellProbe:
     """Run one cell (env, variant, format) at a commit through the harness, and read the group's value from it.
@@ -321,36 +320,35 @@ class CellProbe:
         log: the harness run's log lines.
     """
 
-    config: Any  # harness.config.Config (Any: keeps this module importable without loading the run machinery)
+    config: Config
     env: str
     variant: str
     format: str
     reports: Path
     cache: Path
-    value: Callable[[Result], object | None]
+    value: Callable[[CellResult], object | None]
     before: object
     after: object
     show: Callable[[object], str] = str
     log: Callable[[str], None] = print
 
     def __call__(self, commit: Commit) -> Observation:
-        from harness import results, run
-        from harness.config import Cell
+        from harness import run
 
         started = time.time()
         opts = run.Options(reports=self.reports, cache=self.cache, refs=[commit.sha], variants=[self.variant],
                            formats=[self.format])
         done = run.run_env(self.config, self.env, opts, log=self.log)
         cell = Cell(ref=commit.sha, env=self.env, variant=self.variant, format=self.format).id
-        result = next((r for r in done if r.get("cell") == cell), None)
+        result = next((r for r in done if r.cell == cell), None)
         if result is None:
             raise HarnessError(f"upgrade: the probe of {commit.short} returned no result for {cell} — a bug: report "
                                f"it with the run's log")
-        cached = float(result.get("created") or 0) < started
+        cached = result.created < started
         seen = self.value(result)
         if seen is None:
-            message = (str(results.final_attempt(result).get("message") or "").splitlines() or [""])[0][:200]
-            reason = f"{result.get('verdict') or results.verdict(result)}" + (f": {message}" if message else "")
+            message = (result.final_attempt().message.splitlines() or [""])[0][:200]
+            reason = (result.verdict or result.refresh_verdict()) + (f": {message}" if message else "")
             return Observation("skip", reason, cached)
         if seen == self.before:
             return Observation("old", self.show(seen), cached)
