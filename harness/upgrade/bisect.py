@@ -1,0 +1,360 @@
+"""The first commit of a change: a binary search over the first-parent history between two refs.
+
+A change (a group of identical cell changes, see the issue's "grouped changes") is known at its two ends: ref A shows
+the ``before`` value, ref B the ``after`` value. This module finds the first commit between them that no longer shows
+``before``, the way ``git bisect`` does, probing one representative cell per step through a ``Probe`` callable. The
+search itself (``search``) knows nothing of the harness: a probe answers ``old``, ``new`` or ``skip`` (with a reason)
+for a commit. ``CellProbe`` is the real probe: it runs the cell through the harness at that commit into a results
+folder of its own, so probe results are ordinary cached results keyed by commit (an interrupted search resumes from
+them, and asking again over the same range costs nothing).
+
+Why first-parent: upstream merges pull requests as squashed commits on master, and a tag's first-parent chain is the
+sequence of states users could have checked out; commits inside a merged branch are not (and often do not run).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import git
+
+from harness.config import Cell, Config
+from harness.errors import HarnessError
+from harness.results import CellResult
+from harness.source import resolve
+
+State = Literal["old", "new", "skip"]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit as a report names it.
+
+    Attributes:
+        sha: full SHA.
+        subject: first line of the message.
+        date: committer date, ISO 8601 with its offset (when it landed on the branch, for squash-merged PRs).
+    """
+
+    sha: str
+    subject: str
+    date: str
+
+    @classmethod
+    def of(cls, commit: git.Commit) -> Commit:
+        summary = commit.summary
+        subject = summary.decode(errors="replace") if isinstance(summary, bytes) else summary
+        return cls(sha=commit.hexsha, subject=subject, date=commit.committed_datetime.isoformat())
+
+    @property
+    def short(self) -> str:
+        return self.sha[:12]
+
+    def to_json(self) -> dict[str, str]:
+        return {"sha": self.sha, "subject": self.subject, "date": self.date}
+
+
+@dataclass(frozen=True)
+class CommitRange:
+    """The commits a search runs over: ``base`` (like A, not probed unless A is not an ancestor of B) and then
+    every commit after it on B's first-parent chain, oldest first, B last.
+
+    Attributes:
+        a, b: the refs as asked.
+        a_sha, b_sha: what they resolved to.
+        base: A itself, or the merge base of A and B when A is not an ancestor of B.
+        a_is_ancestor: False when A is not in B's history (a fork, a branch cut before A): the range then starts at
+            the merge base, whose state is probed first (see ``search``).
+        commits: base..B on B's first-parent chain, oldest first; never empty, B last.
+        notes: what a reader should know about the range (A not an ancestor, A off the first-parent chain).
+    """
+
+    a: str
+    b: str
+    a_sha: str
+    b_sha: str
+    base: Commit
+    a_is_ancestor: bool
+    commits: tuple[Commit, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.a}..{self.b}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "a_sha": self.a_sha, "b_sha": self.b_sha, "base": self.base.to_json(),
+                "a_is_ancestor": self.a_is_ancestor, "commits": len(self.commits), "notes": list(self.notes)}
+
+
+def commit_range(repo: git.Repo, a: str, b: str) -> CommitRange:
+    """The first-parent history from ``a`` to ``b``: what ``search`` runs over.
+
+    Args:
+        repo: a repository holding both refs (the harness's cached clone, ``harness.source.open_repo``).
+        a, b: any refs (tags, branches, full or short SHAs); names only, no revision syntax.
+
+    Raises:
+        SourceError: an unknown ref (the message lists the closest tags), or an ambiguous short SHA.
+        HarnessError: ``a`` and ``b`` are the same commit, have no common history, or ``b`` is an ancestor of
+            ``a`` (nothing lies between them in that direction).
+    """
+    a_sha, b_sha = resolve(repo, a), resolve(repo, b)
+    if a_sha == b_sha:
+        raise HarnessError(f"upgrade: {a} and {b} are the same commit ({a_sha[:12]}) — nothing changes between them; "
+                           f"pass two different refs to --from and --to")
+    bases = repo.merge_base(a_sha, b_sha)
+    if not bases:
+        raise HarnessError(f"upgrade: {a} ({a_sha[:12]}) and {b} ({b_sha[:12]}) have no common history — compare "
+                           f"refs of one repository (a fork of it is fine)")
+    a_is_ancestor = repo.is_ancestor(repo.commit(a_sha), repo.commit(b_sha))
+    base = repo.commit(a_sha) if a_is_ancestor else bases[0]
+    if not isinstance(base, git.Commit):  # merge_base's element type is loose in gitpython's stubs
+        raise HarnessError(f"upgrade: the merge base of {a} and {b} is not a commit ({base})")
+    found = list(repo.iter_commits(f"{base.hexsha}..{b_sha}", first_parent=True, reverse=True))
+    if not found:
+        raise HarnessError(f"upgrade: {b} ({b_sha[:12]}) is an ancestor of {a} ({a_sha[:12]}): no commits lead from "
+                           f"{a} to {b} — swap --from and --to")
+    notes: list[str] = []
+    if not a_is_ancestor:
+        notes.append(f"{a} ({a_sha[:12]}) is not an ancestor of {b}: the search runs from their merge base "
+                     f"{base.hexsha[:12]} ({Commit.of(base).subject}); {a}'s own commits since then are not searched")
+    elif found[0].parents and found[0].parents[0].hexsha != base.hexsha:
+        notes.append(f"{a} is not on {b}'s first-parent history (it came in through a merge): the search runs over "
+                     f"{b}'s first-parent commits not contained in {a}")
+    return CommitRange(a=a, b=b, a_sha=a_sha, b_sha=b_sha, base=Commit.of(base), a_is_ancestor=a_is_ancestor,
+                       commits=tuple(Commit.of(c) for c in found), notes=tuple(notes))
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A probe's answer for one commit.
+
+    Attributes:
+        state: ``old`` (shows the before value), ``new`` (does not: shows the after value or another one), ``skip``
+            (cannot tell: the commit does not check out, patch, build or export for an unrelated cause).
+        reason: what was seen (``"4 outputs"``) or why the commit was skipped (the cell's verdict and message).
+        cached: answered from a stored result, at no cost.
+    """
+
+    state: State
+    reason: str = ""
+    cached: bool = False
+
+
+Probe = Callable[[Commit], Observation]
+
+
+@dataclass(frozen=True)
+class Step:
+    commit: Commit
+    seen: Observation
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.commit.to_json(), "state": self.seen.state, "reason": self.seen.reason,
+                "cached": self.seen.cached}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Where a change first shows.
+
+    Attributes:
+        span: the range searched.
+        first: the first commit that shows the change; None when skipped commits hide it (see ``candidates``) or
+            when the merge base already shows it (see ``note``).
+        candidates: when skipped commits hide the answer: the commits it may be (the skipped ones, then the first
+            commit known to show the change), like ``git bisect``'s "the first bad commit could be any of".
+        steps: every probe in the order it ran.
+        note: a sentence for the reader when there is no single answer.
+    """
+
+    span: CommitRange
+    first: Commit | None
+    candidates: tuple[Commit, ...] = ()
+    steps: tuple[Step, ...] = ()
+    note: str = ""
+
+    @property
+    def probes(self) -> int:
+        return len(self.steps)
+
+    @property
+    def skipped(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.seen.state == "skip")
+
+    @property
+    def cached(self) -> int:
+        """Probes answered from stored results (a resumed or repeated search)."""
+        return sum(1 for s in self.steps if s.seen.cached)
+
+    @property
+    def budget(self) -> int:
+        """The most probes the search may take: ⌈log2 N⌉ for N commits, one per skipped commit, and one for the
+        merge base when A is not an ancestor of B."""
+        return max_probes(len(self.span.commits), len(self.skipped), with_base=not self.span.a_is_ancestor)
+
+    @property
+    def all_skipped(self) -> bool:
+        """Every commit probed was skipped and none remains: the search learned nothing."""
+        return bool(self.steps) and not any(s.seen.state != "skip" for s in self.steps) and self.first is None
+
+    def summary(self) -> str:
+        """One line for the console and the reports."""
+        cost = f"{self.probes} probe(s), {len(self.skipped)} skipped" + (
+            f", {self.cached} from stored results" if self.cached else "")
+        if self.first is not None:
+            return f"first in {self.first.short} {self.first.subject!r} ({self.first.date[:10]}); {cost}"
+        return f"{self.note} ({cost})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"range": self.span.to_json(), "first": self.first.to_json() if self.first else None,
+                "candidates": [c.to_json() for c in self.candidates], "probes": self.probes,
+                "budget": self.budget, "skipped": [s.to_json() for s in self.skipped],
+                "steps": [s.to_json() for s in self.steps], "note": self.note}
+
+
+def max_probes(commits: int, skips: int, *, with_base: bool = False) -> int:
+    """⌈log2 N⌉ + skips (+1 for a merge base probed first): what ``search`` never exceeds."""
+    return math.ceil(math.log2(commits)) + skips + (1 if with_base else 0) if commits else 0
+
+
+def search(span: CommitRange, probe: Probe, log: Callable[[str], None] = lambda _: None) -> Finding:
+    """Binary search for the first commit of ``span`` that shows the change, probing as few commits as it can.
+
+    The range's base is taken to show the before value and B the after value (they define the change), so neither
+    is probed, except the merge base when A is not an ancestor of B: it is not A, so it is probed first, and when it
+    already shows the change there is nothing to find on B's side. Each step probes the median of the commits that
+    may still be the answer and were not skipped, so every answered probe halves them (⌈log2 N⌉ answered probes at
+    most) and a skipped commit costs one probe and moves the next one to its neighbour, like ``git bisect skip``.
+
+    Args:
+        span: from ``commit_range``.
+        probe: answers ``old`` / ``new`` / ``skip`` for a commit. Its exceptions (an env that cannot be built,
+            Ctrl-C) propagate: they are not properties of a commit.
+        log: one line per probe.
+
+    Returns:
+        The finding; ``first`` is None when skipped commits hide the answer (``candidates`` then lists them) or the
+        merge base already shows the change.
+    """
+    commits = span.commits
+    steps: list[Step] = []
+
+    def ask(commit: Commit, remaining: int) -> Observation:
+        seen = probe(commit)
+        steps.append(Step(commit, seen))
+        why = f" — {seen.reason}" if seen.reason else ""
+        log(f"bisect {span.label}: probe {len(steps)} ({remaining} commit(s) left): {commit.short} "
+            f"{commit.subject[:60]!r} → {seen.state}{' (stored)' if seen.cached else ''}{why}")
+        return seen
+
+    if not span.a_is_ancestor:
+        seen = ask(span.base, len(commits))
+        if seen.state == "new":
+            return Finding(span, None, steps=tuple(steps), note=(
+                f"the merge base {span.base.short} of {span.a} and {span.b} already shows the change: it came from "
+                f"{span.a}'s side, not from {span.b}'s history"))
+    lo, hi = -1, len(commits) - 1  # last index known old (-1: the base), first index known new (B)
+    skipped: set[int] = set()
+    while True:
+        open_ = [i for i in range(lo + 1, hi) if i not in skipped]
+        if not open_:
+            break
+        # The answer is one of open_ + [hi] (or a skipped commit): probing the k-th of those m leaves k or m - k.
+        pick = open_[(len(open_) + 1) // 2 - 1]
+        seen = ask(commits[pick], len(open_) + 1)
+        if seen.state == "old":
+            lo = pick
+        elif seen.state == "new":
+            hi = pick
+        else:
+            skipped.add(pick)
+    hidden = tuple(commits[i] for i in sorted(skipped) if lo < i < hi)
+    if not hidden:
+        return Finding(span, commits[hi], steps=tuple(steps))
+    first_new = commits[hi]
+    if lo == -1 and hi == len(commits) - 1 and len(hidden) == len(commits) - 1:
+        note = (f"every commit in {span.label} before {span.b} was skipped ({len(hidden)} of {len(commits)}: "
+                f"{base_to_b(span)}): the change is in one of them or in {span.b} itself")
+    else:
+        note = (f"the change is in one of {len(hidden) + 1} commits: {', '.join(c.short for c in hidden)} "
+                f"(skipped) or {first_new.short}")
+    return Finding(span, None, candidates=(*hidden, first_new), steps=tuple(steps), note=note)
+
+
+def base_to_b(span: CommitRange) -> str:
+    """The range as commits, ``<base>..<B>``: what to pass to ``git log`` to look at it."""
+    return f"{span.base.short}..{span.b_sha[:12]}"
+
+
+# -- the real probe: one harness cell at a commit --------------------------------------------------------------------
+
+
+@dataclass
+class CellProbe:
+    """Run one cell (env, variant, format) at a commit through the harness, and read the group's value from it.
+
+    The cell runs with ``harness.run.run_env`` into ``reports`` (e.g. ``<reports>/upgrade/probes``), with the commit's
+    SHA as its ref: its result is an ordinary result, reused while its inputs (commit, env pins, model, harness code)
+    are unchanged, so a search interrupted by Ctrl-C resumes from the probes already made, and a second search over
+    the same range costs nothing.
+
+    Attributes:
+        config: the loaded config; its ``[source] repo`` must hold the commits (the repository ``commit_range``
+            read).
+        env, variant, format: the representative cell of the group.
+        reports: the folder probe results go to.
+        cache: the harness cache.
+        value: reads the attribute that defines the group from a result (e.g. the deciding attempt's output count);
+            None when the cell cannot show it (it did not export, for another cause): the commit is then skipped.
+        before: the value at A. A commit showing it is ``old``; any other value is ``new`` (the first departure
+            from the before value is the commit that broke a config written against it).
+        after: the value at B, only to say when a commit shows a third value.
+        show: renders a value for the reason line.
+        log: the harness run's log lines.
+    """
+
+    config: Config
+    env: str
+    variant: str
+    format: str
+    reports: Path
+    cache: Path
+    value: Callable[[CellResult], object | None]
+    before: object
+    after: object
+    show: Callable[[object], str] = str
+    log: Callable[[str], None] = print
+
+    def __call__(self, commit: Commit) -> Observation:
+        from harness import run
+
+        started = time.time()
+        opts = run.Options(reports=self.reports, cache=self.cache, refs=[commit.sha], variants=[self.variant],
+                           formats=[self.format])
+        done = run.run_env(self.config, self.env, opts, log=self.log)
+        cell = Cell(ref=commit.sha, env=self.env, variant=self.variant, format=self.format).id
+        result = next((r for r in done if r.cell == cell), None)
+        if result is None:
+            raise HarnessError(f"upgrade: the probe of {commit.short} returned no result for {cell} — a bug: report "
+                               f"it with the run's log")
+        cached = result.created < started
+        seen = self.value(result)
+        if seen is None:
+            message = (result.final_attempt().message.splitlines() or [""])[0][:200]
+            reason = (result.verdict or result.refresh_verdict()) + (f": {message}" if message else "")
+            return Observation("skip", reason, cached)
+        if seen == self.before:
+            return Observation("old", self.show(seen), cached)
+        third = "" if seen == self.after else f" (neither {self.show(self.before)} nor {self.show(self.after)})"
+        return Observation("new", f"{self.show(seen)}{third}", cached)
+
+
+__all__ = ["CellProbe", "Commit", "CommitRange", "Finding", "Observation", "Probe", "State", "Step",
+           "commit_range", "max_probes", "search"]
