@@ -396,9 +396,12 @@ def load_results(reports: Path) -> list[CellResult]:
 
 
 def find_results_dirs(root: Path) -> list[Path]:
-    """Every ``results`` directory under ``root`` (``root`` itself included), e.g. one per downloaded CI artifact."""
+    """Every ``results`` directory under ``root`` (``root`` itself included), e.g. one per downloaded CI artifact.
+    Hidden folders below ``root`` are the harness's own working results (bisect probes: ``.upgrade/``), not cells
+    of the matrix, and are left out."""
     found = [root] if root.name == "results" and root.is_dir() else []
-    found += [p for p in root.rglob("results") if p.is_dir()]
+    found += [p for p in root.rglob("results")
+              if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
     return sorted(set(found))
 
 

@@ -149,8 +149,9 @@ def cell_root(workroot: Path, reports: Path) -> Path:
 class EnvRun:
     """The cells of one env: their reuse, locks, checkpoints and saving; the work goes to harness/variant.py."""
 
-    def __init__(self, config: Config, env: str, opts: Options, log: Log = print):
+    def __init__(self, config: Config, env: str, opts: Options, log: Log = print, workers: WarmPool | None = None):
         self.config, self.opts, self.log = config, opts, log
+        self.own_workers = workers is None  # a caller's pool (many short runs, e.g. bisect probes) stays open
         spec = config.envs[env]
         self.started = time.time()  # results created after this by another run are that run's work (see claim)
         self.fatal: HarnessError | None = None  # a failure that stops the run (results not writable)
@@ -159,7 +160,7 @@ class EnvRun:
         self.config_dir = opts.cache / "yolov5-config"  # YOLOV5_CONFIG_DIR: holds the offline Arial.ttf
         workroot = opts.cache / "work" / spec.name
         # Env-side jobs run in children of one warm process per env (torch imported once), see harness/warm.py.
-        workers = WarmPool(workroot / "warm", {"YOLOV5_CONFIG_DIR": str(self.config_dir)}, config.limits.memory_mb)
+        workers = workers or warm_pool(config, env, opts.cache)
         # Cell artifacts (exports, logs) per results folder: a result points at its files, so a run that writes its
         # results elsewhere on the same cache must not overwrite them.
         threads = opts.threads if opts.threads is not None else max(1, (os.cpu_count() or 1) // max(1, opts.jobs))
@@ -250,7 +251,8 @@ class EnvRun:
                 for finished in pool.map(lambda b: self.claim(b[0], b[1], b[2], checkpoints[b[0].ref]), batches):
                     done += finished
         finally:
-            self.ctx.workers.close()
+            if self.own_workers:
+                self.ctx.workers.close()
         return done
 
     def prepare_ref(self, ref: str, cells: list[Cell], fetch: bool) -> tuple[Checkout | None, list[CellResult],
@@ -351,10 +353,19 @@ class EnvRun:
         return None, round(ran.seconds, 3), {"message": f"checkpoint: {message}", "log_tail": ran.tail()}
 
 
-def run_env(config: Config, env: str, opts: Options, log: Log = print) -> list[CellResult]:
+def warm_pool(config: Config, env: str, cache: Path) -> WarmPool:
+    """The warm workers of ``env``: pass one to several run_env calls (and close it after) to import torch once."""
+    spec = config.envs[env]
+    return WarmPool(cache / "work" / spec.name / "warm", {"YOLOV5_CONFIG_DIR": str(cache / "yolov5-config")},
+                    config.limits.memory_mb)
+
+
+def run_env(config: Config, env: str, opts: Options, log: Log = print,
+            workers: WarmPool | None = None) -> list[CellResult]:
     """Run one env's cells. Inputs that would fail late are checked first (harness.preflight). Ctrl-C or SIGTERM
     kills the steps in flight and raises KeyboardInterrupt: every result saved before stays, and a rerun redoes only
-    the rest. A result that cannot be written stops the run with that HarnessError."""
+    the rest. A result that cannot be written stops the run with that HarnessError. ``workers``: the env's warm
+    pool when the caller keeps one across runs (see warm_pool); by default each run starts and closes its own."""
     preflight.check_reports(opts.reports)
     preflight.check_weights(config.model.weights, str(config.path))
     if config.model.weights:
@@ -365,7 +376,7 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print) -> list[C
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        env_run = EnvRun(config, env, opts, log)
+        env_run = EnvRun(config, env, opts, log, workers)
         try:
             return env_run.run()
         except KeyboardInterrupt:
