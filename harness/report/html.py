@@ -36,12 +36,13 @@ def _environment() -> jinja2.Environment:
 
 
 def render(found: list[CellResult], *, title: str = "YOLOv5 export matrix",
-           tolerances: dict[str, float] | None = None) -> str:
-    """The page for ``found`` results (one per cell, e.g. from results.merge_results)."""
+           tolerances: dict[str, float] | None = None, upgrade: dict[str, Any] | None = None) -> str:
+    """The page for ``found`` results (one per cell, e.g. from results.merge_results); ``upgrade``: an upgrade answer
+    (upgrade.json, harness/upgrade/) shown as its own section above the grid."""
     view = view_mod.build(found, tolerances)
     return _environment().get_template("report.html.j2").render(
         view=view, title=title, labels=view_mod.OUTCOME_LABELS, compile_labels=view_mod.COMPILE_LABELS,
-        outcomes=list(view_mod.OUTCOME_LABELS), guide_returns=GUIDE_RETURNS,
+        outcomes=list(view_mod.OUTCOME_LABELS), guide_returns=GUIDE_RETURNS, upgrade=upgrade,
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import git
 
@@ -27,6 +27,9 @@ from harness.config import Cell, Config
 from harness.errors import HarnessError
 from harness.results import CellResult
 from harness.source import resolve
+
+if TYPE_CHECKING:
+    from harness.warm import WarmPool
 
 State = Literal["old", "new", "skip"]
 
@@ -300,7 +303,8 @@ def base_to_b(span: CommitRange) -> str:
 class CellProbe:
     """Run one cell (env, variant, format) at a commit through the harness, and read the group's value from it.
 
-    The cell runs with ``harness.run.run_env`` into ``reports`` (e.g. ``<reports>/upgrade/probes``), with the commit's
+    The cell runs with ``harness.run.run_env`` into ``reports`` (``<reports>/.upgrade/probes``: a hidden folder, which
+    the report and the gate do not read as matrix cells), with the commit's
     SHA as its ref: its result is an ordinary result, reused while its inputs (commit, env pins, model, harness code)
     are unchanged, so a search interrupted by Ctrl-C resumes from the probes already made, and a second search over
     the same range costs nothing.
@@ -331,6 +335,7 @@ class CellProbe:
     after: object
     show: Callable[[object], str] = str
     log: Callable[[str], None] = print
+    workers: WarmPool | None = None  # the env's warm pool (harness.run.warm_pool), shared by every probe: torch once
 
     def __call__(self, commit: Commit) -> Observation:
         from harness import run
@@ -338,7 +343,7 @@ class CellProbe:
         started = time.time()
         opts = run.Options(reports=self.reports, cache=self.cache, refs=[commit.sha], variants=[self.variant],
                            formats=[self.format])
-        done = run.run_env(self.config, self.env, opts, log=self.log)
+        done = run.run_env(self.config, self.env, opts, log=self.log, workers=self.workers)
         cell = Cell(ref=commit.sha, env=self.env, variant=self.variant, format=self.format).id
         result = next((r for r in done if r.cell == cell), None)
         if result is None:

@@ -1,0 +1,237 @@
+"""What a deployer edits, per group of changes: text to paste where there is some, the words of harness/causes.py
+(and harness/compile/causes.py) where there is not, and "nothing to edit" where that is true.
+
+The edits are read off the results themselves: the tpu-mlir ``model_transform --output_names`` value is the list of
+output names each side's ONNX file has (what harness/compile/run.py passes), per variant and format; the patch variant
+that keeps a native export's old outputs is the one whose export at the new side has the old side's shapes, when the
+question ran it, and otherwise the one whose promised count matches (said so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.axes import FORMAT_NAMES, VARIANTS
+from harness.causes import CAUSES, WORKAROUNDS
+from harness.compile import causes as compile_causes
+from harness.patch import GUIDE_RETURNS
+from harness.upgrade.compare import Facts, Group, Member, Slot, is_auto_name, shape_text
+
+COMPILE_WORKAROUNDS = {c.workaround.name: c.workaround for c in compile_causes.CAUSES if c.workaround}
+CAUSE_HINTS = {c.name: c.hint for c in CAUSES}
+COMPILE_HINTS = {c.name: c.hint for c in compile_causes.CAUSES}
+
+
+@dataclass
+class Edit:
+    """One edit: ``what`` to change, the text ``before`` and ``after`` where there is text to paste, and a ``note``
+    in words. ``slots`` are the cells it applies to (``where`` says it short)."""
+
+    what: str
+    before: str | None = None
+    after: str | None = None
+    note: str = ""
+    slots: list[Slot] = field(default_factory=list)
+    where: str = ""
+
+    @property
+    def key(self) -> tuple[str, str | None, str | None, str]:
+        return (self.what, self.before, self.after, self.note)
+
+    def text(self) -> str:
+        """One line: what (where): `before` → `after` — note."""
+        head = self.what + (f" ({self.where})" if self.where else "")
+        if self.before is not None and self.after is not None:
+            head += f": `{self.before}` → `{self.after}`"
+        elif self.after is not None:
+            head += f": `{self.after}`"
+        return head + (f" — {self.note}" if self.note else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"what": self.what, "before": self.before, "after": self.after, "note": self.note,
+                "where": self.where, "text": self.text()}
+
+
+NOTHING = "nothing to edit"
+
+
+@dataclass(frozen=True)
+class Sides:
+    """The question's two sides as a reader names them, and what the new side exported (for the variant advice)."""
+
+    before: str  # "v6.1", or "py311-torch2.4"
+    after: str
+    after_facts: Mapping[tuple[str, str, str], Facts]  # (env, variant, format) -> the new side's result
+    envs: Sequence[str] = ()
+    variants: Sequence[str] = VARIANTS
+    formats: Sequence[str] = FORMAT_NAMES
+
+
+def edits(g: Group, sides: Sides) -> list[Edit]:
+    """The edits for one group, identical ones merged, each with the cells it applies to."""
+    found: list[Edit] = []
+    for member in g.members:
+        found += _member_edits(g, member, sides)
+    merged: dict[tuple[str, str | None, str | None, str], Edit] = {}
+    for edit in found:
+        kept = merged.setdefault(edit.key, Edit(edit.what, edit.before, edit.after, edit.note))
+        kept.slots += [s for s in edit.slots if s not in kept.slots]
+    out = list(merged.values())
+    for edit in out:
+        edit.where = _where(edit, g)
+    return out or [Edit(NOTHING)]
+
+
+def _where(edit: Edit, g: Group) -> str:
+    """The cells an edit applies to when they are part of the group's: each axis on which it covers fewer values
+    than the group, unless its text names them already ("variant native, onnx")."""
+    parts = []
+    for axis in ("env", "variant", "format"):
+        mine = list(dict.fromkeys(getattr(s, axis) for s in edit.slots))
+        if len(mine) < len({getattr(s, axis) for s in g.slots}) and not all(v in edit.what for v in mine):
+            parts.append(f"{axis}{'s' if len(mine) != 1 else ''} {'/'.join(mine)}")
+    return " · ".join(parts)
+
+
+def _member_edits(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    before, after, slot = m.pair.before, m.pair.after, m.pair.slot
+    kind = g.kind
+    if kind in ("count", "name", "auto-name") and before and after:
+        found = _signature_edits(before, after, slot)
+        if kind == "count" and slot.variant == "native":
+            found += _keep_old_outputs(before, slot, sides)
+        return found
+    if kind in ("shape", "dtype", "dims"):
+        what = {"shape": "shape", "dtype": "dtype", "dims": "declared dims"}[kind]
+        return [Edit(f"what reads output #{g.position} (post-processing, a compiler's shape settings)",
+                     note=f"its {what} is {g.after} now (was {g.before})", slots=[slot])]
+    if kind == "workaround" and after:
+        return _workaround_edits(before, after, slot)
+    if kind == "broken" and after:
+        hint = CAUSE_HINTS.get(after.cause or "", "")
+        return [Edit(f"nothing to paste: no known workaround for {after.cause}", note=hint, slots=[slot])]
+    if kind == "opset":
+        return [Edit(f"expect ONNX opset {g.after} (was {g.before})",
+                     note=f"a compiler or runtime configured for opset {g.before} must accept {g.after}, or ask the "
+                          f"export script for it (export.py --opset {g.before}, where the script has the flag)",
+                     slots=[slot])]
+    if kind == "ir":
+        note = ""
+        try:
+            newer = int(g.after) > compile_causes.MAX_IR_VERSION
+        except ValueError:
+            newer = False
+        if newer:
+            note = (f"tpu-mlir 1.30.2 loads IR <= {compile_causes.MAX_IR_VERSION}: "
+                    f"{compile_causes.IR9.name} — {compile_causes.IR9.hint}")
+        return [Edit(f"expect ONNX IR version {g.after} (was {g.before})", note=note, slots=[slot])]
+    if kind == "external-data":
+        note = ("ship these files beside the .onnx and load it from its own folder: the weights are no longer inside "
+                "the .onnx" if g.after != "none" else "the weights are inside the .onnx again: no separate file to ship")
+        return [Edit(f"ONNX external data: {g.before} → {g.after}", note=note, slots=[slot])]
+    if kind == "parity":
+        return [Edit("check accuracy on your data", note=f"{m.detail}: raise [tolerances] only if that difference is "
+                                                         f"acceptable for your deployment", slots=[slot])]
+    if kind == "compile" and after:
+        hint = COMPILE_HINTS.get(after.compile_cause or "", "")
+        return [Edit(f"nothing to paste: tpu-mlir compile now {after.compile_reading}", note=hint, slots=[slot])]
+    if kind == "compile-workaround" and after and after.compile_fix:
+        fix = COMPILE_WORKAROUNDS.get(after.compile_fix)
+        return [Edit(f"add to the tpu-mlir step: {after.compile_fix}", note=fix.hint if fix else "", slots=[slot])]
+    if kind == "missing":
+        return [Edit("run these cells", after="nox -s matrix", note="or pass --allow-missing if they were dropped on "
+                                                                  "purpose", slots=[slot])]
+    return [_nothing(g, before, slot)]
+
+
+def _nothing(g: Group, before: Facts | None, slot: Slot) -> Edit:
+    why = {
+        "fixed": "it works now; a workaround you added for it may be dropped",
+        "workaround-dropped": f"{before.fix if before else 'the workaround'} is no longer needed (safe to remove)",
+        "cause": "still broken, for another cause",
+        "compile-fixed": "the compile works now",
+        "new": "a cell the baseline did not have",
+    }.get(g.kind, "")
+    return Edit(NOTHING, note=why, slots=[slot])
+
+
+def output_names(facts: Facts) -> str:
+    return ",".join(o.name or "" for o in facts.outputs)
+
+
+def _signature_edits(before: Facts, after: Facts, slot: Slot) -> list[Edit]:
+    """tpu-mlir's --output_names for an ONNX cell, before and after; TorchScript has no names: what unpacks its
+    outputs must follow the count and shapes."""
+    if before.onnx and after.onnx and all(o.name for o in before.outputs + after.outputs):
+        old, new = output_names(before), output_names(after)
+        if old == new:
+            return [Edit(f"{NOTHING} in tpu-mlir's --output_names", note=f"the names stay `{new}`", slots=[slot])]
+        autos = sorted({o.name for o in after.outputs if is_auto_name(o.name)} |
+                       {o.name for o in before.outputs if is_auto_name(o.name)}, key=str)
+        note = (f"auto-generated: {', '.join(f'`{a}`' for a in autos)} — such names change with any graph edit; do "
+                f"not write configs on them" if autos else "")
+        return [Edit(f"tpu-mlir model_transform, variant {slot.variant}, {slot.format}",
+                     before=f"--output_names {old}", after=f"--output_names {new}", note=note, slots=[slot])]
+    shapes = ", ".join(shape_text(o.shape) for o in after.outputs)
+    return [Edit(f"code that reads the {slot.format} outputs of variant {slot.variant}",
+                 note=f"{len(after.outputs)} output(s) now: {shapes} (was {len(before.outputs)}: "
+                      f"{', '.join(shape_text(o.shape) for o in before.outputs)})", slots=[slot])]
+
+
+def _keep_old_outputs(before: Facts, slot: Slot, sides: Sides) -> list[Edit]:
+    """The patch variant whose export on the new side has the old native outputs' shapes."""
+    old = [shape_text(o.shape) for o in before.outputs]
+    env = slot.env.split(" → ")[-1]
+    for variant in GUIDE_RETURNS:
+        facts = sides.after_facts.get((env, variant, slot.format))
+        if facts and facts.works and [shape_text(o.shape) for o in facts.outputs] == old:
+            form = (f"; on {sides.after} the guide's line needs {' + '.join(facts.guide_forms)}: "
+                    + "; ".join(WORKAROUNDS[n].hint for n in facts.guide_forms)) if facts.guide_forms else ""
+            return [Edit(f"to keep the old {len(old)} outputs, patch Detect.forward's return in models/yolo.py "
+                         f"(variant {variant})", after=f"return {GUIDE_RETURNS[variant]}",
+                         note=f"variant {variant} exports {', '.join(old)} on {sides.after} ({facts.reading}){form}",
+                         slots=[slot])]
+    nl = before.detect_nl or 3
+    guess = {1: "1", nl: "3", nl + 1: "4"}.get(len(old))
+    if guess is None:
+        return [Edit(f"no patch variant gives the old {len(old)} outputs", slots=[slot])]
+    ran = sides.after_facts.get((env, guess, slot.format))
+    checked = (f"variant {guess} was run on {sides.after}: {ran.reading}, outputs "
+               f"{', '.join(shape_text(o.shape) for o in ran.outputs) or 'none'}" if ran else
+               f"inferred from the count: add --variants {guess} to see it export on {sides.after}")
+    return [Edit(f"to keep the old {len(old)} outputs, patch Detect.forward's return in models/yolo.py "
+                 f"(variant {guess})", after=f"return {GUIDE_RETURNS[guess]}", note=checked, slots=[slot])]
+
+
+def _workaround_edits(before: Facts | None, after: Facts, slot: Slot) -> list[Edit]:
+    """The workarounds to add (those the new side needs and the old did not), each as text to paste where it has
+    some, and those no longer needed."""
+    had = set((before.fix or "").split(" + ")) if before and before.fix else set()
+    need = (after.fix or "").split(" + ") if after.fix else []
+    why = f"out of the box: {after.first_cause}" if after.first_cause else ""
+    found = [_add_workaround(name, why, slot) for name in need if name not in had]
+    found += [Edit(f"no longer needed: {name}", slots=[slot]) for name in sorted(had - set(need))]
+    return found
+
+
+def _add_workaround(name: str, why: str, slot: Slot) -> Edit:
+    fix = WORKAROUNDS.get(name)
+    note = "; ".join(t for t in (fix.hint if fix else "", why) if t)
+    if fix is None:
+        return Edit(f"add workaround {name}", note=note, slots=[slot])
+    if fix.env:
+        paste = " ".join(f"{k}={v}" for k, v in fix.env.items())
+        return Edit("add to the export's environment", after=f"export {paste}", note=note, slots=[slot])
+    if fix.pins:
+        paste = " ".join(f"{k}=={v}" for k, v in fix.pins.items())
+        return Edit("pin in the export's env", after=f"pip install {paste}", note=note, slots=[slot])
+    if fix.opset is not None:
+        return Edit("add to the export command", after=f"--opset {fix.opset}", note=note, slots=[slot])
+    if fix.patch_form:
+        return Edit(f"use the adapted Detect patch ({name})", note=note, slots=[slot])
+    return Edit(f"edit the export script ({name})", note=note, slots=[slot])
+
+
+__all__ = ["NOTHING", "Edit", "Sides", "edits", "output_names"]
