@@ -262,7 +262,7 @@ _EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Exit|Interru
 def exception_line(*texts: str) -> str:
     """The last exception line (``SomeError: ...``) in the first text that has one, else that text's first line."""
     for text in texts:
-        found = _EXCEPTION_LINE.findall(text or "")
+        found: list[tuple[str, str]] = _EXCEPTION_LINE.findall(text or "")
         if found:
             return found[-1][0].strip()[:200]
     first = next((t for t in texts if t and t.strip()), "")

@@ -19,7 +19,7 @@ class PatchError(HarnessError):
     """The Detect patch cannot be applied to a ref's models/yolo.py."""
 
 
-class PatchUnsupported(PatchError):
+class UnknownShapeError(PatchError):
     """The ref's Detect.forward is a shape the patcher's table (harness/patch.py ``_SHAPES``) does not know."""
 
 

@@ -15,7 +15,6 @@ from harness.axes import FORMATS
 from harness.errors import HarnessError
 
 
-
 @dataclass(frozen=True)
 class ExporterShape:
     """One way a ref exports. ``argv`` and ``include``/``dynamic`` are templates filled by :func:`command`."""

@@ -195,8 +195,9 @@ _PIP_TAG_PREFIX = "pypi-"
 
 # Import forms the pip package uses (collected by grepping every wheel), rewritten to upstream's top-level form.
 _FROM_IMPORT = re.compile(r"\bfrom yolov5\.([\w.]+) import\b")  # also fixes usage comments like `# from yolov5.x ...`
-_MODULE_IMPORT = re.compile(r"^(?P<indent>[ \t]*)import yolov5\.(?P<module>[\w.]+)(?: as (?P<alias>\w+))?", re.M)
-_VERSION_IMPORT = re.compile(r"^(?P<indent>[ \t]*)from yolov5 import __version__[ \t]*$", re.M)
+_MODULE_IMPORT = re.compile(r"^(?P<indent>[ \t]*)import yolov5\.(?P<module>[\w.]+)(?: as (?P<alias>\w+))?",
+                            re.MULTILINE)
+_VERSION_IMPORT = re.compile(r"^(?P<indent>[ \t]*)from yolov5 import __version__[ \t]*$", re.MULTILINE)
 
 
 def standin_table_hash(standins: Sequence[StandIn] = STANDINS) -> str:

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.axes import VARIANTS
-from harness.errors import PatchError, PatchUnsupported
-
+from harness.errors import PatchError, UnknownShapeError
 
 # Where the patched file lives inside a checkout; also the a/ b/ paths of patch.diff.
 YOLO_PY = "models/yolo.py"
@@ -162,7 +161,7 @@ def patch_source(source: str, variant: str, ref: str, form: str = "guide") -> st
         form: One of ``FORMS``.
 
     Raises:
-        PatchUnsupported: no ``class Detect`` / ``forward`` / ``return``, or a forward no table row recognises.
+        UnknownShapeError: no ``class Detect`` / ``forward`` / ``return``, or a forward no table row recognises.
         PatchError: unknown variant or form; no adapted form of the variant on this shape; a text already patched
             for another variant or form.
     """
@@ -171,7 +170,7 @@ def patch_source(source: str, variant: str, ref: str, form: str = "guide") -> st
         raise PatchError(f"patch: unknown form {form!r}; use one of {', '.join(FORMS)}")
     if variant == "native":
         return source
-    refused = PatchUnsupported(f"patch: Detect.forward return not recognised at {ref}")
+    refused = UnknownShapeError(f"patch: Detect.forward return not recognised at {ref}")
     forward, ret = _locate(source, refused)
     lines = source.splitlines(keepends=True)
     label = f"{variant}" if form == "guide" else f"{variant}+{form}"
@@ -206,17 +205,17 @@ def intended_return(shape: _Shape, variant: str, form: str) -> str:
 def adaptation_of(source: str, variant: str) -> str | None:
     """Why and how the harness adapts the guide's line of ``variant`` on this models/yolo.py, or None when the
     guide's line is the only form (or the forward is not one the table knows)."""
-    refused = PatchUnsupported("")
+    refused = UnknownShapeError("")
     try:
         forward, ret = _locate(source, refused)
         shape = _shape_of(ret, list(_export_switches(forward, ret)), refused)
-    except PatchUnsupported:
+    except UnknownShapeError:
         return None
     adaptation = shape.adapted.get(variant)
     return adaptation.why if adaptation else None
 
 
-def _locate(source: str, refused: PatchUnsupported) -> tuple[ast.FunctionDef, ast.Return]:
+def _locate(source: str, refused: UnknownShapeError) -> tuple[ast.FunctionDef, ast.Return]:
     try:
         tree = _parse(source)
     except SyntaxError as e:
@@ -230,7 +229,7 @@ def _locate(source: str, refused: PatchUnsupported) -> tuple[ast.FunctionDef, as
     return forward, ret
 
 
-def _shape_of(ret: ast.Return, switches: list[ast.stmt], refused: PatchUnsupported) -> _Shape:
+def _shape_of(ret: ast.Return, switches: list[ast.stmt], refused: UnknownShapeError) -> _Shape:
     key = (ast.unparse(ret), tuple(ast.unparse(s) for s in switches))
     shape = next((s for s in _SHAPES if (s.returns_now, s.export_switches) == key), None)
     if shape is None:
@@ -333,7 +332,7 @@ def _reads_self_export(node: ast.AST) -> bool:
     )
 
 
-def _replace_lines(lines: list[str], stmt: ast.stmt, new: str, comment: str, refused: PatchUnsupported) -> None:
+def _replace_lines(lines: list[str], stmt: ast.stmt, new: str, comment: str, refused: UnknownShapeError) -> None:
     """Replace the source lines of ``stmt`` by ``new`` at the same indentation, refusing statements sharing a line."""
     first, last = stmt.lineno - 1, (stmt.end_lineno or stmt.lineno) - 1
     head = lines[first][: _char_offset(lines[first], stmt.col_offset)]

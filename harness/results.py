@@ -32,7 +32,7 @@ Stage = Literal["checkout", "patch", "checkpoint", "export", "load", "run", "com
 STATUSES: tuple[str, ...] = get_args(Status)
 # Outcome classes, in the order reports list them: the verdict line reduced to one word.
 Outcome = Literal["works", "workaround", "broken", "error", "skipped"]
-OUTCOMES: tuple[str, ...] = get_args(Outcome)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 
 @dataclass
@@ -300,6 +300,11 @@ def _first_problem(exc: BaseException) -> str:
     return str(exc)
 
 
+def _is_list_type(annotation: Any) -> bool:
+    origin: Any = get_origin(annotation)
+    return origin is list
+
+
 def _converter() -> cattrs.Converter:
     """cattrs does the nesting; these hooks make it strict about shapes (an object where an object belongs, a list
     where a list does: cattrs alone would read the string "lots" as a list of four default records)."""
@@ -332,7 +337,7 @@ def _converter() -> cattrs.Converter:
         return hook
 
     converter.register_structure_hook_factory(dataclasses.is_dataclass, record)
-    converter.register_structure_hook_factory(lambda t: get_origin(t) is list, strict_list)
+    converter.register_structure_hook_factory(_is_list_type, strict_list)
     return converter
 
 

@@ -75,13 +75,14 @@ class WorkaroundSearch:
             if passed:
                 self.done = True
                 return None
-            if self.borrowed and names == self.borrowed.names and not self._fixable(cause):
+            if self.borrowed and names == self.borrowed.names and not self._fix_for(cause):
                 self.fixes.clear()  # the borrowed chain failed here for a cause it cannot fix: start over step by step
                 cause = self.start
-        if not self._fixable(cause):
+        fix = self._fix_for(cause)
+        if fix is None:
             self.done = True
             return None
-        self.fixes.append(cause.workaround)  # type: ignore[union-attr]  # _fixable: cause and its fix are set
+        self.fixes.append(fix)
         names = tuple(f.name for f in self.fixes)
         if names in self.tried:
             self.done = True
@@ -102,8 +103,10 @@ class WorkaroundSearch:
         names = tuple(f.name for f in self.fixes)
         return Learned(names, cell, tuple(" + ".join(names[:i]) for i in range(1, len(names))))
 
-    def _fixable(self, cause: Cause | None) -> bool:
-        return bool(cause and cause.workaround and cause.workaround not in self.fixes)
+    def _fix_for(self, cause: Cause | None) -> Workaround | None:
+        """The cause's workaround when it has one not applied yet."""
+        fix = cause.workaround if cause else None
+        return fix if fix is not None and fix not in self.fixes else None
 
 
 def learn_key(commit: str | None, fmt: str, start: Cause | None) -> tuple[str, str, str] | None:

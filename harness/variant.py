@@ -19,12 +19,11 @@ from pathlib import Path
 from harness import causes
 from harness.batch import BatchRunner, EnvContext, failed, name_cause
 from harness.envs import derive, ensure_env
-from harness.errors import EnvError, HarnessError, PatchError, PatchUnsupported
+from harness.errors import EnvError, HarnessError, PatchError, UnknownShapeError
 from harness.patch import YOLO_PY, adaptation_of, apply_patch
 from harness.results import Attempt, CellResult, WorkaroundRecord
 from harness.search import Learned, Reuse, Run, WorkaroundSearch, learn_key
 from harness.source import Checkout
-
 
 
 class LearnedChains:
@@ -108,7 +107,7 @@ def patch_variant(ctx: EnvContext, checkout: Checkout, variant: str, batch: list
     except HarnessError as exc:
         # A Detect.forward no row of the patcher's table knows (a release older or newer than the table): a clear
         # "unsupported" cell with the fix, not a crash; the ref's other variants and refs go on.
-        unsupported = isinstance(exc, PatchUnsupported)
+        unsupported = isinstance(exc, UnknownShapeError)
         message = (f"{exc} — unsupported: add this Detect.forward shape to harness/patch.py (_SHAPES) or drop the "
                    f"ref" if unsupported else str(exc))
         for result in batch:

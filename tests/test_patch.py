@@ -233,7 +233,7 @@ def test_v50_adapted_form_neutralises_the_switch_for_decoded_variants() -> None:
         fn = _forward(patch_source(src, variant, "v5.0", "adapted"))
         assert isinstance(fn.body[1], ast.Pass), "the `self.training |= self.export` line becomes pass"
     # Variant 3 is raw either way: the guide's line is its only form.
-    with pytest.raises(PatchError, match="no adapted form of variant 3 at v5.0"):
+    with pytest.raises(PatchError, match=r"no adapted form of variant 3 at v5\.0"):
         patch_source(src, "3", "v5.0", "adapted")
 
 

@@ -29,7 +29,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def without_nulls(value: object) -> object:
     """JSON with null values and empty defaults of absent keys dropped: older files leave out keys added since."""
     if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None and v != [] and v != {}}
+        return {k: without_nulls(v) for k, v in value.items() if v not in (None, [], {})}
     if isinstance(value, list):
         return [without_nulls(v) for v in value]
     return value

@@ -33,9 +33,9 @@ def probe(job):
     if config_dir:
         # v6.0-v7.0 download Arial.ttf into YOLOV5_CONFIG_DIR at import time; any TTF under that name satisfies them.
         os.makedirs(config_dir, exist_ok=True)
-        import matplotlib
+        import matplotlib as mpl
 
-        source = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+        source = os.path.join(os.path.dirname(mpl.__file__), "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
         for target in FONTS:
             if not os.path.exists(os.path.join(config_dir, target)):
                 shutil.copyfile(source, os.path.join(config_dir, target))

@@ -135,7 +135,7 @@ def verify(cell, reference, progress, job):
     result["detect"] = eager.detect_info()
     if fmt != "torchscript":
         result["onnx"] = onnx_facts(cell["artifact"])
-    backend = runners.backend_runner(fmt, cell["artifact"]).load()
+    backend = runners.backend_runner(fmt, cell["artifact"], job.get("threads")).load()
     names = backend.output_names() if hasattr(backend, "output_names") else None
     timings["load"] = time.time() - t
 

@@ -12,9 +12,9 @@ def find_photo(tree):
         path = os.path.join(tree, "data", "images", name)
         if os.path.isfile(path):
             return path
-    import matplotlib
+    import matplotlib as mpl
 
-    path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
+    path = os.path.join(os.path.dirname(mpl.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
     if os.path.isfile(path):
         return path
     raise FileNotFoundError("no sample photo: neither data/images/bus.jpg in the ref nor matplotlib's grace_hopper.jpg")
@@ -26,7 +26,7 @@ def letterbox(image, size, color=114):
 
     h, w = image.shape[:2]
     scale = size / max(h, w)
-    nh, nw = int(round(h * scale)), int(round(w * scale))
+    nh, nw = round(h * scale), round(w * scale)
     resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((size, size, 3), color, dtype=np.uint8)
     top, left = (size - nh) // 2, (size - nw) // 2

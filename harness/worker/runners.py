@@ -107,14 +107,9 @@ class TorchScriptRunner:
             return to_numpy(self.module(torch.from_numpy(batch)))
 
 
-# Intra-op threads for torch and ONNX Runtime in this job (None: the libraries' own default, one per core). The
-# supervisor runs jobs side by side and gives each its share of the cores, so two jobs do not fight over them.
-THREADS = None
-
-
 def use_threads(threads):
-    global THREADS
-    THREADS = threads
+    """Intra-op threads for torch in this job (None: one per core). The supervisor runs jobs side by side and gives
+    each its share of the cores, so two jobs do not fight over them (ONNX Runtime: OnnxRuntimeRunner's threads)."""
     if threads:
         import torch
 
@@ -124,15 +119,15 @@ def use_threads(threads):
 class OnnxRuntimeRunner:
     name = "onnxruntime"
 
-    def __init__(self, path):
-        self.path, self.session = str(path), None
+    def __init__(self, path, threads=None):
+        self.path, self.session, self.threads = str(path), None, threads
 
     def load(self):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if THREADS:
-            options.intra_op_num_threads = THREADS
+        if self.threads:
+            options.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(self.path, sess_options=options, providers=["CPUExecutionProvider"])
         return self
 
@@ -144,6 +139,6 @@ class OnnxRuntimeRunner:
         return [np.asarray(o) for o in self.session.run(None, feed)]
 
 
-def backend_runner(fmt, artifact):
+def backend_runner(fmt, artifact, threads=None):
     """The runner for an export format (onnx and onnx-dynamic both run in ONNX Runtime)."""
-    return TorchScriptRunner(artifact) if fmt == "torchscript" else OnnxRuntimeRunner(artifact)
+    return TorchScriptRunner(artifact) if fmt == "torchscript" else OnnxRuntimeRunner(artifact, threads)
