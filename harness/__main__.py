@@ -141,7 +141,10 @@ def _run_report(args: argparse.Namespace) -> int:
             tolerances = asdict(config_mod.load_config(args.config).tolerances)
         except HarnessError as exc:
             print(f"warning: tolerances not shown: {exc}", file=sys.stderr)
-    page = html.write(args.out or args.reports / "index.html", found, tolerances=tolerances)
+    from harness.upgrade import render
+
+    upgrade = render.read(args.reports)  # the section of the last `upgrade` into this folder, kept on a re-render
+    page = html.write(args.out or args.reports / "index.html", found, tolerances=tolerances, upgrade=upgrade)
     xml = junit.write(args.junit or args.reports / "junit.xml", found)
     counts = build(found).counts
     print(f"report: {len(found)} cells ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}) -> {page}, {xml}")
@@ -150,9 +153,11 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def _add_gate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "gate", help="compare the results with a baseline; exit 1 on a regression",
-        description="Exit 1 when a cell that worked in the baseline no longer does, when an output signature "
-        "(count, names, shapes) changed, or when parity fell out of tolerance; print what changed.")
+        "gate", help="compare the results with a baseline; exit 1 on a failing change",
+        description="Compare today's results with a saved baseline and print the changes grouped (as `upgrade` "
+        "does). Exit 1 when a group fails: a cell that worked no longer does, now needs a workaround, exports other "
+        "outputs (count, names, shapes, dtypes, dynamic axes), another opset, IR version or external data, lost "
+        "parity, no longer compiles, or has no current result; 0 otherwise; 2 on a usage error.")
     _add_results_args(parser)
     parser.add_argument("--baseline", type=Path, required=True, help="baseline file (JSON)")
     parser.add_argument("--write-baseline", action="store_true", help="save the current results as the baseline")
@@ -162,11 +167,16 @@ def _add_gate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
                         help="compare the baseline's OLD env with the current NEW one (repeatable)")
     parser.add_argument("--allow-source-change", action="store_true",
                         help="compare cells although one side ran upstream code and the other a PyPI stand-in")
+    parser.add_argument("--accept-workarounds", action="store_true",
+                        help="a newly needed workaround is a note, not a failing change")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="a baseline cell with no current result is a note, not a failing change")
     parser.set_defaults(handler=_run_gate)
 
 
 def _run_gate(args: argparse.Namespace) -> int:
     from harness import gate
+    from harness.upgrade import render
 
     found = _merged(args)
     if args.write_baseline:
@@ -174,14 +184,68 @@ def _run_gate(args: argparse.Namespace) -> int:
         print(f"gate: baseline of {n} cells written to {args.baseline}")
         return 0
     baseline = gate.read_baseline(args.baseline)
-    changes = gate.compare(baseline, found, refs=gate.parse_renames(args.ref, "ref"),
-                           envs=gate.parse_renames(args.env, "env"), allow_source_change=args.allow_source_change)
-    failing = [c for c in changes if c.fails]
-    print(f"gate: {len(found)} cells against {args.baseline} ({len(baseline['cells'])} cells, "
-          f"{baseline.get('created')}): {len(failing)} failing change(s), {len(changes) - len(failing)} other")
-    if changes:
-        print(gate.table(changes))
-    return 1 if failing else 0
+    label = (f"gate: {len(found)} cells against {args.baseline} ({len(baseline['cells'])} cells, "
+             f"{baseline.get('created')})")
+    model = gate.answer(baseline, found, label=label, refs=gate.parse_renames(args.ref, "ref"),
+                        envs=gate.parse_renames(args.env, "env"), allow_source_change=args.allow_source_change,
+                        accept_workarounds=args.accept_workarounds, allow_missing=args.allow_missing)
+    print(render.console(model))
+    return int(model["exit_code"])
+
+
+def _add_upgrade(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "upgrade", help="ref A -> ref B (or env X -> env Y): grouped changes, the commit of each, the edits to make",
+        description="Run what is missing of both sides (results are reused like any run), compare each cell pair, "
+        "group identical changes, find the first commit of each failing group by bisecting the first-parent history "
+        "between the refs (probes are cached cells: a rerun resumes), and say what to edit downstream. Writes "
+        "<reports>/upgrade.md, upgrade.json and index.html (section \"Upgrade A -> B\"). Exit codes: 0 no failing "
+        "group, 1 failing groups, 2 a usage error.")
+    parser.add_argument("--from", dest="from_ref", required=True, metavar="A",
+                        help="the ref deployed today (tag, branch or SHA)")
+    parser.add_argument("--to", dest="to_ref", default=None, metavar="B",
+                        help="the ref to upgrade to (default: --from, with --from-env/--to-env)")
+    parser.add_argument("--envs", type=_csv, default=None, help="envs to compare in (default: every env of the config)")
+    parser.add_argument("--variants", type=_csv, default=None, help="subset of variants, e.g. native,3")
+    parser.add_argument("--formats", type=_csv, default=None, help="subset of formats, e.g. onnx")
+    parser.add_argument("--from-env", default=None, metavar="X", help="a torch upgrade: the env deployed today")
+    parser.add_argument("--to-env", default=None, metavar="Y", help="a torch upgrade: the env to upgrade to")
+    parser.add_argument("--accept-workarounds", action="store_true",
+                        help="a newly needed workaround is a note, not a failing change")
+    parser.add_argument("--no-bisect", action="store_true", help="do not search the first commit of each group")
+    parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
+    parser.add_argument("--repo", default=None, help="YOLOv5 git URL or path (overrides $YOLOV5_REPO and the file)")
+    parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
+    parser.set_defaults(handler=_run_upgrade)
+
+
+def _run_upgrade(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from harness import config as config_mod
+    from harness import results, run
+    from harness.paths import cache_dir
+    from harness.report import html
+    from harness.upgrade import render
+    from harness.upgrade.question import Question, ask
+
+    if args.to_ref is None and args.from_env is None:
+        raise HarnessError("upgrade: --to is missing — pass the ref to upgrade to (--from v6.1 --to v7.0), or "
+                           "--from-env/--to-env for a torch upgrade on one ref")
+    config = config_mod.load_config(args.config, repo=args.repo)
+    question = Question(args.from_ref, args.to_ref or args.from_ref, args.from_env, args.to_env,
+                        envs=tuple(args.envs) if args.envs else None,
+                        variants=tuple(args.variants) if args.variants else None,
+                        formats=tuple(args.formats) if args.formats else None,
+                        accept_workarounds=args.accept_workarounds, bisect=not args.no_bisect)
+    answer = ask(config, question, args.reports, cache_dir(), log=run.log_stderr)
+    model = answer.to_json()
+    written = render.write(model, args.reports)
+    page = html.write(args.reports / "index.html", results.merge_results([args.reports]),
+                      tolerances=asdict(config.tolerances), upgrade=model)
+    print(render.console(model))
+    print(f"upgrade: exit {answer.exit_code}; written {', '.join(str(p) for p in [*written, page])}")
+    return answer.exit_code
 
 
 def _add_compile(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -232,6 +296,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_run,
     _add_report,
     _add_gate,
+    _add_upgrade,
     _add_compile,
 )
 

@@ -1,10 +1,13 @@
 """The regression gate: today's results against a saved baseline, and an exit code a CI job can stop on.
 
-A cell fails the gate when it worked in the baseline and does not now, when its output signature (count, names,
-shapes: what a compiler config such as tpu-mlir's --output_names is written against) changed, or when parity that
-held is now out of tolerance. Everything else that changed (a cell fixed, a workaround now needed, cells added or
-gone) is listed but passes. Results from a different kind of source (the upstream repository vs PyPI stand-ins) are
-not comparable, so the gate refuses them unless told otherwise.
+The gate is the upgrade question asked of a baseline: "the cells as they were" against "the cells as they are", with
+the same comparison (harness/upgrade/compare.py) and the same groups. A group fails the gate when a deploy config
+written against the baseline breaks or must be checked: a cell that worked and does not now; one that now needs a
+workaround it did not (unless --accept-workarounds); outputs renamed, added, dropped or reshaped; the ONNX file's
+opset, IR version or external data changed; parity that held and does not; a compile verdict that passed and fails;
+a baseline cell with no current result (unless --allow-missing). Fixes, workarounds no longer needed, made-up output
+names and new cells are listed as notes. Results from a different kind of source (the upstream repository vs PyPI
+stand-ins) are not comparable, so the gate refuses them unless told otherwise.
 """
 
 from __future__ import annotations
@@ -12,47 +15,26 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.files import write_json
+from harness.axes import FORMAT_NAMES, VARIANTS
 from harness.errors import HarnessError
+from harness.files import write_json
 from harness.results import CellResult
+from harness.upgrade import advice
+from harness.upgrade.compare import Facts, OutputFacts, Pair, Slot, group, reading, scope
 
 BASELINE_KIND = "yolov5-export-matrix baseline"
-BASELINE_SCHEMA = 1
-WORKING = ("works", "workaround")
-# Change kinds that fail the gate; the others are reported only.
-FAILING = ("regression", "signature", "parity")
-
-
-@dataclass(frozen=True)
-class Change:
-    cell: str
-    kind: str  # regression / signature / parity / fixed / workaround / new / missing
-    before: str
-    after: str
-
-    @property
-    def fails(self) -> bool:
-        return self.kind in FAILING
+# 2: each cell is the comparison's Facts (verdict, workaround, outputs with dtypes and declared dims, ONNX opset / IR /
+# external data, parity, compile verdict). Schema 1 files (outcome, verdict, outputs, parity) are still read.
+BASELINE_SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
 
 
 def summarize(result: CellResult) -> dict[str, Any]:
     """What the baseline keeps of one result: enough to compare, small enough to commit next to your deploy code."""
-    parity = result.final_attempt().parity
-    tolerances = [p.min_tolerance for p in parity if p.min_tolerance is not None]
-    standin = result.standin
-    return {
-        "ref": result.ref, "env": result.env, "variant": result.variant, "format": result.format,
-        "commit": result.commit, "source": result.source,
-        "standin": standin.get("distribution") if standin else None,
-        "outcome": result.outcome(), "verdict": result.verdict or result.refresh_verdict(),
-        "outputs": [[name, shape] for name, shape in result.signature()],
-        "parity_pass": all(p.passed for p in parity) if parity else None,
-        "min_tolerance": max(tolerances) if tolerances else None,
-    }
+    return Facts.of(result).to_json()
 
 
 def write_baseline(path: Path, current: Iterable[CellResult]) -> int:
@@ -61,7 +43,7 @@ def write_baseline(path: Path, current: Iterable[CellResult]) -> int:
     if not cells:
         raise HarnessError(f"gate: no results to save in {path} — run the matrix first (nox -s matrix)")
     write_json(path, {"kind": BASELINE_KIND, "schema": BASELINE_SCHEMA,
-                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cells": cells})
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cells": cells})
     return len(cells)
 
 
@@ -75,101 +57,98 @@ def read_baseline(path: Path) -> dict[str, Any]:
             from None
     if not isinstance(data, dict) or data.get("kind") != BASELINE_KIND or not isinstance(data.get("cells"), dict):
         raise HarnessError(f"gate: {path} is not a baseline file — write one with --write-baseline")
-    if data.get("schema") != BASELINE_SCHEMA:
+    if data.get("schema") not in READABLE_SCHEMAS:
         raise HarnessError(f"gate: {path} has baseline schema {data.get('schema')}, this harness reads "
-                           f"{BASELINE_SCHEMA} — write it again with --write-baseline")
+                           f"{', '.join(map(str, READABLE_SCHEMAS))} — write it again with --write-baseline")
     return data
 
 
-def _key(cell: Mapping[str, Any], refs: Mapping[str, str], envs: Mapping[str, str]) -> tuple[str, ...]:
-    return (refs.get(cell["ref"], cell["ref"]), envs.get(cell["env"], cell["env"]), cell["variant"], cell["format"])
+def baseline_facts(cell_id: str, cell: Mapping[str, Any], schema: int) -> Facts:
+    """One baseline cell as Facts; a schema 1 cell has no dtypes, ONNX facts or compile verdict (not compared)."""
+    if schema != 1:
+        return Facts.from_json({**cell, "cell": cell.get("cell") or cell_id})
+    outcome = str(cell.get("outcome", "error"))
+    verdict = str(cell.get("verdict", ""))
+    fix = verdict.removeprefix("works with workaround ").split(" (out of the box")[0] if outcome == "workaround" \
+        else None
+    cause = verdict.removeprefix("broken: ").split(" (with ")[0] if outcome not in ("works", "workaround") else None
+    return Facts(cell=cell_id, ref=cell["ref"], env=cell["env"], variant=cell["variant"], format=cell["format"],
+                 commit=cell.get("commit"), source=cell.get("source"), standin=cell.get("standin"), outcome=outcome,
+                 verdict=verdict, reading=reading(outcome, fix, cause), fix=fix, cause=cause,
+                 outputs=[OutputFacts(name, list(shape)) for name, shape in cell.get("outputs") or []],
+                 parity_pass=cell.get("parity_pass"), min_tolerance=cell.get("min_tolerance"))
 
 
-def _source_kind(cell: Mapping[str, Any]) -> str:
+def _source_kind(facts: Facts) -> str:
     """"a PyPI stand-in" or "the upstream repository": the two are not comparable (another file tree)."""
-    return "a PyPI stand-in" if cell.get("standin") else "the upstream repository"
+    return "a PyPI stand-in" if facts.standin else "the upstream repository"
 
 
-def _signature_text(outputs: list[list[Any]]) -> str:
-    shapes = ", ".join(f"{name or '-'} {'x'.join(str(d) for d in shape)}" for name, shape in outputs)
-    return f"{len(outputs)} output{'s' if len(outputs) != 1 else ''}: {shapes}"
-
-
-def _signature_diff(old: list[list[Any]], new: list[list[Any]]) -> tuple[str, str]:
-    """Both signatures when the count changed; otherwise only the outputs that differ, by position."""
-    if len(old) != len(new):
-        return _signature_text(old), _signature_text(new)
-    differ = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
-
-    def show(outputs: list[list[Any]]) -> str:
-        return ", ".join(f"#{i} {outputs[i][0] or '-'} {'x'.join(str(d) for d in outputs[i][1])}" for i in differ)
-
-    return show(old), show(new)
-
-
-def compare(baseline: Mapping[str, Any], current: Iterable[CellResult], *, refs: Mapping[str, str] | None = None,
-            envs: Mapping[str, str] | None = None, allow_source_change: bool = False) -> list[Change]:
-    """The changes from ``baseline`` (a read_baseline dict) to ``current`` results, cell by cell.
-
-    Args:
-        refs, envs: map baseline names to current ones (``{"v6.1": "v7.0"}`` compares v6.1's cells with v7.0's).
-        allow_source_change: compare a stand-in cell with an upstream one (refused by default).
+def pairs(baseline: Mapping[str, Any], current: Iterable[CellResult], *, refs: Mapping[str, str] | None = None,
+          envs: Mapping[str, str] | None = None, allow_source_change: bool = False) -> list[Pair]:
+    """The baseline's cells paired with today's (``refs``/``envs`` map baseline names to current ones:
+    ``{"v6.1": "v7.0"}`` compares v6.1's cells with v7.0's); a cell on one side only is a pair with one side None.
 
     Raises:
         HarnessError: a compared cell comes from another kind of source and allow_source_change is False.
     """
     refs, envs = refs or {}, envs or {}
+    schema = int(baseline.get("schema", BASELINE_SCHEMA))
     # A renamed ref or env takes the place of the baseline's own cells of the new name.
     replaced_refs, replaced_envs = set(refs.values()) - set(refs), set(envs.values()) - set(envs)
-    before = {_key(c, refs, envs): (cid, c) for cid, c in baseline["cells"].items()
-              if c["ref"] not in replaced_refs and c["env"] not in replaced_envs}
-    now = {_key(s, {}, {}): s for s in (summarize(r) | {"cell": r.cell} for r in current)}
-    changes: list[Change] = []
-    for key in sorted(set(before) | set(now)):
-        label = " ".join(key)
-        if key not in now:
-            changes.append(Change(label, "missing", before[key][1]["verdict"], "not in the current results"))
+    before: dict[tuple[str, str, str, str], Facts] = {}
+    for cid, cell in baseline["cells"].items():
+        if cell["ref"] in replaced_refs or cell["env"] in replaced_envs:
             continue
-        cur = now[key]
-        if key not in before:
-            changes.append(Change(label, "new", "not in the baseline", cur["verdict"]))
-            continue
-        old = before[key][1]
-        if _source_kind(old) != _source_kind(cur) and not allow_source_change:
+        facts = baseline_facts(cid, cell, schema)
+        before[(refs.get(facts.ref, facts.ref), envs.get(facts.env, facts.env), facts.variant, facts.format)] = facts
+    now = {(f.ref, f.env, f.variant, f.format): f for f in (Facts.of(r) for r in current)}
+    found: list[Pair] = []
+    for key in sorted(set(before) | set(now), key=_order):
+        old, cur = before.get(key), now.get(key)
+        if old and cur and _source_kind(old) != _source_kind(cur) and not allow_source_change:
             raise HarnessError(
-                f"gate: {label} ran {_source_kind(old)} in the baseline ({old['source']}) but {_source_kind(cur)} now "
-                f"({cur['source']}) — compare like with like, or pass --allow-source-change")
-        was_ok, is_ok = old["outcome"] in WORKING, cur["outcome"] in WORKING
-        if was_ok and not is_ok:
-            changes.append(Change(label, "regression", old["verdict"], cur["verdict"]))
-        elif is_ok and not was_ok:
-            changes.append(Change(label, "fixed", old["verdict"], cur["verdict"]))
-        elif is_ok and old["outcome"] != cur["outcome"]:
-            changes.append(Change(label, "workaround", old["verdict"], cur["verdict"]))
-        if old["outputs"] and cur["outputs"] and old["outputs"] != cur["outputs"]:
-            changes.append(Change(label, "signature", *_signature_diff(old["outputs"], cur["outputs"])))
-        if old["parity_pass"] and cur["parity_pass"] is False:
-            changes.append(Change(label, "parity", f"within tolerance (min {old['min_tolerance']:.2g})",
-                                  f"out of tolerance (min {cur['min_tolerance']:.2g})"))
-    return changes
+                f"gate: {' '.join(key)} ran {_source_kind(old)} in the baseline ({old.source}) but {_source_kind(cur)} "
+                f"now ({cur.source}) — compare like with like, or pass --allow-source-change")
+        ref, env, variant, fmt = key
+        old_ref = old.ref if old else ref
+        old_env = old.env if old else env
+        slot = Slot(env if old_env == env else f"{old_env} → {env}", variant, fmt,
+                    ref if old_ref == ref else f"{old_ref} → {ref}")
+        found.append(Pair(slot, old, cur))
+    return found
 
 
-def table(changes: list[Change], width: int = 48) -> str:
-    """A short fixed-width table of the changes, failing ones first."""
-    def cut(text: str) -> str:
-        return text if len(text) <= width else text[: width - 1] + "…"
-
-    rows = [("", "change", "cell", "baseline", "now")]
-    rows += [("FAIL" if c.fails else "", c.kind, c.cell, cut(c.before), cut(c.after))
-             for c in sorted(changes, key=lambda c: (not c.fails, c.cell, c.kind))]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+def _order(key: tuple[str, str, str, str]) -> tuple[str, str, int, int]:
+    ref, env, variant, fmt = key
+    return (ref, env, VARIANTS.index(variant) if variant in VARIANTS else len(VARIANTS),
+            FORMAT_NAMES.index(fmt) if fmt in FORMAT_NAMES else len(FORMAT_NAMES))
 
 
-def parse_renames(pairs: list[str] | None, what: str) -> dict[str, str]:
+def answer(baseline: Mapping[str, Any], current: list[CellResult], *, label: str, refs: Mapping[str, str] | None = None,
+           envs: Mapping[str, str] | None = None, allow_source_change: bool = False, accept_workarounds: bool = False,
+           allow_missing: bool = False) -> dict[str, Any]:
+    """The gate's grouped changes in the form harness/upgrade/render.py prints (an upgrade answer without a range
+    or bisect): ``failing`` counts the failing groups, ``exit_code`` is 1 when there are any."""
+    found = pairs(baseline, current, refs=refs, envs=envs, allow_source_change=allow_source_change)
+    groups = group(found, accept_workarounds=accept_workarounds, allow_missing=allow_missing)
+    env_axis = list(dict.fromkeys(p.slot.env for p in found))
+    variants = [v for v in VARIANTS if any(p.slot.variant == v for p in found)]
+    formats = [f for f in FORMAT_NAMES if any(p.slot.format == f for p in found)]
+    after = {(p.slot.env, p.slot.variant, p.slot.format): p.after for p in found if p.after}
+    sides = advice.Sides("the baseline", "today's results", after, env_axis, variants, formats)
+    failing = sum(1 for g in groups if g.failing)
+    return {"question": {"title": label}, "pairs": len(found), "envs": env_axis, "variants": variants,
+            "formats": formats, "failing": failing, "exit_code": 1 if failing else 0,
+            "groups": [g.to_json() | {"scope": scope(g.slots, env_axis, variants, formats),
+                                      "edits": [e.to_json() for e in advice.edits(g, sides)], "bisect": None,
+                                      "not_bisected": None} for g in groups]}
+
+
+def parse_renames(items: list[str] | None, what: str) -> dict[str, str]:
     """``["v6.1=v7.0"]`` -> ``{"v6.1": "v7.0"}``; a malformed pair is a one-line error."""
     renames: dict[str, str] = {}
-    for pair in pairs or []:
+    for pair in items or []:
         old, sep, new = pair.partition("=")
         if not sep or not old or not new:
             example = "v6.1=v7.0" if what == "ref" else "py311-torch2.5=py311-torch2.14"

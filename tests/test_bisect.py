@@ -123,6 +123,29 @@ def test_probe_bound_and_answer_over_every_change_and_skip_pattern(n: int) -> No
                 assert set(hidden) <= skips and (last == n or (last >= change and last not in skips))
 
 
+def test_a_right_hint_ends_the_search_in_two_probes() -> None:
+    """Another group of the same question found c11: checking it and c10 settles this group too."""
+    span = synthetic(64)
+    oracle = Oracle(change=11)
+    found = search(span, oracle, hints=[span.commits[10]])
+    assert oracle.asked == [11, 10] and found.first is not None and found.first.subject == "c11"
+    assert found.probes == 2 and found.hints == 1 and found.budget == max_probes(64, 0) + 2
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 17, 33])
+def test_hints_never_change_the_answer(n: int) -> None:
+    """Every change position x every hint position (and a skipped hint or neighbour): the same answer as without the
+    hint, within ⌈log2 N⌉ + skips + 2 probes."""
+    span = synthetic(n)
+    for change in range(1, n + 1):
+        for hint in range(1, n + 1):
+            for skips in (set(), {hint}, {hint - 1} - {0}):
+                plain = search(span, Oracle(change, skips))
+                found = search(span, Oracle(change, skips), hints=[span.commits[hint - 1]])
+                assert (found.first, found.candidates) == (plain.first, plain.candidates), (n, change, hint, skips)
+                assert found.probes <= found.budget <= max_probes(n, len(found.skipped)) + 2, (n, change, hint)
+
+
 def test_merge_base_probed_first_when_a_is_not_an_ancestor() -> None:
     span = synthetic(8)
     span = CommitRange(**{**span.__dict__, "a_is_ancestor": False})

@@ -9,7 +9,7 @@ question ran it, and otherwise the one whose promised count matches (said so).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +63,7 @@ class Sides:
 
     before: str  # "v6.1", or "py311-torch2.4"
     after: str
-    after_facts: Mapping[tuple[str, str, str], Facts]  # (env, variant, format) -> the new side's result
+    after_facts: Mapping[tuple[str, str, str], Facts]  # (slot env, variant, format) -> the new side's result
     envs: Sequence[str] = ()
     variants: Sequence[str] = VARIANTS
     formats: Sequence[str] = FORMAT_NAMES
@@ -85,65 +85,105 @@ def edits(g: Group, sides: Sides) -> list[Edit]:
 
 
 def _where(edit: Edit, g: Group) -> str:
-    """The cells an edit applies to when they are part of the group's: each axis on which it covers fewer values
-    than the group, unless its text names them already ("variant native, onnx")."""
+    """The cells an edit applies to, when they are part of the group's: the variants and formats it covers (an
+    edit such as tpu-mlir's --output_names is per variant and format), and the envs when fewer than the group's."""
     parts = []
     for axis in ("env", "variant", "format"):
         mine = list(dict.fromkeys(getattr(s, axis) for s in edit.slots))
-        if len(mine) < len({getattr(s, axis) for s in g.slots}) and not all(v in edit.what for v in mine):
+        theirs = {getattr(s, axis) for s in g.slots}
+        if len(mine) < len(theirs) or (axis != "env" and len(edit.slots) < len(g.slots) and len(theirs) > 1):
             parts.append(f"{axis}{'s' if len(mine) != 1 else ''} {'/'.join(mine)}")
     return " · ".join(parts)
 
 
 def _member_edits(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    """One member's edits, by the group's kind (EDITS); the kinds without an edit read "nothing to edit"."""
+    edit = EDITS.get(g.kind)
+    found = edit(g, m, sides) if edit else None
+    return found if found is not None else [_nothing(g, m.pair.before, m.pair.slot)]
+
+
+def _signature(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
     before, after, slot = m.pair.before, m.pair.after, m.pair.slot
-    kind = g.kind
-    if kind in ("count", "name", "auto-name") and before and after:
-        found = _signature_edits(before, after, slot)
-        if kind == "count" and slot.variant == "native":
-            found += _keep_old_outputs(before, slot, sides)
-        return found
-    if kind in ("shape", "dtype", "dims"):
-        what = {"shape": "shape", "dtype": "dtype", "dims": "declared dims"}[kind]
-        return [Edit(f"what reads output #{g.position} (post-processing, a compiler's shape settings)",
-                     note=f"its {what} is {g.after} now (was {g.before})", slots=[slot])]
-    if kind == "workaround" and after:
-        return _workaround_edits(before, after, slot)
-    if kind == "broken" and after:
-        hint = CAUSE_HINTS.get(after.cause or "", "")
-        return [Edit(f"nothing to paste: no known workaround for {after.cause}", note=hint, slots=[slot])]
-    if kind == "opset":
-        return [Edit(f"expect ONNX opset {g.after} (was {g.before})",
-                     note=f"a compiler or runtime configured for opset {g.before} must accept {g.after}, or ask the "
-                          f"export script for it (export.py --opset {g.before}, where the script has the flag)",
-                     slots=[slot])]
-    if kind == "ir":
-        note = ""
-        try:
-            newer = int(g.after) > compile_causes.MAX_IR_VERSION
-        except ValueError:
-            newer = False
-        if newer:
-            note = (f"tpu-mlir 1.30.2 loads IR <= {compile_causes.MAX_IR_VERSION}: "
-                    f"{compile_causes.IR9.name} — {compile_causes.IR9.hint}")
-        return [Edit(f"expect ONNX IR version {g.after} (was {g.before})", note=note, slots=[slot])]
-    if kind == "external-data":
-        note = ("ship these files beside the .onnx and load it from its own folder: the weights are no longer inside "
-                "the .onnx" if g.after != "none" else "the weights are inside the .onnx again: no separate file to ship")
-        return [Edit(f"ONNX external data: {g.before} → {g.after}", note=note, slots=[slot])]
-    if kind == "parity":
-        return [Edit("check accuracy on your data", note=f"{m.detail}: raise [tolerances] only if that difference is "
-                                                         f"acceptable for your deployment", slots=[slot])]
-    if kind == "compile" and after:
-        hint = COMPILE_HINTS.get(after.compile_cause or "", "")
-        return [Edit(f"nothing to paste: tpu-mlir compile now {after.compile_reading}", note=hint, slots=[slot])]
-    if kind == "compile-workaround" and after and after.compile_fix:
-        fix = COMPILE_WORKAROUNDS.get(after.compile_fix)
-        return [Edit(f"add to the tpu-mlir step: {after.compile_fix}", note=fix.hint if fix else "", slots=[slot])]
-    if kind == "missing":
-        return [Edit("run these cells", after="nox -s matrix", note="or pass --allow-missing if they were dropped on "
-                                                                  "purpose", slots=[slot])]
-    return [_nothing(g, before, slot)]
+    if not (before and after):
+        return None
+    found = _signature_edits(before, after, slot)
+    if g.kind == "count" and slot.variant == "native":
+        found += _keep_old_outputs(before, slot, sides)
+    return found
+
+
+def _per_output(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    what = {"shape": "shape", "dtype": "dtype", "dims": "declared dims"}[g.kind]
+    return [Edit(f"what reads output #{g.position} (post-processing, a compiler's shape settings)",
+                 note=f"its {what} is {g.after} now (was {g.before})", slots=[m.pair.slot])]
+
+
+def _workaround(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
+    return _workaround_edits(m.pair.before, m.pair.after, m.pair.slot) if m.pair.after else None
+
+
+def _broken(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
+    after = m.pair.after
+    if after is None:
+        return None
+    hint = CAUSE_HINTS.get(after.cause or "", "")
+    return [Edit(f"nothing to paste: no known workaround for {after.cause}", note=hint, slots=[m.pair.slot])]
+
+
+def _opset(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    return [Edit(f"expect ONNX opset {g.after} (was {g.before})",
+                 note=f"a compiler or runtime configured for opset {g.before} must accept {g.after}, or ask the export "
+                      f"script for it (export.py --opset {g.before}, where the script has the flag)",
+                 slots=[m.pair.slot])]
+
+
+def _ir(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    newer = g.after.isdigit() and int(g.after) > compile_causes.MAX_IR_VERSION
+    note = (f"tpu-mlir 1.30.2 loads IR <= {compile_causes.MAX_IR_VERSION}: {compile_causes.IR9.name} — "
+            f"{compile_causes.IR9.hint}" if newer else "")
+    return [Edit(f"expect ONNX IR version {g.after} (was {g.before})", note=note, slots=[m.pair.slot])]
+
+
+def _external_data(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    note = ("ship these files beside the .onnx and load it from its own folder: the weights are no longer inside the "
+            ".onnx" if g.after != "none" else "the weights are inside the .onnx again: no separate file to ship")
+    return [Edit(f"ONNX external data: {g.before} → {g.after}", note=note, slots=[m.pair.slot])]
+
+
+def _parity(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    return [Edit("check accuracy on your data", note=f"{m.detail}: raise [tolerances] only if that difference is "
+                                                     f"acceptable for your deployment", slots=[m.pair.slot])]
+
+
+def _compile(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
+    after = m.pair.after
+    if after is None:
+        return None
+    return [Edit(f"nothing to paste: tpu-mlir compile now {after.compile_reading}",
+                 note=COMPILE_HINTS.get(after.compile_cause or "", ""), slots=[m.pair.slot])]
+
+
+def _compile_workaround(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
+    after = m.pair.after
+    if after is None or not after.compile_fix:
+        return None
+    fix = COMPILE_WORKAROUNDS.get(after.compile_fix)
+    return [Edit(f"add to the tpu-mlir step: {after.compile_fix}", note=fix.hint if fix else "", slots=[m.pair.slot])]
+
+
+def _missing(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    return [Edit("run these cells", after="nox -s matrix", note="or pass --allow-missing if they were dropped on "
+                                                              "purpose", slots=[m.pair.slot])]
+
+
+# kind -> the edits of one member (None: nothing to edit); the kinds not here are notes with nothing to edit.
+EDITS: dict[str, Callable[[Group, Member, Sides], list[Edit] | None]] = {
+    "count": _signature, "name": _signature, "auto-name": _signature,
+    "shape": _per_output, "dtype": _per_output, "dims": _per_output,
+    "workaround": _workaround, "broken": _broken, "opset": _opset, "ir": _ir, "external-data": _external_data,
+    "parity": _parity, "compile": _compile, "compile-workaround": _compile_workaround, "missing": _missing,
+}
 
 
 def _nothing(g: Group, before: Facts | None, slot: Slot) -> Edit:
@@ -172,10 +212,10 @@ def _signature_edits(before: Facts, after: Facts, slot: Slot) -> list[Edit]:
                        {o.name for o in before.outputs if is_auto_name(o.name)}, key=str)
         note = (f"auto-generated: {', '.join(f'`{a}`' for a in autos)} — such names change with any graph edit; do "
                 f"not write configs on them" if autos else "")
-        return [Edit(f"tpu-mlir model_transform, variant {slot.variant}, {slot.format}",
-                     before=f"--output_names {old}", after=f"--output_names {new}", note=note, slots=[slot])]
+        return [Edit("tpu-mlir model_transform", before=f"--output_names {old}", after=f"--output_names {new}",
+                     note=note, slots=[slot])]
     shapes = ", ".join(shape_text(o.shape) for o in after.outputs)
-    return [Edit(f"code that reads the {slot.format} outputs of variant {slot.variant}",
+    return [Edit(f"code that reads the {slot.format} outputs",
                  note=f"{len(after.outputs)} output(s) now: {shapes} (was {len(before.outputs)}: "
                       f"{', '.join(shape_text(o.shape) for o in before.outputs)})", slots=[slot])]
 
@@ -183,9 +223,8 @@ def _signature_edits(before: Facts, after: Facts, slot: Slot) -> list[Edit]:
 def _keep_old_outputs(before: Facts, slot: Slot, sides: Sides) -> list[Edit]:
     """The patch variant whose export on the new side has the old native outputs' shapes."""
     old = [shape_text(o.shape) for o in before.outputs]
-    env = slot.env.split(" → ")[-1]
     for variant in GUIDE_RETURNS:
-        facts = sides.after_facts.get((env, variant, slot.format))
+        facts = sides.after_facts.get((slot.env, variant, slot.format))
         if facts and facts.works and [shape_text(o.shape) for o in facts.outputs] == old:
             form = (f"; on {sides.after} the guide's line needs {' + '.join(facts.guide_forms)}: "
                     + "; ".join(WORKAROUNDS[n].hint for n in facts.guide_forms)) if facts.guide_forms else ""
@@ -197,7 +236,7 @@ def _keep_old_outputs(before: Facts, slot: Slot, sides: Sides) -> list[Edit]:
     guess = {1: "1", nl: "3", nl + 1: "4"}.get(len(old))
     if guess is None:
         return [Edit(f"no patch variant gives the old {len(old)} outputs", slots=[slot])]
-    ran = sides.after_facts.get((env, guess, slot.format))
+    ran = sides.after_facts.get((slot.env, guess, slot.format))
     checked = (f"variant {guess} was run on {sides.after}: {ran.reading}, outputs "
                f"{', '.join(shape_text(o.shape) for o in ran.outputs) or 'none'}" if ran else
                f"inferred from the count: add --variants {guess} to see it export on {sides.after}")

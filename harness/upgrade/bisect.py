@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -182,6 +182,7 @@ class Finding:
     candidates: tuple[Commit, ...] = ()
     steps: tuple[Step, ...] = ()
     note: str = ""
+    hints: int = 0  # hint commits checked first (see search)
 
     @property
     def probes(self) -> int:
@@ -198,9 +199,10 @@ class Finding:
 
     @property
     def budget(self) -> int:
-        """The most probes the search may take: ⌈log2 N⌉ for N commits, one per skipped commit, and one for the
-        merge base when A is not an ancestor of B."""
-        return max_probes(len(self.span.commits), len(self.skipped), with_base=not self.span.a_is_ancestor)
+        """The most probes the search may take: ⌈log2 N⌉ for N commits, one per skipped commit, one for the merge
+        base when A is not an ancestor of B, and two per hint checked."""
+        return max_probes(len(self.span.commits), len(self.skipped), with_base=not self.span.a_is_ancestor) + \
+            2 * self.hints
 
     @property
     def all_skipped(self) -> bool:
@@ -219,7 +221,7 @@ class Finding:
         return {"range": self.span.to_json(), "first": self.first.to_json() if self.first else None,
                 "candidates": [c.to_json() for c in self.candidates], "probes": self.probes,
                 "budget": self.budget, "skipped": [s.to_json() for s in self.skipped],
-                "steps": [s.to_json() for s in self.steps], "note": self.note}
+                "steps": [s.to_json() for s in self.steps], "note": self.note, "hints": self.hints}
 
 
 def max_probes(commits: int, skips: int, *, with_base: bool = False) -> int:
@@ -227,7 +229,8 @@ def max_probes(commits: int, skips: int, *, with_base: bool = False) -> int:
     return math.ceil(math.log2(commits)) + skips + (1 if with_base else 0) if commits else 0
 
 
-def search(span: CommitRange, probe: Probe, log: Callable[[str], None] = lambda _: None) -> Finding:
+def search(span: CommitRange, probe: Probe, log: Callable[[str], None] = lambda _: None,
+           hints: Sequence[Commit] = ()) -> Finding:
     """Binary search for the first commit of ``span`` that shows the change, probing as few commits as it can.
 
     The range's base is taken to show the before value and B the after value (they define the change), so neither
@@ -241,6 +244,10 @@ def search(span: CommitRange, probe: Probe, log: Callable[[str], None] = lambda 
         probe: answers ``old`` / ``new`` / ``skip`` for a commit. Its exceptions (an env that cannot be built,
             Ctrl-C) propagate: they are not properties of a commit.
         log: one line per probe.
+        hints: commits that may be the answer (the first commits of other groups of the same question: one upstream
+            change often shows in several groups). Each is checked first, with at most two probes (the commit and
+            the one before it); when it is the answer the search ends there, otherwise what the probes showed
+            narrows the binary search. ``Finding.budget`` counts these two probes per hint.
 
     Returns:
         The finding; ``first`` is None when skipped commits hide the answer (``candidates`` then lists them) or the
@@ -263,32 +270,75 @@ def search(span: CommitRange, probe: Probe, log: Callable[[str], None] = lambda 
             return Finding(span, None, steps=tuple(steps), note=(
                 f"the merge base {span.base.short} of {span.a} and {span.b} already shows the change: it came from "
                 f"{span.a}'s side, not from {span.b}'s history"))
-    lo, hi = -1, len(commits) - 1  # last index known old (-1: the base), first index known new (B)
-    skipped: set[int] = set()
+    known = _Known(-1, len(commits) - 1)
+    tried = _check_hints(commits, hints, known, ask)
     while True:
-        open_ = [i for i in range(lo + 1, hi) if i not in skipped]
+        open_ = known.open()
         if not open_:
             break
         # The answer is one of open_ + [hi] (or a skipped commit): probing the k-th of those m leaves k or m - k.
         pick = open_[(len(open_) + 1) // 2 - 1]
-        seen = ask(commits[pick], len(open_) + 1)
-        if seen.state == "old":
-            lo = pick
-        elif seen.state == "new":
-            hi = pick
+        known.record(pick, ask(commits[pick], len(open_) + 1).state)
+    return _finding(span, known, tuple(steps), tried)
+
+
+@dataclass
+class _Known:
+    """What the probes so far say: ``lo`` the last index known old (-1: the base), ``hi`` the first known new (B at
+    first), ``skipped`` the indices that could not tell."""
+
+    lo: int
+    hi: int
+    skipped: set[int] = field(default_factory=set)
+
+    def open(self) -> list[int]:
+        return [i for i in range(self.lo + 1, self.hi) if i not in self.skipped]
+
+    def record(self, i: int, state: State) -> None:
+        if state == "old":
+            self.lo = i
+        elif state == "new":
+            self.hi = i
         else:
-            skipped.add(pick)
-    hidden = tuple(commits[i] for i in sorted(skipped) if lo < i < hi)
+            self.skipped.add(i)
+
+
+def _check_hints(commits: tuple[Commit, ...], hints: Sequence[Commit], known: _Known,
+                 ask: Callable[[Commit, int], Observation]) -> int:
+    """Probe each hint and, when it shows the change, the commit before it; stop once the answer is pinned down.
+    Returns how many hints were checked (each costs at most two probes)."""
+    index = {c.sha: i for i, c in enumerate(commits)}
+    tried = 0
+    for hint in dict.fromkeys(h for h in hints if h.sha in index):
+        if known.hi == known.lo + 1:
+            break
+        i = index[hint.sha]
+        if i not in known.open():
+            continue  # already known, skipped, or B itself (never probed)
+        tried += 1
+        for at in (i, i - 1):  # the commit, then the one before it once the commit shows the change
+            if at not in known.open():
+                break
+            state = ask(commits[at], known.hi - known.lo).state
+            known.record(at, state)
+            if state != "new":
+                break
+    return tried
+
+
+def _finding(span: CommitRange, known: _Known, steps: tuple[Step, ...], hints: int) -> Finding:
+    commits = span.commits
+    hidden = tuple(commits[i] for i in sorted(known.skipped) if known.lo < i < known.hi)
     if not hidden:
-        return Finding(span, commits[hi], steps=tuple(steps))
-    first_new = commits[hi]
-    if lo == -1 and hi == len(commits) - 1 and len(hidden) == len(commits) - 1:
+        return Finding(span, commits[known.hi], steps=steps, hints=hints)
+    first_new = commits[known.hi]
+    if known.lo == -1 and known.hi == len(commits) - 1 and len(hidden) == len(commits) - 1:
         note = (f"every commit in {span.label} before {span.b} was skipped ({len(hidden)} of {len(commits)}: "
                 f"{base_to_b(span)}): the change is in one of them or in {span.b} itself")
     else:
         note = (f"the change is in one of {len(hidden) + 1} commits: {', '.join(c.short for c in hidden)} "
                 f"(skipped) or {first_new.short}")
-    return Finding(span, None, candidates=(*hidden, first_new), steps=tuple(steps), note=note)
+    return Finding(span, None, candidates=(*hidden, first_new), steps=steps, note=note, hints=hints)
 
 
 def base_to_b(span: CommitRange) -> str:

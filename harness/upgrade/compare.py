@@ -31,12 +31,16 @@ AUTO_NAMES: tuple[tuple[str, str], ...] = (
     (r"^\d+$", "the TorchScript-based exporter numbers unnamed values (v5.0 on torch 1.x-2.x: '403', '1182')"),
     (r"^onnx::", "the TorchScript-based exporter names a value after its op ('onnx::Sigmoid_345')"),
     (r"^/", "node-path names of the graph ('/model.24/Sigmoid_output_0')"),
-    (r"^[A-Z][A-Za-z]*\d+_dim_\d+$", "symbolic dims made up for an unnamed dynamic axis ('Concat1182_dim_0')"),
+
     # torch >= 2.9's dynamo exporter names unnamed outputs after the aten op that made them (v6.0-v6.1 native: clone).
     (r"^(clone|cat|view|permute|sigmoid|reshape|contiguous|getitem|add|mul|pow|sub|split|slice|select)(_\d+)?$",
      "the dynamo exporter names an unnamed output after its op ('clone_1')"),
 )
 _AUTO = [re.compile(pattern) for pattern, _ in AUTO_NAMES]
+# A dynamic axis the export script did not name gets a made-up name from the exporter, built from the op and the
+# output's own name ('Concatoutput_dim_2', 'Transposeoutput0_dim_3', 'Concat1182_dim_0'): it changes with the output's
+# name or the graph, not with what is dynamic. Compared as "?" (dynamic, unnamed).
+_AUTO_DIM = re.compile(r"_dim_\d+$")
 
 
 def is_auto_name(name: str | None) -> bool:
@@ -105,7 +109,7 @@ class Facts:
         fix = result.workaround.name if result.workaround and outcome == "workaround" else None
         export = last.export
         onnx = export.onnx if export else None
-        declared = [o.get("shape") for o in onnx.outputs] if onnx else []
+        declared: list[Any] = [o.get("shape") for o in onnx.outputs] if onnx else []
         outputs = [OutputFacts(o.name, list(o.shape), o.dtype,
                                list(declared[i]) if i < len(declared) and declared[i] is not None else None)
                    for i, o in enumerate(last.outputs)]
@@ -238,12 +242,9 @@ def shape_text(shape: Sequence[Any] | None) -> str:
 
 
 def _dims_text(dims: Sequence[Any] | None) -> str:
-    return "x".join(str(d) for d in dims) if dims else "-"
-
-
-def _outputs_value(f: Facts) -> list[OutputFacts] | None:
-    """The outputs, or None when the cell exported nothing to compare (a failure before its file was read)."""
-    return f.outputs or None
+    """Declared dims as "[batch, anchors, 85]": names of dynamic axes as the script gave them, "?" for made-up ones."""
+    shown = ["?" if isinstance(d, str) and _AUTO_DIM.search(d) else str(d) for d in dims or []]
+    return f"[{', '.join(shown)}]"
 
 
 # Per-output attributes: kind -> how to read it off one output.
@@ -288,31 +289,39 @@ def changes(before: Facts | None, after: Facts | None) -> list[Change]:
         return [Change("missing", before.reading if before else "", NO_RESULT)]
     if before is None:
         return [Change("new", NO_RESULT, after.reading)]
-    found = _verdict_changes(before, after)
-    old, new = _outputs_value(before), _outputs_value(after)
-    if old and new:
-        if len(old) != len(new):
-            found.append(Change("count", f"{len(old)} outputs", f"{len(new)} outputs"))
-        autos: list[str] = []
-        for i, (a, b) in enumerate(zip(old, new, strict=False)):
-            for kind, read in _PER_OUTPUT.items():
-                x, y = read(a), read(b)
-                if x is None or y is None or x == y:
-                    continue
-                if kind == "name" and (is_auto_name(a.name) or is_auto_name(b.name)):
-                    autos.append(f"#{i} `{x}` → `{y}`")
-                    continue
-                found.append(Change(kind, str(x), str(y), position=i))
-        if autos:
-            found.append(Change("auto-name", "", "", detail="; ".join(autos)))
-    for kind, read in _PER_FILE.items():
-        x, y = read(before), read(after)
+    found = _verdict_changes(before, after) + _output_changes(before.outputs, after.outputs)
+    for kind, file_value in _PER_FILE.items():
+        x, y = file_value(before), file_value(after)
         if x is not None and y is not None and x != y:
             found.append(Change(kind, str(x), str(y)))
     if before.parity_pass and after.parity_pass is False:
         found.append(Change("parity", "within tolerance", "beyond tolerance",
                             detail=f"{_tolerance_text(before)} → {_tolerance_text(after)}"))
     found += _compile_changes(before, after)
+    return found
+
+
+def _count_text(n: int) -> str:
+    return f"{n} output{'s' if n != 1 else ''}"
+
+
+def _output_changes(old: list[OutputFacts], new: list[OutputFacts]) -> list[Change]:
+    """Count, then per output (by position) name, shape, dtype and declared dims; made-up names apart."""
+    if not old or not new:
+        return []  # one side exported nothing to compare (its verdict says why)
+    found = [Change("count", _count_text(len(old)), _count_text(len(new)))] if len(old) != len(new) else []
+    autos: list[str] = []
+    for i, (a, b) in enumerate(zip(old, new, strict=False)):
+        for kind, read in _PER_OUTPUT.items():
+            x, y = read(a), read(b)
+            if x is None or y is None or x == y:
+                continue
+            if kind == "name" and (is_auto_name(a.name) or is_auto_name(b.name)):
+                autos.append(f"#{i} `{x}` → `{y}`")
+            else:
+                found.append(Change(kind, str(x), str(y), position=i))
+    if autos:
+        found.append(Change("auto-name", "", "", detail="; ".join(autos)))
     return found
 
 
@@ -375,14 +384,16 @@ def title(kind: str, position: int | None, before: str, after: str) -> str:
 
 @dataclass(frozen=True)
 class Slot:
-    """Where a pair sits: env (``X → Y`` when the question is an env upgrade), variant, format."""
+    """Where a pair sits: env (``X → Y`` when the question is an env upgrade), variant, format; ``ref`` when pairs
+    of several refs are compared at once (the gate: ``v6.1 → v7.0``, or the ref both sides share)."""
 
     env: str
     variant: str
     format: str
+    ref: str = ""
 
     def label(self) -> str:
-        return f"{self.env} · {self.variant} · {self.format}"
+        return " · ".join(p for p in (self.ref, self.env, self.variant, self.format) if p)
 
 
 @dataclass
@@ -430,7 +441,8 @@ class Group:
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "position": self.position, "before": self.before, "after": self.after,
                 "title": self.title, "failing": self.failing, "waived": self.waived,
-                "cells": [{"slot": m.pair.slot.label(), "env": m.pair.slot.env, "variant": m.pair.slot.variant,
+                "cells": [{"slot": m.pair.slot.label(), "ref": m.pair.slot.ref, "env": m.pair.slot.env,
+                           "variant": m.pair.slot.variant,
                            "format": m.pair.slot.format, "before": m.pair.before.cell if m.pair.before else None,
                            "after": m.pair.after.cell if m.pair.after else None, "detail": m.detail}
                           for m in self.members]}
@@ -475,7 +487,9 @@ def scope(slots: Sequence[Slot], envs: Sequence[str], variants: Sequence[str] = 
         return f"{singular if len(ordered) == 1 else plural} {'/'.join(ordered)}"
 
     n = len(slots)
-    parts = [axis({s.env for s in slots}, envs, "env", "envs"),
+    refs = {s.ref for s in slots if s.ref}
+    parts = [axis(refs, [], "ref", "refs")] if refs else []
+    parts += [axis({s.env for s in slots}, envs, "env", "envs"),
              axis({s.variant for s in slots}, variants, "variant", "variants"),
              axis({s.format for s in slots}, formats, "format", "formats")]
     return f"{n} cell{'s' if n != 1 else ''}: {' · '.join(parts)}"
@@ -513,29 +527,29 @@ def bisect_value(g: Group) -> Callable[[Facts], Hashable | None] | None:
     kind = KINDS[g.kind]
     if not kind.bisect or not kind.fails:
         return None
-    if g.kind == "broken":
-        return lambda f: "working" if f.works else (f.reading if f.reading == g.after else None)
-    if g.kind == "workaround":
-        return lambda f: f.reading if f.reading in (g.before, g.after) else None
-    if g.kind == "count":
-        return lambda f: f"{len(f.outputs)} outputs" if f.outputs else None
     if g.kind in _PER_OUTPUT:
-        read, i = _PER_OUTPUT[g.kind], g.position or 0
-
-        def at(f: Facts) -> Hashable | None:
-            if not f.outputs:
-                return None
-            if i >= len(f.outputs):
-                return f"no output #{i}"
-            value = read(f.outputs[i])
-            return None if value is None else str(value)
-        return at
+        return _output_value(_PER_OUTPUT[g.kind], g.position or 0)
     if g.kind in _PER_FILE:
         file_value = _PER_FILE[g.kind]
         return lambda f: None if file_value(f) is None else str(file_value(f))
-    if g.kind == "parity":
-        return _parity_state
-    return None
+    values: dict[str, Callable[[Facts], Hashable | None]] = {
+        "broken": lambda f: "working" if f.works else (f.reading if f.reading == g.after else None),
+        "workaround": lambda f: f.reading if f.reading in (g.before, g.after) else None,
+        "count": lambda f: _count_text(len(f.outputs)) if f.outputs else None,
+        "parity": _parity_state,
+    }
+    return values.get(g.kind)
+
+
+def _output_value(read: Callable[[OutputFacts], Hashable | None], i: int) -> Callable[[Facts], Hashable | None]:
+    def at(f: Facts) -> Hashable | None:
+        if not f.outputs:
+            return None
+        if i >= len(f.outputs):
+            return f"no output #{i}"
+        value = read(f.outputs[i])
+        return None if value is None else str(value)
+    return at
 
 
 def probe_ends(g: Group, member: Member) -> tuple[Hashable, Hashable] | None:

@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.results import CellResult
 from harness.source import open_repo, resolve
 from harness.upgrade import advice, compare
-from harness.upgrade.bisect import CellProbe, CommitRange, Finding, commit_range, search
+from harness.upgrade.bisect import CellProbe, Commit, CommitRange, Finding, commit_range, search
 from harness.warm import WarmPool
 
 Log = Callable[[str], None]
@@ -98,6 +98,7 @@ class Answer:
     notes: list[str]
     pairs: list[compare.Pair]
     groups: list[GroupAnswer] = field(default_factory=list)
+    not_bisected: str = ""  # why no group was bisected (an env question, --no-bisect)
     computed: int = 0  # cells run by this question (the rest were reused)
     reused: int = 0
     seconds: float = 0.0
@@ -119,6 +120,7 @@ class Answer:
         return {"kind": KIND, "schema": SCHEMA, "question": self.question.to_json(), "source": self.source,
                 "envs": self.envs, "variants": self.variants, "formats": self.formats,
                 "range": self.span.to_json() if self.span else None, "notes": self.notes,
+                "not_bisected": self.not_bisected or None,
                 "pairs": len(self.pairs), "computed": self.computed, "reused": self.reused,
                 "failing": len(self.failing), "notes_count": len(self.groups) - len(self.failing),
                 "probes": self.probes, "exit_code": self.exit_code, "seconds": round(self.seconds, 1),
@@ -164,34 +166,36 @@ def ask(config: Config, q: Question, reports: Path, cache: Path, log: Log = run.
     config = dataclasses.replace(config, source=dataclasses.replace(config.source, repo=url))
     repo = open_repo(url, cache=cache, fetch=is_local_repo(url))
     span: CommitRange | None = None
-    notes: list[str] = []
     if q.a != q.b:
         span = commit_range(repo, q.a, q.b)
-        notes += list(span.notes)
     else:
         resolve(repo, q.a)  # an unknown ref fails here, in one line with the closest tags
-    pools: dict[str, WarmPool] = {}
-    try:
-        done = _run_sides(config, q, envs, variants, formats, reports, cache, pools, log)
-        answer = Answer(q, envs if not q.env_question else [_env_label(q)], variants, formats, span, notes, [],
-                        source=url)
-        answer.pairs = _pairs(q, envs, variants, formats, done)
+    with _Asking(config, q, reports, cache, log) as asking:
+        done = asking.run_sides(envs, variants, formats)
+        answer = answer_of(q, envs, variants, formats, done, span, source=url)
         answer.computed = sum(1 for r in done.values() if r.created >= started)
         answer.reused = len(done) - answer.computed
-        groups = compare.group(answer.pairs, accept_workarounds=q.accept_workarounds)
-        after = {(_env_of(f, q), f.variant, f.format): f for f in (p.after for p in answer.pairs) if f}
-        sides = advice.Sides(q.a if not q.env_question or q.a != q.b else q.env_a or "",
-                             q.b if not q.env_question or q.a != q.b else q.env_b or "", after,
-                             answer.envs, variants, formats)
-        for g in groups:
-            answer.groups.append(GroupAnswer(g, compare.scope(g.slots, answer.envs, variants, formats),
-                                             advice.edits(g, sides)))
+        answer.not_bisected = asking.not_bisected(span)
         for ga in answer.groups:
-            _bisect(config, q, span, ga, answer.envs, reports, cache, pools, log)
-    finally:
-        for pool in pools.values():
-            pool.close()
+            # One upstream change often shows in several groups (a rename in every variant): the commits found so
+            # far are checked first, two probes each, before a full search.
+            hints = [g.finding.first for g in answer.groups if g.finding and g.finding.first]
+            asking.bisect(span, ga, answer.envs, hints)
     answer.seconds = time.time() - started
+    return answer
+
+
+def answer_of(q: Question, envs: list[str], variants: list[str], formats: list[str], done: dict[str, CellResult],
+              span: CommitRange | None = None, source: str = "") -> Answer:
+    """The answer from results (by cell id), before any bisect: pairs, groups, scopes and edits."""
+    answer = Answer(q, envs if not q.env_question else [_env_label(q)], variants, formats, span,
+                    list(span.notes) if span else [], pairs(q, envs, variants, formats, done), source=source)
+    after = {(p.slot.env, p.slot.variant, p.slot.format): p.after for p in answer.pairs if p.after}
+    names = (q.a, q.b) if q.a != q.b else (q.env_a or "", q.env_b or "")
+    sides = advice.Sides(names[0], names[1], after, answer.envs, variants, formats)
+    for g in compare.group(answer.pairs, accept_workarounds=q.accept_workarounds):
+        answer.groups.append(GroupAnswer(g, compare.scope(g.slots, answer.envs, variants, formats),
+                                         advice.edits(g, sides)))
     return answer
 
 
@@ -199,79 +203,93 @@ def _env_label(q: Question) -> str:
     return f"{q.env_a} → {q.env_b}"
 
 
-def _env_of(f: compare.Facts, q: Question) -> str:
-    return _env_label(q) if q.env_question else f.env
-
-
-def _pool(config: Config, env: str, cache: Path, pools: dict[str, WarmPool]) -> WarmPool:
-    if env not in pools:
-        pools[env] = run.warm_pool(config, env, cache)
-    return pools[env]
-
-
-def _run_sides(config: Config, q: Question, envs: list[str], variants: list[str], formats: list[str], reports: Path,
-               cache: Path, pools: dict[str, WarmPool], log: Log) -> dict[str, CellResult]:
-    """Run (or reuse) the cells of both sides, env by env; results by cell id."""
-    wanted: dict[str, list[str]] = {}
-    if q.env_question:
-        wanted.setdefault(q.env_a or "", []).append(q.a)
-        wanted.setdefault(q.env_b or "", []).append(q.b)
-    else:
-        wanted = {env: [q.a, q.b] for env in envs}
-    done: dict[str, CellResult] = {}
-    for env, refs in wanted.items():
-        opts = run.Options(reports=reports, cache=cache, refs=list(dict.fromkeys(refs)), variants=variants,
-                           formats=formats)
-        for result in run.run_env(config, env, opts, log=log, workers=_pool(config, env, cache, pools)):
-            done[result.cell] = result
-    return done
-
-
-def _pairs(q: Question, envs: list[str], variants: list[str], formats: list[str],
-           done: dict[str, CellResult]) -> list[compare.Pair]:
-    """One pair per slot: (env, variant, format) of a ref question, (X → Y, variant, format) of an env question."""
-    pairs = []
+def pairs(q: Question, envs: list[str], variants: list[str], formats: list[str],
+          done: dict[str, CellResult]) -> list[compare.Pair]:
+    """One pair per slot: (env, variant, format) of a ref question, (X → Y, variant, format) of an env question;
+    ``done``: results by cell id (a slot whose result is absent has None on that side)."""
+    found = []
     for env in (envs if not q.env_question else [_env_label(q)]):
         env_a, env_b = (q.env_a or "", q.env_b or "") if q.env_question else (env, env)
         for v in variants:
             for f in formats:
                 a, b = done.get(Cell(q.a, env_a, v, f).id), done.get(Cell(q.b, env_b, v, f).id)
-                pairs.append(compare.Pair(compare.Slot(env, v, f), compare.Facts.of(a) if a else None,
+                found.append(compare.Pair(compare.Slot(env, v, f), compare.Facts.of(a) if a else None,
                                           compare.Facts.of(b) if b else None))
-    return pairs
+    return found
 
 
-def _bisect(config: Config, q: Question, span: CommitRange | None, ga: GroupAnswer, envs: list[str], reports: Path,
-            cache: Path, pools: dict[str, WarmPool], log: Log) -> None:
-    """Find the first commit of a failing group, or say why not."""
-    g = ga.group
-    if not g.failing:
-        return
-    why = ("--no-bisect" if not q.bisect else
-           f"the ref is the same ({q.a}): the change comes with the env, there is no commit to find"
-           if span is None else
-           "both the ref and the env change: ask one question at a time (--from/--to on one env, then "
-           "--from-env/--to-env on one ref) to find the commit" if q.env_question else
-           "a compile probe is minutes of tpu-mlir per commit: not bisected; the export's first commit of the other "
-           "groups may be the cause" if g.kind.startswith("compile") else
-           "" if compare.bisect_value(g) else "this kind of change is not bisected")
-    member = compare.representative(g, envs)
-    ends = compare.probe_ends(g, member)
-    if not why and ends is None:
-        why = "one side of the group's cells has no value to probe"
-    if why:
-        ga.not_bisected = why
-        return
-    assert ends is not None
-    value = compare.bisect_value(g)
-    assert value is not None
-    slot = member.pair.slot
-    probe = CellProbe(config, slot.env, slot.variant, slot.format, reports=reports / PROBES, cache=cache,
-                      value=lambda r: value(compare.Facts.of(r)), before=ends[0], after=ends[1], log=log,
-                      workers=_pool(config, slot.env, cache, pools))
-    log(f"bisect {g.title} on {slot.label()}: {len(span.commits) if span else 0} commit(s) in {q.a}..{q.b}")
-    ga.finding = search(span, probe, log) if span else None
-    ga.probe_cell = slot.label()
+@dataclass
+class _Asking:
+    """The runs of one question: both sides, then the probes, sharing one warm pool per env (torch imported once)."""
+
+    config: Config
+    q: Question
+    reports: Path
+    cache: Path
+    log: Log
+    pools: dict[str, WarmPool] = field(default_factory=dict)
+
+    def __enter__(self) -> _Asking:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pool in self.pools.values():
+            pool.close()
+
+    def pool(self, env: str) -> WarmPool:
+        if env not in self.pools:
+            self.pools[env] = run.warm_pool(self.config, env, self.cache)
+        return self.pools[env]
+
+    def run_sides(self, envs: list[str], variants: list[str], formats: list[str]) -> dict[str, CellResult]:
+        """Run (or reuse) the cells of both sides, env by env; results by cell id."""
+        q = self.q
+        wanted: dict[str, list[str]] = {}
+        if q.env_question:
+            wanted.setdefault(q.env_a or "", []).append(q.a)
+            wanted.setdefault(q.env_b or "", []).append(q.b)
+        else:
+            wanted = {env: [q.a, q.b] for env in envs}
+        done: dict[str, CellResult] = {}
+        for env, refs in wanted.items():
+            opts = run.Options(reports=self.reports, cache=self.cache, refs=list(dict.fromkeys(refs)),
+                               variants=variants, formats=formats)
+            for result in run.run_env(self.config, env, opts, log=self.log, workers=self.pool(env)):
+                done[result.cell] = result
+        return done
+
+    def not_bisected(self, span: CommitRange | None) -> str:
+        """Why no group of this question is bisected, or "" when they are."""
+        q = self.q
+        if not q.bisect:
+            return "--no-bisect"
+        if span is None:
+            return f"the ref is the same ({q.a}): the changes come with the env, there is no commit to find"
+        if q.env_question:
+            return ("both the ref and the env change: ask one question at a time (--from/--to in one env, then "
+                    "--from-env/--to-env on one ref) to find the commits")
+        return ""
+
+    def bisect(self, span: CommitRange | None, ga: GroupAnswer, envs: list[str], hints: list[Commit]) -> None:
+        """Find the first commit of a failing group, or say why not."""
+        g, q = ga.group, self.q
+        if not g.failing or self.not_bisected(span):
+            return
+        why = ("a compile probe is minutes of tpu-mlir per commit: not bisected; the first commits of the other "
+               "groups may be its cause" if g.kind.startswith("compile") else "")
+        member = compare.representative(g, envs)
+        ends = compare.probe_ends(g, member)
+        value = compare.bisect_value(g)
+        if why or ends is None or value is None or span is None:
+            ga.not_bisected = why or "this kind of change is not bisected"
+            return
+        slot = member.pair.slot
+        probe = CellProbe(self.config, slot.env, slot.variant, slot.format, reports=self.reports / PROBES,
+                          cache=self.cache, value=lambda r: value(compare.Facts.of(r)), before=ends[0],
+                          after=ends[1], log=self.log, workers=self.pool(slot.env))
+        self.log(f"bisect {g.title} on {slot.label()}: {len(span.commits)} commit(s) in {q.a}..{q.b}")
+        ga.finding = search(span, probe, self.log, hints=hints)
+        ga.probe_cell = slot.label()
 
 
-__all__ = ["Answer", "GroupAnswer", "KIND", "PROBES", "Question", "SCHEMA", "ask", "check"]
+__all__ = ["KIND", "PROBES", "SCHEMA", "Answer", "GroupAnswer", "Question", "answer_of", "ask", "check", "pairs"]

@@ -8,6 +8,8 @@ as a fresh answer.
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,8 @@ def console(model: dict[str, Any], *, edits: bool = True) -> str:
     if _range(model):
         lines.append(f"  {_range(model)}")
     lines += [f"  note: {n}" for n in model.get("notes", [])]
+    if model.get("not_bisected") and model.get("failing"):
+        lines.append(f"  first commits: not searched — {model['not_bisected']}")
     if "computed" in model:
         lines.append(f"  cells: {model['computed']} computed, {model['reused']} reused; {model['probes']} bisect "
                      f"probe(s); {duration(model['seconds'])}")
@@ -76,6 +80,10 @@ def console(model: dict[str, Any], *, edits: bool = True) -> str:
     return "\n".join(lines)
 
 
+def _cut(text: str, width: int = 120) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _md(text: str) -> str:
     """Text inside a Markdown table cell or line: pipes escaped, no line breaks."""
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -92,42 +100,72 @@ def markdown(model: dict[str, Any]) -> str:
     if _range(model):
         out += [f"Range: {_range(model)}.", ""]
     out += [f"> {n}" for n in model.get("notes", [])] + ([""] if model.get("notes") else [])
+    if model.get("not_bisected") and model.get("failing"):
+        out += [f"First commits: not searched — {_md(model['not_bisected'])}.", ""]
     if "computed" in model:
-        out += [f"Cells: {model['computed']} computed, {model['reused']} reused · {model['probes']} bisect probe(s) · "
-                f"{duration(model['seconds'])}. Exit code {model['exit_code']}.", ""]
+        out += [(f"Cells: {model['computed']} computed, {model['reused']} reused · {model['probes']} bisect "
+                 f"probe(s) · {duration(model['seconds'])}. Exit code {model['exit_code']}."), ""]
     if not model["groups"]:
         out += ["Nothing changed in these cells: nothing to edit.", ""]
     for g in model["groups"]:
-        mark = "✘ FAIL" if g["failing"] else "note"
-        waived = f" (a note because of `{g['waived']}`)" if g.get("waived") else ""
-        out += [f"### {mark}: {_md(g['title'])}{waived}", "", f"{g['scope']}", ""]
-        found = g.get("bisect")
-        if found and found.get("first"):
-            first = found["first"]
-            out.append(f"- **First commit:** `{first['sha'][:12]}` {_md(first['subject'])} ({first['date'][:10]}) — "
-                       f"{found['probes']} probe(s), {len(found['skipped'])} skipped, on {found['cell']}")
-        elif found:
-            out.append(f"- **First commit:** {_md(found['summary'])}")
-            if found.get("candidates"):
-                out.append("  - candidates: " + ", ".join(f"`{c['sha'][:12]}` {_md(c['subject'])}"
-                                                          for c in found["candidates"]))
-        elif g.get("not_bisected"):
-            out.append(f"- **First commit:** not searched — {_md(g['not_bisected'])}")
-        for skipped in (found or {}).get("skipped", []):
-            out.append(f"  - skipped `{skipped['sha'][:12]}` {_md(skipped['subject'])}: {_md(skipped['reason'])}")
-        for e in g["edits"]:
-            text = f"**{_md(e['what'])}**" + (f" ({e['where']})" if e.get("where") else "")
-            if e.get("before") is not None and e.get("after") is not None:
-                text += f": `{e['before']}` → `{e['after']}`"
-            elif e.get("after") is not None:
-                text += f": `{e['after']}`"
-            out.append(f"- Edit: {text}" + (f" — {_md(e['note'])}" if e.get("note") else ""))
-        out += ["", "<details><summary>cells behind this group</summary>", "",
-                "| cell | before | after | detail |", "| --- | --- | --- | --- |"]
-        out += [f"| {_md(c['slot'])} | {_md(c['before'] or '–')} | {_md(c['after'] or '–')} | "
-                f"{_md(c.get('detail') or '')} |" for c in g["cells"]]
-        out += ["", "</details>", ""]
+        out += _md_group(g)
     return "\n".join(out)
+
+
+def _md_group(g: dict[str, Any]) -> list[str]:
+    """One group in upgrade.md: heading, first commit, edits, and its cells folded away."""
+    mark = "✘ FAIL" if g["failing"] else "note"
+    waived = f" (a note because of `{g['waived']}`)" if g.get("waived") else ""
+    out = [f"### {mark}: {_md(g['title'])}{waived}", "", f"{g['scope']}", ""]
+    out += _md_first_commit(g)
+    for e in g["edits"]:
+        text = f"**{_md(e['what'])}**" + (f" ({e['where']})" if e.get("where") else "")
+        if e.get("before") is not None and e.get("after") is not None:
+            text += f": `{e['before']}` → `{e['after']}`"
+        elif e.get("after") is not None:
+            text += f": `{e['after']}`"
+        out.append(f"- Edit: {text}" + (f" — {_md(e['note'])}" if e.get("note") else ""))
+    out += ["", "<details><summary>cells behind this group</summary>", "",
+            "| cell | before | after | detail |", "| --- | --- | --- | --- |"]
+    out += [f"| {_md(c['slot'])} | {_md(c['before'] or '–')} | {_md(c['after'] or '–')} | "
+            f"{_md(c.get('detail') or '')} |" for c in g["cells"]]
+    return [*out, "", "</details>", ""]
+
+
+def _md_first_commit(g: dict[str, Any]) -> list[str]:
+    found = g.get("bisect")
+    if not found:
+        return [f"- **First commit:** not searched — {_md(g['not_bisected'])}"] if g.get("not_bisected") else []
+    if found.get("first"):
+        first = found["first"]
+        out = [(f"- **First commit:** `{first['sha'][:12]}` {_md(first['subject'])} ({first['date'][:10]}) — "
+               f"{found['probes']} probe(s), {len(found['skipped'])} skipped, on {found['cell']}")]
+    else:
+        out = [f"- **First commit:** {_md(found['summary'])}"]
+        if found.get("candidates"):
+            out.append("  - candidates: " + ", ".join(f"`{c['sha'][:12]}` {_md(c['subject'])}"
+                                                      for c in found["candidates"]))
+    out += [f"  - skipped `{s['sha'][:12]}` {_md(s['subject'])}: {_md(_cut(s['reason']))}" for s in found["skipped"]]
+    return out
+
+
+def read(reports: Path) -> dict[str, Any] | None:
+    """``<reports>/upgrade.json`` when an upgrade wrote one (the report re-renders its section), else None; a file
+    that is not one is skipped with a warning."""
+    from harness.upgrade.question import KIND, SCHEMA
+
+    path = reports / "upgrade.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"warning: skipping {path}: not readable JSON ({exc})", file=sys.stderr)
+        return None
+    if not isinstance(data, dict) or data.get("kind") != KIND or data.get("schema") != SCHEMA:
+        print(f"warning: skipping {path}: not an upgrade answer of schema {SCHEMA}", file=sys.stderr)
+        return None
+    return data
 
 
 def write(model: dict[str, Any], reports: Path) -> list[Path]:
@@ -138,4 +176,4 @@ def write(model: dict[str, Any], reports: Path) -> list[Path]:
     return [json_path, md_path]
 
 
-__all__ = ["console", "headline", "markdown", "write"]
+__all__ = ["console", "headline", "markdown", "read", "write"]
