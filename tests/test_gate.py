@@ -1,9 +1,12 @@
 """The regression gate: exit 1 on a real regression (a branch moved to a tree whose native export has another output
-signature), 0 on an unchanged rerun; refuses to compare a stand-in with upstream code."""
+signature), a missing cell (unless --allow-missing), a compile regression, a newly needed workaround (unless
+--accept-workarounds); 0 on an unchanged rerun; grouped changes on the console; refuses to compare a stand-in with
+upstream code."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +17,7 @@ import pytest
 
 from harness import gate, results
 from harness.errors import HarnessError
-from harness.results import CellResult
+from harness.results import CellResult, CompileSection
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -38,34 +41,123 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_same_results_pass(baseline: Path) -> None:
     proc = harness("gate", "--reports", str(DATA), "--baseline", str(baseline))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "0 failing change(s), 0 other" in proc.stdout
+    assert "no change in 12 cell pair(s) — nothing to edit" in proc.stdout
 
 
-def test_upgrading_v6_1_to_v6_2_changes_the_native_signature(baseline: Path) -> None:
-    # Read the baseline's v6.1 cells as if they were today's v6.2 ones: what `--ref v6.1=v6.2` is for.
+def test_upgrading_v6_1_to_v6_2_groups_the_changes(baseline: Path) -> None:
+    """Read the baseline's v6.1 cells as if they were today's v6.2 ones (what `--ref v6.1=v6.2` is for): the native
+    export drops from 4 outputs to 1 (one group for ONNX and TorchScript), and v6.1's variant 1 has no v6.2 result
+    in the data: a missing cell fails, unless --allow-missing."""
     proc = harness("gate", "--reports", str(DATA), "--baseline", str(baseline), "--ref", "v6.1=v6.2")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("FAIL")]
-    assert [r[:6] for r in rows] == [
-        ["FAIL", "signature", "v6.2", "py311-torch2.14", "native", "onnx"],
-        ["FAIL", "signature", "v6.2", "py311-torch2.14", "native", "torchscript"]]
-    assert "4 outputs: output 1x25200x85, clone 1x3x80x80x8" in proc.stdout
-    assert "1 output: output 1x25200x85" in proc.stdout
-    # v6.1's variant 1 onnx has no v6.2 counterpart in the data and vice versa: listed, not failing.
-    assert " missing " in proc.stdout and " new " in proc.stdout
+    fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert fails == ["FAIL  works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 → no result now",
+                     "FAIL  output count 4 → 1",
+                     "FAIL  ONNX external-data files: model.onnx.data → none"]
+    assert "2 cells: ref v6.1 → v6.2 · env py311-torch2.14 · variant native · formats onnx/torchscript" in proc.stdout
+    assert ("edit: tpu-mlir model_transform (format onnx): `--output_names output,clone,clone_1,clone_2` → "
+            "`--output_names output`") in proc.stdout
+    allowed = harness("gate", "--reports", str(DATA), "--baseline", str(baseline), "--ref", "v6.1=v6.2",
+                      "--allow-missing")
+    assert allowed.returncode == 1 and "FAIL  works with workaround" not in allowed.stdout
+    assert ("note  works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 → no result now (failing without "
+            "--allow-missing)") in allowed.stdout
+
+
+def test_a_missing_cell_fails_and_allow_missing_passes_it(baseline: Path, tmp_path: Path) -> None:
+    """Today's results lack one baseline cell: exit 1 naming it; --allow-missing: exit 0 with a note."""
+    reports = tmp_path / "reports" / "results"
+    reports.mkdir(parents=True)
+    for path in sorted((DATA / "results").glob("*.json")):
+        if path.stem != "v7.0__py311-torch2.14__native__torchscript":
+            (reports / path.name).write_bytes(path.read_bytes())
+    missing = harness("gate", "--reports", str(reports.parent), "--baseline", str(baseline))
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert "FAIL  works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 → no result now" in missing.stdout
+    assert "1 cell: ref v7.0 · env py311-torch2.14 · variant native · format torchscript" in missing.stdout
+    allowed = harness("gate", "--reports", str(reports.parent), "--baseline", str(baseline), "--allow-missing")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "0 failing group(s), 1 note(s)" in allowed.stdout
+
+
+def test_a_compile_regression_fails(tmp_path: Path) -> None:
+    """The baseline keeps compile verdicts: a cell whose tpu-mlir compile passed and now fails (IR 10 from the dynamo
+    exporter, the cause harness/compile/causes.py names) fails the gate, with that cause's hint as the edit."""
+    found = results.merge_results([DATA])
+    cell = next(r for r in found if r.cell == "v7.0__py311-torch2.14__native__onnx")
+    compiled = dataclasses.replace(cell, compile=CompileSection(status="pass", tool="tpu-mlir", quantize="F32"))
+    broken = dataclasses.replace(cell, compile=CompileSection(
+        status="fail", stage="transform", cause="onnx IR version > 9", tool="tpu-mlir", quantize="F32",
+        message="UnboundLocalError: local variable 'session' referenced before assignment"))
+    for name, result in (("before", compiled), ("after", broken)):
+        results.save_result(tmp_path / name, result)
+    base = tmp_path / "baseline.json"
+    assert harness("gate", "--reports", str(tmp_path / "before"), "--baseline", str(base),
+                   "--write-baseline").returncode == 0
+    assert json.loads(base.read_text())["cells"][cell.cell]["compile_reading"] == "works"
+    proc = harness("gate", "--reports", str(tmp_path / "after"), "--baseline", str(base))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL  tpu-mlir compile: works → broken: onnx IR version > 9" in proc.stdout
+    assert ("edit: nothing to paste: tpu-mlir compile now broken: onnx IR version > 9 — tpu-mlir's onnxruntime "
+            "1.16.3 loads ONNX IR <= 9") in proc.stdout
+    fixed = harness("gate", "--reports", str(tmp_path / "before"), "--baseline", str(base))
+    assert fixed.returncode == 0
+
+
+def test_a_newly_needed_workaround_fails_unless_accepted(tmp_path: Path) -> None:
+    """Real upstream v7.0 results in torch 2.4 (baseline) and 2.14 (today), compared with --env: every cell now needs
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (ONNX also dynamo=False). The deploy script breaks until edited: exit 1 with
+    the edit; --accept-workarounds makes those groups notes and the gate passes."""
+    upgrade_data = DATA.parent / "data-upgrade" / "results"
+    for env in ("py311-torch2.4", "py311-torch2.14"):
+        folder = tmp_path / env / "results"
+        folder.mkdir(parents=True)
+        for path in upgrade_data.glob(f"v7.0__{env}__*.json"):
+            (folder / path.name).write_bytes(path.read_bytes())
+    base = tmp_path / "baseline.json"
+    assert harness("gate", "--reports", str(tmp_path / "py311-torch2.4"), "--baseline", str(base),
+                   "--write-baseline").returncode == 0
+    args = ["gate", "--reports", str(tmp_path / "py311-torch2.14"), "--baseline", str(base), "--env",
+            "py311-torch2.4=py311-torch2.14"]
+    proc = harness(*args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL  newly needs a workaround: works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1\n" in proc.stdout
+    assert "edit: add to the export's environment: `export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`" in proc.stdout
+    accepted = harness(*args, "--accept-workarounds")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "0 failing group(s), 4 note(s)" in accepted.stdout
+    assert "(failing without --accept-workarounds)" in accepted.stdout
 
 
 def test_regressions_and_parity_fail_fixes_pass() -> None:
     found = results.merge_results([DATA])
     good = next(r for r in found if r.cell == "v6.1__py311-torch2.14__native__onnx")
-    base = {"cells": {good.cell: gate.summarize(good)}}
+    base = {"schema": gate.BASELINE_SCHEMA, "cells": {good.cell: gate.summarize(good)}}
     broken = CellResult.from_json(good.to_json())
     assert broken.workaround is not None
     broken.workaround.status, broken.workaround.parity[0].passed = "fail", False
-    kinds = {c.kind for c in gate.compare(base, [broken])}
-    assert kinds == {"regression", "parity"} and all(c.fails for c in gate.compare(base, [broken]))
-    fixed = gate.compare({"cells": {good.cell: gate.summarize(broken)}}, [good])
-    assert [(c.kind, c.fails) for c in fixed] == [("fixed", False)]
+    broken.workaround.cause = "parity beyond tolerance"
+    model = gate.answer(base, [broken], label="gate")
+    kinds = [(g["kind"], g["failing"]) for g in model["groups"]]
+    assert kinds == [("broken", True), ("parity", True)] and model["exit_code"] == 1
+    assert model["groups"][0]["title"] == ("works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 → broken: parity "
+                                           "beyond tolerance")
+    fixed = gate.answer({"schema": 2, "cells": {good.cell: gate.summarize(broken)}}, [good], label="gate")
+    assert [(g["kind"], g["failing"]) for g in fixed["groups"]] == [("fixed", False)] and fixed["exit_code"] == 0
+
+
+def test_a_schema_1_baseline_still_compares() -> None:
+    """A baseline written before compile verdicts were kept (schema 1) is read: the same results pass, a changed
+    signature fails."""
+    found = results.merge_results([DATA])
+    old = {r.cell: {"ref": r.ref, "env": r.env, "variant": r.variant, "format": r.format, "commit": r.commit,
+                    "source": r.source, "standin": (r.standin or {}).get("distribution"), "outcome": r.outcome(),
+                    "verdict": r.verdict, "outputs": [[n, s] for n, s in r.signature()], "parity_pass": True,
+                    "min_tolerance": 1e-6} for r in found}
+    baseline = {"kind": gate.BASELINE_KIND, "schema": 1, "cells": old}
+    assert gate.answer(baseline, found, label="gate")["groups"] == []
+    moved = gate.answer(baseline, found, label="gate", refs={"v6.1": "v6.2"}, allow_missing=True)
+    assert [g["title"] for g in moved["groups"] if g["failing"]] == ["output count 4 → 1"]
 
 
 def test_stand_in_versus_upstream_is_refused_unless_allowed() -> None:
@@ -73,9 +165,9 @@ def test_stand_in_versus_upstream_is_refused_unless_allowed() -> None:
     standin = next(r for r in found if r.cell == "v7.0__py311-torch2.14__native__onnx")
     upstream = dataclasses.replace(standin, standin=None, source="https://github.com/ultralytics/yolov5.git")
     base = {"cells": {standin.cell: gate.summarize(standin)}}
-    with pytest.raises(HarnessError, match="ran a PyPI stand-in in the baseline .* but the upstream repository now"):
-        gate.compare(base, [upstream])
-    assert gate.compare(base, [upstream], allow_source_change=True) == []
+    with pytest.raises(HarnessError, match=r"ran a PyPI stand-in in the baseline .* but the upstream repository now"):
+        gate.pairs(base, [upstream])
+    assert gate.answer(base, [upstream], label="gate", allow_source_change=True)["groups"] == []
 
 
 def test_bad_baselines_are_one_line_errors(tmp_path: Path) -> None:
@@ -128,6 +220,6 @@ def test_gate_on_a_real_upgrade(mirror_repo: Path, make_config, quick_env: str, 
     assert after.commit == upgrade and len(after.signature()) == 1
     changed = harness("gate", "--reports", str(tmp_path / "after"), "--baseline", str(base))
     assert changed.returncode == 1, changed.stdout + changed.stderr
-    [row] = [line for line in changed.stdout.splitlines() if line.startswith("FAIL")]
-    assert row.split()[:6] == ["FAIL", "signature", "deploy", quick_env, "native", "torchscript"]
-    assert "4 outputs: - 1x1575x85, - 1x3x20x20x85" in row and "1 output: - 1x1575x85" in row  # yolov5n at 160
+    assert [line for line in changed.stdout.splitlines() if line.startswith("FAIL")] == ["FAIL  output count 4 → 1"]
+    assert f"1 cell: ref deploy · env {quick_env} · variant native · format torchscript" in changed.stdout
+    assert "1 output(s) now: 1x1575x85 (was 4: 1x1575x85, 1x3x20x20x85" in changed.stdout  # yolov5n at 160

@@ -61,9 +61,9 @@ def test_v6_2_to_v7_0_is_one_rename_in_every_variant(done: dict[str, CellResult]
     assert groups(answer) == [
         ("name", True, "ONNX output #0 renamed `output` → `output0`",
          "8 cells: env py311-torch2.4 · every variant · formats onnx/onnx-dynamic"),
-        ("auto-name", False, "auto-generated ONNX output names changed: such names change with any graph edit; do "
-                             "not write configs on them", "2 cells: env py311-torch2.4 · variant 4 · formats "
-                                                          "onnx/onnx-dynamic"),
+        ("auto-name", False, ("auto-generated ONNX output names changed: such names change with any graph edit; do "
+                             "not write configs on them"), ("2 cells: env py311-torch2.4 · variant 4 · formats "
+                                                          "onnx/onnx-dynamic")),
     ]
     assert answer.exit_code == 1
     rename = answer.groups[0]
@@ -92,9 +92,9 @@ def test_native_count_change_names_the_patch_variant_that_keeps_the_old_outputs(
     assert count.scope == "3 cells: env py311-torch2.4 · variant native · every format"
     texts = [e.text() for e in count.edits]
     keep = [t for t in texts if t.startswith("to keep the old 4 outputs")]
-    assert keep == ["to keep the old 4 outputs, patch Detect.forward's return in models/yolo.py (variant 4): "
+    assert keep == [("to keep the old 4 outputs, patch Detect.forward's return in models/yolo.py (variant 4): "
                     "`return x if self.training else (torch.cat(z, 1), x)` — variant 4 exports 1x1575x85, "
-                    "1x3x20x20x85, 1x3x10x10x85, 1x3x5x5x85 on v6.2 (works)"]
+                    "1x3x20x20x85, 1x3x10x10x85, 1x3x5x5x85 on v6.2 (works)")]
     assert any(t.startswith("tpu-mlir model_transform (format onnx): `--output_names output,onnx::Sigmoid_") and
                t.endswith("such names change with any graph edit; do not write configs on them") for t in texts)
 
@@ -111,9 +111,9 @@ def test_a_torch_upgrade_that_needs_workarounds_fails_unless_accepted(done: dict
     assert first.scope == ("3 cells: env py311-torch2.4 → py311-torch2.14 · variants native/1/4 · format "
                            "torchscript")
     assert [e.text() for e in first.edits] == [
-        "add to the export's environment: `export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` — restores torch.load's "
+        ("add to the export's environment: `export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` — restores torch.load's "
         "pre-2.6 default; safe only for a checkpoint you trust (the harness's own is); out of the box: torch.load "
-        "weights_only"]
+        "weights_only")]
     onnx = next(g for g in answer.groups if g.group.after.endswith("+ dynamo=False"))
     assert any(e.what == "edit the export script (dynamo=False)" for e in onnx.edits)
     accepted = offline(done, Question("v7.0", "v7.0", ENV, NEW_ENV, accept_workarounds=True))
@@ -154,7 +154,8 @@ def test_markdown_json_and_html_section(done: dict[str, CellResult], tmp_path: P
     md = (tmp_path / "upgrade.md").read_text()
     assert md.startswith("## Upgrade v6.2 → v7.0\n\n**1 failing group(s)**, 1 note(s)")
     assert "### ✘ FAIL: ONNX output #0 renamed `output` → `output0`" in md
-    assert "| py311-torch2.4 · native · onnx | v6.2__py311-torch2.4__native__onnx | v7.0__py311-torch2.4__native__onnx" in md
+    assert ("| py311-torch2.4 · native · onnx | v6.2__py311-torch2.4__native__onnx | "
+            "v7.0__py311-torch2.4__native__onnx" in md)
     assert render.read(tmp_path) == json.loads((tmp_path / "upgrade.json").read_text())
     page = html.render(list(done.values()), upgrade=render.read(tmp_path))
     links, anchors = _links(page)
@@ -251,7 +252,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_repo: Path, tmp_path: Path, args:
 
 @pytest.mark.slow
 @pytest.mark.torch
-def test_real_upgrade_through_the_command_line(history: Path, history_weights: Path,
+def test_real_upgrade_through_the_command_line(history: Path, history_weights: Path,  # noqa: F811
                                                small_matrix: Callable[..., Path], tmp_path: Path) -> None:
     """A 17-commit history from v6.1's tree: c11 makes the exported Detect return one output, c8 does not export.
     `upgrade --from A --to B` on native TorchScript exits 1 with one failing group (output count 4 -> 1), finds c11
@@ -275,8 +276,8 @@ def test_real_upgrade_through_the_command_line(history: Path, history_weights: P
     [count] = model["groups"]
     found = count["bisect"]
     assert found["first"]["subject"] == f"c{DETECT}: export a single output"
-    assert [s["subject"] for s in found["skipped"]] == [f"c{BROKEN}: export notes (the helper comes in the next "
-                                                        f"commit)"]
+    assert [s["subject"] for s in found["skipped"]] == [(f"c{BROKEN}: export notes (the helper comes in the next "
+                                                        f"commit)")]
     assert found["probes"] <= found["budget"] <= 5 + 1  # ⌈log2 17⌉ + 1 skipped
     assert (reports / "upgrade.md").is_file() and "Upgrade A → B" in (reports / "index.html").read_text()
     assert (reports / ".upgrade" / "probes" / "results").is_dir()  # probes: ordinary results, apart from the matrix
