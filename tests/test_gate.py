@@ -98,8 +98,8 @@ def test_a_compile_regression_fails(tmp_path: Path) -> None:
     proc = harness("gate", "--reports", str(tmp_path / "after"), "--baseline", str(base))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAIL  tpu-mlir compile: works → broken: onnx IR version > 9" in proc.stdout
-    assert ("edit: nothing to paste: tpu-mlir compile now broken: onnx IR version > 9 — tpu-mlir's onnxruntime "
-            "1.16.3 loads ONNX IR <= 9") in proc.stdout
+    assert ("edit: add to the tpu-mlir step: ir_version=9 — tpu-mlir's onnxruntime 1.16.3 loads ONNX IR <= 9; "
+            "torch's dynamo exporter writes IR 10: rewrite the model's IR version field to 9") in proc.stdout
     fixed = harness("gate", "--reports", str(tmp_path / "before"), "--baseline", str(base))
     assert fixed.returncode == 0
 

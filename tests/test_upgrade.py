@@ -187,6 +187,44 @@ def _links(page: str) -> tuple[list[str], set[str]]:
     return inside.hrefs, whole.ids
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_section_in_chromium(done: dict[str, CellResult], tmp_path: Path) -> None:
+    """In a real browser: the section sits above the grid, failing groups are open and notes folded, and a cell link
+    opens that cell's drill-down; no request leaves the page and nothing is logged."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing: install Debian's chromium (apt-get install -y chromium; .ci/run does)")
+        pytest.skip(f"{CHROMIUM} missing: apt-get install -y chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    model = offline(done, Question("v6.1", "v6.2")).to_json()
+    page = html.write(tmp_path / "index.html", list(done.values()), upgrade=model)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        problems: list[str] = []
+        tab.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+        tab.on("pageerror", lambda exc: problems.append(str(exc)))
+        tab.on("request", lambda r: problems.append(r.url) if not r.url.startswith("file:") else None)
+        tab.goto(page.as_uri())
+        section = tab.locator("#upgrade")
+        assert section.is_visible() and section.locator("h2").inner_text() == "Upgrade v6.1 → v6.2"
+        assert tab.evaluate("document.getElementById('upgrade').getBoundingClientRect().top < "
+                            "document.getElementById('grid').getBoundingClientRect().top")
+        opened = section.locator("details.upgrade-group").evaluate_all("ds => ds.map(d => [d.dataset.failing, d.open])")
+        assert opened and all((failing == "true") == is_open for failing, is_open in opened)
+        link = section.locator('details[data-kind="count"] a[href^="#cell-"]').first
+        target = str(link.get_attribute("href"))[1:]
+        assert not tab.locator(f'details[id="{target}"]').evaluate("d => d.open")
+        link.click()
+        assert tab.locator(f'details[id="{target}"]').evaluate("d => d.open")
+        browser.close()
+    assert problems == []
+
+
 # -- the command line: bad input -------------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from harness.upgrade.compare import Facts, Group, Member, Slot, is_auto_name, sh
 COMPILE_WORKAROUNDS = {c.workaround.name: c.workaround for c in compile_causes.CAUSES if c.workaround}
 CAUSE_HINTS = {c.name: c.hint for c in CAUSES}
 COMPILE_HINTS = {c.name: c.hint for c in compile_causes.CAUSES}
+COMPILE_CAUSE_FIXES = {c.name: c.workaround for c in compile_causes.CAUSES if c.workaround}
 
 
 @dataclass
@@ -160,8 +161,13 @@ def _compile(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
     after = m.pair.after
     if after is None:
         return None
-    return [Edit(f"nothing to paste: tpu-mlir compile now {after.compile_reading}",
-                 note=COMPILE_HINTS.get(after.compile_cause or "", ""), slots=[m.pair.slot])]
+    cause = after.compile_cause or ""
+    fix = COMPILE_CAUSE_FIXES.get(cause)
+    if fix is not None:  # a known cause with a safe workaround the compile check did not try here
+        return [Edit(f"add to the tpu-mlir step: {fix.name}", note=f"{COMPILE_HINTS.get(cause, '')}: {fix.hint}",
+                     slots=[m.pair.slot])]
+    return [Edit(f"nothing to paste: tpu-mlir compile now {after.compile_reading}", note=COMPILE_HINTS.get(cause, ""),
+                 slots=[m.pair.slot])]
 
 
 def _compile_workaround(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
