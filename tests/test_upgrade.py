@@ -165,6 +165,20 @@ def test_markdown_json_and_html_section(done: dict[str, CellResult], tmp_path: P
     assert render.read(tmp_path) is None  # not an answer: skipped with a warning, the report renders without it
 
 
+def test_report_keeps_the_section(done: dict[str, CellResult], tmp_path: Path) -> None:
+    """`python -m harness report` over a folder that `upgrade` wrote re-renders the section from upgrade.json."""
+    for result in done.values():
+        if result.ref in ("v6.2", "v7.0") and result.env == ENV:
+            results.save_result(tmp_path, result)
+    render.write(offline(done, Question("v6.2", "v7.0")).to_json(), tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "harness", "report", "--reports", str(tmp_path), "--config",
+                           str(tmp_path / "none.toml")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "index.html").read_text()
+    assert '<section id="upgrade">' in page and "<h2>Upgrade v6.2 → v7.0</h2>" in page
+
+
 def _links(page: str) -> tuple[list[str], set[str]]:
     """The cell links inside the upgrade section, and every id on the page."""
     class Parser(HTMLParser):
