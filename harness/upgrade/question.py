@@ -160,6 +160,7 @@ def ask(config: Config, q: Question, reports: Path, cache: Path, log: Log = run.
     KeyboardInterrupt after Ctrl-C (cells and probes saved so far stay, and a rerun resumes from them)."""
     started = time.time()
     envs, variants, formats = check(config, q)
+    configured = config.source.repo
     url = run.choose_source(config, cache, log)
     # Every run of this question (both sides, each probe) uses the repository chosen here: no reachability check
     # per probe, and the commits of the range are those the probes check out.
@@ -173,6 +174,9 @@ def ask(config: Config, q: Question, reports: Path, cache: Path, log: Log = run.
     with _Asking(config, q, reports, cache, log) as asking:
         done = asking.run_sides(envs, variants, formats)
         answer = answer_of(q, envs, variants, formats, done, span, source=url)
+        if url != configured:
+            answer.notes.append(f"{configured} is unreachable: the PyPI stand-ins answer (one commit per stand-in), "
+                                f"so a first commit names a stand-in release, not an upstream commit")
         answer.computed = sum(1 for r in done.values() if r.created >= started)
         answer.reused = len(done) - answer.computed
         answer.not_bisected = asking.not_bisected(span)
