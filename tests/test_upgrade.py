@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -319,6 +320,16 @@ def test_real_upgrade_through_the_command_line(history: Path, history_weights: P
     # torch >= 2.6's weights_only default is not this test's subject: one attempt per cell and probe.
     env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     cache = Path(os.environ.get("YOLOV5_MATRIX_CACHE", Path.home() / ".cache" / "yolov5-export-matrix"))
+    # Ctrl-C after the second probe: exit 130, one line; what was computed stays.
+    stopped = subprocess.Popen([sys.executable, "-m", "harness", "upgrade", "--from", "A", "--to", "B", *args],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "YOLOV5_MATRIX_CACHE": str(cache), **env})
+    assert stopped.stderr is not None
+    seen = next((line for line in iter(stopped.stderr.readline, "") if "bisect A..B: probe 2 " in line), None)
+    stopped.send_signal(signal.SIGINT)
+    _, tail = stopped.communicate(timeout=120)
+    assert seen and stopped.returncode == 130, tail
+    assert tail.strip().splitlines()[-1].startswith("interrupted: results saved so far are kept")
     first = cli("--from", "A", "--to", "B", *args, cache=cache, env=env)
     assert first.returncode == 1, first.stderr[-3000:]
     lines = first.stdout.splitlines()
@@ -331,6 +342,7 @@ def test_real_upgrade_through_the_command_line(history: Path, history_weights: P
     assert [s["subject"] for s in found["skipped"]] == [(f"c{BROKEN}: export notes (the helper comes in the next "
                                                         f"commit)")]
     assert found["probes"] <= found["budget"] <= 5 + 1  # ⌈log2 17⌉ + 1 skipped
+    assert sum(s["cached"] for s in found["steps"]) >= 2  # resumed from the probes made before Ctrl-C
     assert (reports / "upgrade.md").is_file() and "Upgrade A → B" in (reports / "index.html").read_text()
     assert (reports / ".upgrade" / "probes" / "results").is_dir()  # probes: ordinary results, apart from the matrix
 
