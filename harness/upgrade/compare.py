@@ -31,7 +31,6 @@ AUTO_NAMES: tuple[tuple[str, str], ...] = (
     (r"^\d+$", "the TorchScript-based exporter numbers unnamed values (v5.0 on torch 1.x-2.x: '403', '1182')"),
     (r"^onnx::", "the TorchScript-based exporter names a value after its op ('onnx::Sigmoid_345')"),
     (r"^/", "node-path names of the graph ('/model.24/Sigmoid_output_0')"),
-
     # torch >= 2.9's dynamo exporter names unnamed outputs after the aten op that made them (v6.0-v6.1 native: clone).
     (r"^(clone|cat|view|permute|sigmoid|reshape|contiguous|getitem|add|mul|pow|sub|split|slice|select)(_\d+)?$",
      "the dynamo exporter names an unnamed output after its op ('clone_1')"),
@@ -134,7 +133,6 @@ class Facts:
             guide_forms=[n for n in (fix or "").split(" + ") if n in WORKAROUNDS and WORKAROUNDS[n].patch_form])
         compiled = result.compile
         if compiled is not None:
-            compiled.refresh_verdict()
             fixed = (compiled.workaround or {}).get("name") if compiled.out_of_the_box else None
             status = compiled.status
             facts.compile_reading = ("works" if status == "pass" and not fixed else
@@ -561,16 +559,6 @@ def probe_ends(g: Group, member: Member) -> tuple[Hashable, Hashable] | None:
     return value(pair.before), value(pair.after)
 
 
-def slots_of(facts: Iterable[Facts], key: Callable[[Facts], tuple[str, str, str]]) -> dict[tuple[str, str, str], Facts]:
-    """Index results by a slot key (e.g. env, variant, format)."""
-    return {key(f): f for f in facts}
-
-
-def order_slots(slots: Iterable[tuple[str, str, str]], envs: Sequence[str]) -> list[tuple[str, str, str]]:
-    """Slots in the report's order: env as asked, then variant, then format."""
-    return sorted(slots, key=lambda s: (_index(envs, s[0]), _index(VARIANTS, s[1]), _index(FORMAT_NAMES, s[2])))
-
-
 __all__ = ["AUTO_NAMES", "KINDS", "Change", "Facts", "Group", "Kind", "Member", "OutputFacts", "Pair", "Slot",
-           "bisect_value", "changes", "group", "is_auto_name", "order_slots", "probe_ends", "representative",
-           "scope", "shape_text", "slots_of", "title"]
+           "bisect_value", "changes", "group", "is_auto_name", "probe_ends", "reading", "representative", "scope",
+           "shape_text", "title"]
