@@ -71,7 +71,11 @@ def test_every_summary_is_the_whole_first_paragraph_of_its_docstring() -> None:
     assert {"report", "gate", "tests", "mirror", "tpu_mlir", "bench"} <= set(summaries)
     assert sum(name.startswith("matrix(") for name in summaries) == len(tomllib.loads(
         (ROOT / "matrix.toml").read_text())["envs"])
+    one_matrix = next(name for name in summaries if name.startswith("matrix("))  # they share one docstring
     for name, summary in summaries.items():
+        if name.startswith("matrix(") and name != one_matrix:
+            assert summary == summaries[one_matrix]
+            continue
         usage = nox("--usage", name)
         assert usage.returncode == 0, usage.stderr
         first_paragraph = " ".join(usage.stdout.strip().split("\n\n")[0].split())
