@@ -55,7 +55,8 @@ def matrix_envs(path: Path = HERE / "matrix.toml") -> list[tuple[str, str]]:
 
 def install_harness(session: nox.Session) -> None:
     """The harness's own dependencies (pyproject.toml [project] dependencies), not the harness itself: sessions run it
-    from this checkout, so an edit needs no reinstall and env-side workers get PYTHONPATH = this directory."""
+    from this checkout, so an edit needs no reinstall and env-side workers get PYTHONPATH = this directory. In a
+    reused venv this costs 0.06 s; building and installing the project instead took 4.3-5.0 s per session (uv)."""
     session.install(*PYPROJECT["project"]["dependencies"])
 
 
