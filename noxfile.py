@@ -153,6 +153,28 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and types: ruff (pyproject.toml's rules), mypy strict on harness/, env-side code as Python 3.8.
+
+    Env-side code (harness/worker/, harness/compile/envside.py, benchmarks/floor.py) runs in old interpreters: ruff
+    checks it as 3.8 code (per-file-target-version) and a real Python 3.8, when the machine has one, compiles it.
+    Posargs go to ruff (e.g. --fix).
+    """
+    session.install(*PYPROJECT["project"]["dependencies"], *nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py", *session.posargs)
+    session.run("mypy")
+    envside = sorted(str(p) for p in (HERE / "harness" / "worker").glob("*.py")) + [
+        str(HERE / "harness" / "compile" / "envside.py"), str(HERE / "benchmarks" / "floor.py")]
+    python38 = session.run("python", "-c", "from harness.envs import python_candidates as c; print(*c('3.8')[:1])",
+                           silent=True, external=True) or ""
+    if python38.strip():
+        session.run(python38.strip(), "-c", "import sys\nfor f in sys.argv[1:]: compile(open(f).read(), f, 'exec')",
+                    *envside, external=True)
+    else:
+        session.warn("no Python 3.8 here: env-side code checked by ruff's 3.8 rules only")
+
+
+@nox.session
 def mirror(session: nox.Session) -> None:
     """Build the offline stand-in repository from PyPI's `yolov5` releases (see README, Offline).
 
