@@ -1,98 +1,222 @@
-"""Sessions: `nox -s matrix` (every env of matrix.toml, one session each), `nox -s tests`, `nox -s mirror`,
-`nox -s report`, `nox -s gate`, `nox -s tpu_mlir` (compile check, harness/compile/).
+"""yolov5-export-matrix: `nox` runs every env of matrix.toml and refreshes reports/index.html after each one.
 
-Each session gets a small venv with the harness's own dependencies (uv when present, virtualenv otherwise; reused
-between runs). The heavy per-env venvs (torch & co.) are built by the harness itself into its cache, so a clean clone
-or CI reuses them: see harness/envs.py.
+`nox -l` lists the sessions (matrix envs oldest torch first); `nox --usage SESSION` prints one in full.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import nox
+from packaging.version import InvalidVersion, Version
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python < 3.11: nox's own interpreter reads the env names with tomli
     import tomli as tomllib
 
-HERE = Path(__file__).parent
+# CommandFailed.return_code (how run_harness learns the code nox flattens to 1) appeared in nox 2026.07.11.
+nox.needs_version = ">=2026.7.11"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["matrix"]
 
+HERE = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(HERE / "pyproject.toml")
+# The codes `python -m harness gate` and `upgrade` document (README, "Exit codes"): 1 a failing change, 2 a usage
+# error, 3 an internal error; run_harness carries them out of nox unchanged.
+GATE_EXIT_CODES = (1, 2, 3)
+UPGRADE_EXIT_CODES = GATE_EXIT_CODES
 
-def env_names() -> list[str]:
-    """Env names from matrix.toml, for one session per env; a broken file still lists sessions (the harness run
-    then reports the config error with its line and key)."""
+
+def matrix_envs(path: Path = HERE / "matrix.toml") -> list[tuple[str, str]]:
+    """(env name, python version) of every env in matrix.toml, oldest torch first (by `packaging.version`).
+
+    A broken file still lists one session, "none", so `nox -s matrix` runs and the harness reports the config error
+    with its line and key (an env whose torch is not a version sorts last, by name).
+    """
     try:
-        return sorted(tomllib.loads((HERE / "matrix.toml").read_text()).get("envs", {})) or ["none"]
+        envs = tomllib.loads(path.read_text()).get("envs", {})
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        print(f"noxfile: cannot read matrix.toml ({exc}); `nox -s matrix` will show the error", file=sys.stderr)
-        return ["none"]
+        print(f"noxfile: cannot read {path.name} ({exc}); `nox -s matrix` will show the error", file=sys.stderr)
+        return [("none", "")]
+
+    def torch_first(name: str) -> tuple[int, Version, str]:
+        try:
+            return 0, Version(str(envs[name].get("torch", ""))), name
+        except (InvalidVersion, AttributeError):
+            return 1, Version("0"), name
+
+    ordered = sorted(envs, key=torch_first)
+    return [(name, str(envs[name].get("python", "")) if isinstance(envs[name], dict) else "") for name in ordered] \
+        or [("none", "")]
 
 
 def install_harness(session: nox.Session) -> None:
-    session.install("-r", str(HERE / "requirements.txt"))
+    """The harness's own dependencies (pyproject.toml [project] dependencies), not the harness itself: sessions run it
+    from this checkout, so an edit needs no reinstall and env-side workers get PYTHONPATH = this directory. In a
+    reused venv this costs 0.06 s; building and installing the project instead took 4.3-5.0 s per session (uv)."""
+    session.install(*PYPROJECT["project"]["dependencies"])
+
+
+def run_harness(session: nox.Session, *args: str, exit_codes: Collection[int] = ()) -> None:
+    """Run `python -m harness ARGS`; when it exits with one of `exit_codes`, nox exits with that same code.
+
+    nox marks a session whose command exits non-zero as failed and then exits 1 whatever the code was
+    (nox/tasks.py final_reduce), so a gate's "regression" (1) and "usage error" (2) would look alike. A code listed
+    here is raised as SystemExit, which nox's session runner does not catch (it catches Exception): nox stops at
+    once with that code, printing no summary and running no later session. Other codes fail the session as usual.
+    """
+    try:
+        session.run("python", "-m", "harness", *args)
+    except nox.command.CommandFailed as exc:
+        code = getattr(exc, "return_code", None)
+        if code in exit_codes:
+            session.warn(f"python -m harness {args[0]} exited {code}: nox exits {code} too")
+            raise SystemExit(code) from None
+        raise
+
+
+def _reports_and_config(posargs: Sequence[str]) -> tuple[str, list[str]]:
+    """The `--reports DIR` a run writes to (default reports) and its `--config` arguments, read from the posargs."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--reports", default="reports")
+    parser.add_argument("--config", default=None)
+    known, _ = parser.parse_known_args(list(posargs))
+    return known.reports, ["--config", known.config] if known.config else []
+
+
+def refresh_report(session: nox.Session) -> None:
+    """Rewrite <reports>/index.html + junit.xml from every result so far (nothing to do before the first result)."""
+    reports, config = _reports_and_config(session.posargs)
+    if any((HERE / reports).glob("**/results/*.json")):
+        session.run("python", "-m", "harness", "report", "--reports", reports, *config)
 
 
 @nox.session
-@nox.parametrize("env", env_names(), ids=env_names())
+@nox.parametrize("env", [nox.param(name, id=name, tags=[f"python{py}"] if py else []) for name, py in matrix_envs()])
 def matrix(session: nox.Session, env: str) -> None:
-    """Run every cell of one env: `nox -s matrix` runs all envs, `nox -s "matrix(<env>)"` one. Posargs narrow it:
-    --refs v6.1,v7.0 --variants 1,3 --formats onnx --repo URL --force --fetch."""
+    """Run this env's cells, then refresh reports/index.html (posargs go to `python -m harness run`).
+
+    `nox -s matrix` runs every env (`nox`, the default, too), `nox -s "matrix(<env>)"` one. Posargs go to
+    `python -m harness run`: --refs v6.1,v7.0 --variants 1,3 --formats onnx --repo URL --force --fetch --shard K/N
+    --reports DIR. The report is rewritten after each env (also when the run failed), so it can be opened while the
+    next env runs. When matrix.toml [compile] enabled = true, the tpu-mlir check of the env's ONNX exports follows.
+    The session fails (nox exits 1) when the harness cannot run the env (exit 2: config, interpreter, env build);
+    broken cells are results, not failures.
+    """
     install_harness(session)
-    session.run("python", "-m", "harness", "run", "--env", env, *session.posargs)
-    # The tpu-mlir compile check of this env's ONNX exports, when matrix.toml [compile] enabled = true.
-    session.run("python", "-m", "harness", "compile", "--env", env, "--if-enabled")
-
-
-@nox.session
-def bench(session: nox.Session) -> None:
-    """Time the harness against the floor (the ref's own exporter + one inference per backend), a no-change rerun
-    of the whole matrix, and env creation -> table + reports/bench.json. Posargs: see benchmarks/bench.py --help."""
-    install_harness(session)
-    session.run("python", str(HERE / "benchmarks" / "bench.py"), *session.posargs)
-
-
-@nox.session
-def tpu_mlir(session: nox.Session) -> None:
-    """Compile the ONNX exports of the [compile] variants (default 3 and native) with tpu-mlir for a bm1684x,
-    run the bmodel in its simulator, compare with ONNX Runtime and join the verdict into each result. Builds the
-    tpu-mlir env (Python 3.10) on first use. Posargs: --refs v7.0 --variants 3 --quantize F32,F16 --force --keep."""
-    install_harness(session)
-    session.run("python", "-m", "harness", "compile", *session.posargs)
-
-
-@nox.session
-def mirror(session: nox.Session) -> None:
-    """Build the offline stand-in repository from PyPI's `yolov5` distributions (see README, Offline source)."""
-    install_harness(session)
-    session.run("python", "-m", "harness", "mirror", *session.posargs)
-
-
-@nox.session
-def tests(session: nox.Session) -> None:
-    """The test suite: real git repos, real exports in the quick env, real ONNX Runtime."""
-    install_harness(session)
-    # playwright drives the system chromium (/usr/bin/chromium, installed by .ci/run) for the report's browser test.
-    session.install("pytest>=8", "playwright>=1.40")
-    session.run("pytest", *session.posargs)
+    reports, config = _reports_and_config(session.posargs)
+    try:
+        session.run("python", "-m", "harness", "run", "--env", env, *session.posargs)
+        session.run("python", "-m", "harness", "compile", "--env", env, "--if-enabled", "--reports", reports, *config)
+    except nox.command.CommandFailed:
+        refresh_report(session)  # what finished before the failure is worth a look too
+        raise
+    refresh_report(session)
 
 
 @nox.session
 def report(session: nox.Session) -> None:
-    """Every result JSON under reports/ (any number of shards or machines) -> reports/index.html + junit.xml.
-    Posargs: --reports DIR, --from DIR (repeatable), --out FILE, --junit FILE."""
+    """Render every result under reports/ into reports/index.html + junit.xml (matrix does this after each env).
+
+    Reads every results/ folder below --reports (any number of shards, machines or CI jobs). Posargs: --reports DIR,
+    --from DIR (repeatable), --out FILE, --junit FILE, --config FILE.
+    """
     install_harness(session)
     session.run("python", "-m", "harness", "report", *session.posargs)
 
 
 @nox.session
 def gate(session: nox.Session) -> None:
-    """Compare the results with a baseline: `nox -s gate -- --baseline FILE` exits 1 on a regression;
-    add --write-baseline to save one. See README, "Upgrading: the gate"."""
+    """Compare the results with a baseline; exits 0 ok, 1 regression, 2 usage error (`-- --baseline FILE`).
+
+    `nox -s gate -- --baseline FILE` compares; add --write-baseline to save one; --ref OLD=NEW, --env OLD=NEW map
+    cells. nox exits with the harness's own code (see run_harness): 0 no failing change, 1 a failing change,
+    2 a usage error, 3 an internal error. See README, "Upgrading: `upgrade` and the gate".
+    """
     install_harness(session)
-    session.run("python", "-m", "harness", "gate", *session.posargs)
+    run_harness(session, "gate", *session.posargs, exit_codes=GATE_EXIT_CODES)
+
+
+@nox.session
+def upgrade(session: nox.Session) -> None:
+    """Ref A -> ref B: grouped changes, each one's first commit, the edits to make (`-- --from A --to B`).
+
+    Runs what is missing of both sides, groups identical changes, bisects each failing group (probes are cached
+    cells) and writes reports/upgrade.md, upgrade.json and the "Upgrade A -> B" section of index.html. Posargs:
+    --from A --to B, --envs, --variants, --formats, --from-env X --to-env Y (a torch upgrade on one ref),
+    --accept-workarounds, --no-bisect, --repo, --reports. nox exits with the harness's own code (see run_harness):
+    0 no failing group, 1 failing groups, 2 a usage error, 3 an internal error. See README, "Upgrading".
+    """
+    install_harness(session)
+    run_harness(session, "upgrade", *session.posargs, exit_codes=UPGRADE_EXIT_CODES)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (real git repos, real exports in the quick env, real ONNX Runtime, real chromium).
+
+    Installs the [dependency-groups] tests of pyproject.toml (pytest, playwright driving the system chromium that
+    .ci/run installs, actionlint for the workflow, nox for the session tests). Posargs go to pytest.
+    """
+    install_harness(session)
+    session.install(*nox.project.dependency_groups(PYPROJECT, "tests"))
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and types: ruff (pyproject.toml's rules), mypy strict on harness/, env-side code as Python 3.8.
+
+    Env-side code (harness/worker/, harness/compile/envside.py, benchmarks/floor.py) runs in old interpreters: ruff
+    checks it as 3.8 code (per-file-target-version) and a real Python 3.8, when the machine has one, compiles it.
+    Posargs go to ruff (e.g. --fix).
+    """
+    session.install(*PYPROJECT["project"]["dependencies"], *nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py", *session.posargs)
+    session.run("mypy")
+    envside = sorted(str(p) for p in (HERE / "harness" / "worker").glob("*.py")) + [
+        str(HERE / "harness" / "compile" / "envside.py"), str(HERE / "benchmarks" / "floor.py")]
+    python38 = session.run("python", "-c", "from harness.envs import python_candidates as c; print(*c('3.8')[:1])",
+                           silent=True, external=True) or ""
+    if python38.strip():
+        session.run(python38.strip(), "-c", "import sys\nfor f in sys.argv[1:]: compile(open(f).read(), f, 'exec')",
+                    *envside, external=True)
+    else:
+        session.warn("no Python 3.8 here: env-side code checked by ruff's 3.8 rules only")
+
+
+@nox.session
+def mirror(session: nox.Session) -> None:
+    """Build the offline stand-in repository from PyPI's `yolov5` releases (see README, Offline).
+
+    Posargs: --dest DIR (default: <cache>/mirror).
+    """
+    install_harness(session)
+    session.run("python", "-m", "harness", "mirror", *session.posargs)
+
+
+@nox.session
+def tpu_mlir(session: nox.Session) -> None:
+    """Compile the ONNX exports with tpu-mlir for a bm1684x and compare the bmodel with ONNX Runtime.
+
+    Takes the [compile] variants (default 3 and native), runs the bmodel in tpu-mlir's simulator and joins the verdict
+    into each result. Builds the tpu-mlir env (Python 3.10) on first use. Posargs: --refs v7.0 --variants 3
+    --quantize F32,F16 --force --keep.
+    """
+    install_harness(session)
+    session.run("python", "-m", "harness", "compile", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Time the harness against the floor (the ref's own exporter) -> table + reports/bench.json.
+
+    Also times a no-change rerun of the whole matrix and env creation. Posargs: see benchmarks/bench.py --help.
+    """
+    install_harness(session)
+    session.run("python", str(HERE / "benchmarks" / "bench.py"), *session.posargs)

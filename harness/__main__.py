@@ -1,7 +1,9 @@
-"""`python -m harness <command>`: the harness's command line.
+"""`python -m harness <command>` (installed: `yolov5-export-matrix <command>`): the harness's command line.
 
 Each subcommand is one `_add_<name>` function that declares its arguments and sets a handler; add it to
-SUBCOMMANDS. Handlers return an exit code; a HarnessError becomes one line on stderr and exit code 2.
+SUBCOMMANDS. Handlers return an exit code (EXIT_CODES); a HarnessError becomes one line on stderr and exit code 2,
+any other exception a traceback and exit code 3, so that 1 keeps the one meaning a command gives it (the gate and
+upgrade: a failing change) and a crash is never read as a verdict.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import __version__
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -20,7 +24,15 @@ if TYPE_CHECKING:
 
 # Exit code for an expected failure the user can act on (a HarnessError); argparse also uses 2 for usage errors.
 EXIT_HARNESS_ERROR = 2
+EXIT_INTERNAL_ERROR = 3  # an exception the harness did not expect (a bug): traceback on stderr
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by SIGINT
+
+EXIT_CODES = f"""exit codes:
+  0    done; for `run` also when cells are broken: a broken cell is a result (read it in the report, gate it)
+  1    `gate`: a failing change against the baseline; `upgrade`: a failing group of changes from A to B
+  {EXIT_HARNESS_ERROR}    a usage or config error, or an env that cannot be built: one line on stderr
+  {EXIT_INTERNAL_ERROR}    an internal error (a bug in the harness): traceback on stderr
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM); results saved so far are kept"""
 
 
 def _add_mirror(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +64,9 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run",
         help="run the matrix cells of one env (what `nox -s matrix` calls per env)",
         description="Check out each ref, patch Detect per variant, export with the ref's own script in the env's "
-        "venv, verify counts, shapes and parity, and write one result JSON per cell under <reports>/results.",
+        "venv, verify counts, shapes and parity, and write one result JSON per cell under <reports>/results. "
+        "Exits 0 when every cell ran, also when some are broken: verdicts are results, not errors (see `report` "
+        "and `gate`); 2 when the env or the selection cannot run.",
     )
     parser.add_argument("--env", required=True, help="env name from matrix.toml [envs.NAME]")
     parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
@@ -200,7 +214,7 @@ def _add_upgrade(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "group identical changes, find the first commit of each failing group by bisecting the first-parent history "
         "between the refs (probes are cached cells: a rerun resumes), and say what to edit downstream. Writes "
         "<reports>/upgrade.md, upgrade.json and index.html (section \"Upgrade A -> B\"). Exit codes: 0 no failing "
-        "group, 1 failing groups, 2 a usage error.")
+        "group, 1 failing groups, 2 a usage error, 3 an internal error, 130 interrupted (rerun: it resumes).")
     parser.add_argument("--from", dest="from_ref", required=True, metavar="A",
                         help="the ref deployed today (tag, branch or SHA)")
     parser.add_argument("--to", dest="to_ref", default=None, metavar="B",
@@ -304,8 +318,10 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered (separate from main() so tests can inspect it)."""
     parser = argparse.ArgumentParser(
-        prog="python -m harness", description="yolov5-export-matrix: YOLOv5 ref x torch env export checks."
+        prog="python -m harness", description="yolov5-export-matrix: YOLOv5 ref x torch env export checks.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"yolov5-export-matrix {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
@@ -319,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name; default sys.argv[1:].
 
     Returns:
-        The process exit code: the handler's, or 2 after a HarnessError.
+        The process exit code (EXIT_CODES): the handler's, 2 after a HarnessError, 3 after any other exception.
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # progress goes to stderr
@@ -332,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM: steps were killed, saved results stay (harness.run.run_env)
         print("interrupted: results saved so far are kept; rerun the same command to do the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - a bug: keep the traceback, but never exit 1, which `gate` reserves for a regression
+        traceback.print_exc()
+        print(f"error: internal error in `{args.command}` (a bug in the harness, traceback above); exit code "
+              f"{EXIT_INTERNAL_ERROR}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -132,6 +132,13 @@ CAUSES: tuple[Cause, ...] = (
     Cause("needs network: attempt_download", r"api\.github\.com/repos/ultralytics/yolov5/releases",
           "the ref's attempt_download asks GitHub's API on every model load, even for a checkpoint on disk: offline "
           "(or sandboxed) it fails", NO_DOWNLOAD, before_forward=True),
+    # Found on upstream v3.1 (yolov5s.yaml) in every env here, torch 1.8 to 2.14: Model() -> _initialize_biases does
+    # `b = mi.bias.view(na, -1); b[:, 4] += ...`, which torch 1.8.0 made an error (1.7.1 allows it, measured);
+    # upstream fixed it in v4.0 with `b.data[:, 4] += ...` (9922c11, "leaf Variable inplace bug fix (#1759)").
+    Cause("model init: in-place on a leaf view (torch>=1.8)",
+          r"a view of a leaf Variable that requires grad is being used in an in-place operation",
+          "this ref's Model() adds to a view of its Detect biases in place, which torch >= 1.8 refuses (fixed "
+          "upstream in v4.0, 9922c11): its checkpoints are built with torch <= 1.7.1; pass one as [model] weights"),
     # A checkpoint pickled by torch<1.11 and loaded by torch>=1.11 (e.g. an old [model] weights file).
     Cause("Upsample.recompute_scale_factor", r"'Upsample' object has no attribute 'recompute_scale_factor'",
           "a checkpoint saved with torch<1.11 lacks nn.Upsample.recompute_scale_factor, which torch>=1.11 reads",

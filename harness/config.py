@@ -39,10 +39,10 @@ __all__ = [
     "CompileSpec",
     "Config",
     "EnvSpec",
+    "Limits",
     "Model",
     "Source",
     "Timeouts",
-    "Limits",
     "Tolerances",
     "is_local_repo",
     "load_config",
@@ -359,78 +359,19 @@ def load_config(path: Path, *, repo: str | None = None, env: Mapping[str, str] =
     label = str(path)
     doc = _read_toml(path, label)
     check = _Checker(label)
-
     override = _repo_override(label, repo, env)
     check.tables(doc, override_repo=override is not None)
-
-    src, mdl, mtx = doc["source"], doc["model"], doc["matrix"]
-    tol, tmo = doc.get("tolerances", {}), doc.get("timeouts", {})
-
-    # [source]
-    if override is not None:
-        repo_value = override
-    else:
-        repo_value = check.non_empty("source.repo", src["repo"])
-        if is_local_repo(repo_value) and not Path(repo_value).expanduser().is_absolute():
-            repo_value = str((path.parent / repo_value).resolve())
-    refs = check.refs(src["refs"])
-    fallback = check.one_of("source.fallback", src["fallback"], FALLBACKS)
-
-    # [model]
-    cfg = check.non_empty("model.cfg", mdl["cfg"])
-    nc = check.at_least("model.nc", mdl["nc"], 1)
-    imgsz = mdl["imgsz"]
-    if imgsz <= 0 or imgsz % MAX_STRIDE:
-        up = max(MAX_STRIDE, math.ceil(imgsz / MAX_STRIDE) * MAX_STRIDE)
-        raise check.error(
-            f"'model.imgsz' must be a positive multiple of {MAX_STRIDE} (the model's max stride), got {imgsz}",
-            f"write imgsz = {up}",
-        )
-    seed = check.at_least("model.seed", mdl["seed"], 0)
-    weights = mdl.get("weights")
-    if weights is not None:
-        weights = check.non_empty("model.weights", weights)
-
-    # [matrix]
-    variants = check.choices("matrix.variants", mtx["variants"], ALLOWED_VARIANTS)
-    formats = check.choices("matrix.formats", mtx["formats"], ALLOWED_FORMATS)
-
-    # [tolerances], [timeouts]: every key optional, defaults are the documented ones.
-    def number(table: Mapping[str, Any], section: str, key: str) -> float:
-        value = table.get(key, _SCHEMA[section][key].default)
-        return float(value)
-
-    tolerances = Tolerances(
-        atol=check.in_range("tolerances.atol", number(tol, "tolerances", "atol"), low=0.0),
-        rtol=check.in_range("tolerances.rtol", number(tol, "tolerances", "rtol"), low=0.0),
-        min_cosine=check.in_range(
-            "tolerances.min_cosine", number(tol, "tolerances", "min_cosine"), low=0.0, high=1.0, low_open=True
-        ),
-    )
-    timeouts = Timeouts(
-        **{
-            k: check.in_range(f"timeouts.{k}", number(tmo, "timeouts", k), low=0.0, low_open=True)
-            for k in _SCHEMA["timeouts"]
-        }
-    )
-
-    envs = {name: check.env(name, table) for name, table in doc["envs"].items()}
-
-    memory_mb = doc.get("limits", {}).get("memory_mb")
-    if memory_mb is not None:
-        # Below a few hundred MB not even the interpreter with torch imported fits: every cell would die.
-        check.at_least("limits.memory_mb", memory_mb, 256)
-
+    mtx = doc["matrix"]
     return Config(
         path=path.resolve(),
-        source=Source(repo=repo_value, refs=refs, fallback=cast(Literal["mirror", "error"], fallback)),
-        model=Model(cfg=cfg, nc=nc, imgsz=imgsz, seed=seed, weights=weights),
-        variants=variants,
-        formats=formats,
-        tolerances=tolerances,
-        timeouts=timeouts,
-        envs=envs,
-        limits=Limits(memory_mb=memory_mb),
+        source=check.source(doc["source"], override, path),
+        model=check.model(doc["model"]),
+        variants=check.choices("matrix.variants", mtx["variants"], ALLOWED_VARIANTS),
+        formats=check.choices("matrix.formats", mtx["formats"], ALLOWED_FORMATS),
+        tolerances=check.tolerances(doc.get("tolerances", {})),
+        timeouts=check.timeouts(doc.get("timeouts", {})),
+        envs={name: check.env(name, table) for name, table in doc["envs"].items()},
+        limits=check.limits(doc.get("limits", {})),
         compile=check.compile_spec(doc.get("compile", {})),
     )
 
@@ -605,7 +546,7 @@ class _Checker:
             raise self.error(f"'{key}' is empty", f"list at least one of {', '.join(allowed)}")
         for value in values:
             if value not in allowed:
-                what = name[:-1] if name.endswith("s") else name
+                what = name.removesuffix("s")
                 raise self.error(
                     f"unknown {what} {value!r} in '{key}' (allowed: {', '.join(allowed)})",
                     _did_you_mean(value, allowed),
@@ -631,6 +572,55 @@ class _Checker:
                 )
         self.no_duplicates("source.refs", refs)
         return tuple(refs)
+
+    def source(self, src: Mapping[str, Any], override: str | None, path: Path) -> Source:
+        """[source]; a relative local repo path written in the file is taken relative to the file, one given on the
+        command line or in the environment is left for the caller's working directory."""
+        if override is not None:
+            repo = override
+        else:
+            repo = self.non_empty("source.repo", src["repo"])
+            if is_local_repo(repo) and not Path(repo).expanduser().is_absolute():
+                repo = str((path.parent / repo).resolve())
+        fallback = self.one_of("source.fallback", src["fallback"], FALLBACKS)
+        return Source(repo=repo, refs=self.refs(src["refs"]), fallback=cast(Literal["mirror", "error"], fallback))
+
+    def model(self, mdl: Mapping[str, Any]) -> Model:
+        imgsz = mdl["imgsz"]
+        if imgsz <= 0 or imgsz % MAX_STRIDE:
+            up = max(MAX_STRIDE, math.ceil(imgsz / MAX_STRIDE) * MAX_STRIDE)
+            raise self.error(
+                f"'model.imgsz' must be a positive multiple of {MAX_STRIDE} (the model's max stride), got {imgsz}",
+                f"write imgsz = {up}",
+            )
+        weights = mdl.get("weights")
+        return Model(cfg=self.non_empty("model.cfg", mdl["cfg"]), nc=self.at_least("model.nc", mdl["nc"], 1),
+                     imgsz=imgsz, seed=self.at_least("model.seed", mdl["seed"], 0),
+                     weights=None if weights is None else self.non_empty("model.weights", weights))
+
+    @staticmethod
+    def _number(table: Mapping[str, Any], section: str, key: str) -> float:
+        """A key of an optional table, or its documented default."""
+        return float(table.get(key, _SCHEMA[section][key].default))
+
+    def tolerances(self, tol: Mapping[str, Any]) -> Tolerances:
+        return Tolerances(
+            atol=self.in_range("tolerances.atol", self._number(tol, "tolerances", "atol"), low=0.0),
+            rtol=self.in_range("tolerances.rtol", self._number(tol, "tolerances", "rtol"), low=0.0),
+            min_cosine=self.in_range("tolerances.min_cosine", self._number(tol, "tolerances", "min_cosine"), low=0.0,
+                                     high=1.0, low_open=True),
+        )
+
+    def timeouts(self, tmo: Mapping[str, Any]) -> Timeouts:
+        return Timeouts(**{k: self.in_range(f"timeouts.{k}", self._number(tmo, "timeouts", k), low=0.0,
+                                            low_open=True) for k in _SCHEMA["timeouts"]})
+
+    def limits(self, table: Mapping[str, Any]) -> Limits:
+        memory_mb = table.get("memory_mb")
+        if memory_mb is not None:
+            # Below a few hundred MB not even the interpreter with torch imported fits: every cell would die.
+            self.at_least("limits.memory_mb", memory_mb, 256)
+        return Limits(memory_mb=memory_mb)
 
     def compile_spec(self, table: Mapping[str, Any]) -> CompileSpec:
         """Check [compile] values (types are already checked by ``tables``)."""

@@ -29,6 +29,21 @@ from harness.files import write_json
 MARKER = "harness-env.json"
 
 
+def uv_binary() -> str | None:
+    """uv on PATH, else the one installed beside the harness (the `uv` package; pipx keeps its venv off PATH)."""
+    found = shutil.which("uv")
+    if found:
+        return found
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        return None
+    try:
+        return str(find_uv_bin())
+    except FileNotFoundError:
+        return None
+
+
 def python_candidates(version: str) -> list[str]:
     """Where an interpreter for ``version`` ("3.11") may live, most specific first.
 
@@ -50,7 +65,7 @@ def python_candidates(version: str) -> list[str]:
 
 def _uv_managed(version: str) -> list[str]:
     """A Python installed by ``uv python install X.Y`` (kept outside PATH), as ``uv python find`` reports it."""
-    uv = shutil.which("uv")
+    uv = uv_binary()
     if not uv:
         return []
     try:
@@ -114,7 +129,7 @@ def build_venv(target: Path, interpreter: str, requirements: list[str], owner: s
     build_log = target.parent / f"{target.name}.log"
     build_log.write_text("")
     python = target / "bin" / "python"
-    uv = shutil.which("uv")
+    uv = uv_binary()
     start = time.monotonic()
     log(f"{owner}: [1/2] creating {target} with {'uv' if uv else 'venv'} from {interpreter} (log: {build_log})")
     if uv:
@@ -175,7 +190,7 @@ def ensure_env(spec: EnvSpec, cache: Path, *, log: Callable[[str], None] = print
 
 def freeze(python: Path) -> list[str]:
     """Every distribution installed in the env, as ``name==version`` (the resolution the extras got)."""
-    uv = shutil.which("uv")
+    uv = uv_binary()
     cmd = [uv, "pip", "freeze", "--python", str(python)] if uv else [str(python), "-m", "pip", "freeze"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
@@ -191,6 +206,6 @@ def _ensure_env(spec: EnvSpec, cache: Path, target: Path, log: Callable[[str], N
     requirements = spec.requirements()
     build_venv(target, interpreter, requirements, owner, f"fix the pins in matrix.toml [envs.{spec.name}]", log)
     write_json(marker, {"name": spec.name, "python": spec.python, "interpreter": interpreter,
-                        "requirements": requirements, "installer": "uv" if shutil.which("uv") else "pip",
+                        "requirements": requirements, "installer": "uv" if uv_binary() else "pip",
                         "harness_python": sys.version.split()[0], "installed": freeze(python)})
     return python

@@ -151,32 +151,45 @@ class EnvRun:
 
     def __init__(self, config: Config, env: str, opts: Options, log: Log = print, workers: WarmPool | None = None):
         self.config, self.opts, self.log = config, opts, log
+        self.spec = config.envs[env]
         self.own_workers = workers is None  # a caller's pool (many short runs, e.g. bisect probes) stays open
-        spec = config.envs[env]
+        self._workers = workers
+        self._ctx: EnvContext | None = None
+        self._ctx_lock = threading.Lock()
         self.started = time.time()  # results created after this by another run are that run's work (see claim)
         self.fatal: HarnessError | None = None  # a failure that stops the run (results not writable)
-        with lock.hold(lock.lock_path(opts.cache, "env", spec.name, spec.key()), f"env {env}", log):
-            python = ensure_env(spec, opts.cache, log=log)
         self.config_dir = opts.cache / "yolov5-config"  # YOLOV5_CONFIG_DIR: holds the offline Arial.ttf
-        workroot = opts.cache / "work" / spec.name
-        # Env-side jobs run in children of one warm process per env (torch imported once), see harness/warm.py.
-        workers = workers or warm_pool(config, env, opts.cache)
-        # Cell artifacts (exports, logs) per results folder: a result points at its files, so a run that writes its
-        # results elsewhere on the same cache must not overwrite them.
-        threads = opts.threads if opts.threads is not None else max(1, (os.cpu_count() or 1) // max(1, opts.jobs))
-        self.ctx = EnvContext(config, spec, python, opts.cache, workroot, cell_root(workroot, opts.reports), workers,
-                              log, threads or None)
         self._versions: dict[str, Any] | None = None
         self.fingerprint = harness_fingerprint()
         self.known = Known()
         self.source_url = config.source.repo
-        self.progress = Progress(spec.name, 0, log)  # sized once the cells are planned (run)
+        self.progress = Progress(self.spec.name, 0, log)  # sized once the cells are planned (run)
+
+    @property
+    def ctx(self) -> EnvContext:
+        """The env and what its steps share, built on first need: a run whose cells are all unchanged (a rerun, a CI
+        job that restored its results) builds no env and starts no process."""
+        with self._ctx_lock:
+            if self._ctx is None:
+                spec, opts = self.spec, self.opts
+                with lock.hold(lock.lock_path(opts.cache, "env", spec.name, spec.key()), f"env {spec.name}", self.log):
+                    python = ensure_env(spec, opts.cache, log=self.log)
+                workroot = opts.cache / "work" / spec.name
+                # Env-side jobs run in children of one warm process per env (torch imported once): harness/warm.py.
+                workers = self._workers or warm_pool(self.config, spec.name, opts.cache)
+                cores = os.cpu_count() or 1
+                threads = opts.threads if opts.threads is not None else max(1, cores // max(1, opts.jobs))
+                # Cell artifacts (exports, logs) per results folder: a result points at its files, so a run that
+                # writes its results elsewhere on the same cache must not overwrite them.
+                self._ctx = EnvContext(self.config, spec, python, opts.cache, workroot,
+                                       cell_root(workroot, opts.reports), workers, self.log, threads or None)
+            return self._ctx
 
     @property
     def versions(self) -> dict[str, Any]:
         """Probed on first need: a run whose cells are all unchanged never starts the env's Python."""
         if self._versions is None:
-            name = self.ctx.spec.name
+            name = self.spec.name
             with lock.hold(lock.lock_path(self.opts.cache, "probe", name), f"probe of {name}"):
                 self._versions = probe_env(self.ctx.python, self.ctx.workroot / "probe", self.config_dir)
         return self._versions
@@ -188,7 +201,7 @@ class EnvRun:
         if model.get("weights"):
             weights = Path(model["weights"])
             model["weights_stat"] = [weights.stat().st_size, weights.stat().st_mtime] if weights.exists() else None
-        parts = [commit, cell.variant, cell.format, self.ctx.spec.key(), repr(model),
+        parts = [commit, cell.variant, cell.format, self.spec.key(), repr(model),
                  repr(asdict(self.config.tolerances)), self.fingerprint]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
@@ -197,7 +210,7 @@ class EnvRun:
             cell=cell.id, ref=cell.ref, commit=checkout.commit if checkout else None,
             source=source_label(checkout) if checkout else self.source_url,
             repo=checkout.url if checkout else self.source_url, standin=checkout.standin if checkout else None,
-            env=self.ctx.spec.name, pins=self.ctx.spec.requirements(), versions=self.versions,
+            env=self.spec.name, pins=self.spec.requirements(), versions=self.versions,
             model=asdict(self.config.model), tolerances=asdict(self.config.tolerances),
             variant=cell.variant, format=cell.format, stage="checkout",
             harness_version=__version__, harness_fingerprint=self.fingerprint, created=time.time())
@@ -221,9 +234,9 @@ class EnvRun:
     # -- the pipeline -------------------------------------------------------------------------------------------
     def run(self) -> list[CellResult]:
         cells = plan(self.config, refs=self.opts.refs, variants=self.opts.variants, formats=self.opts.formats,
-                     envs=[self.ctx.spec.name])
+                     envs=[self.spec.name])
         cells = shard.select(cells, self.opts.shard)
-        self.progress = Progress(self.ctx.spec.name, len(cells), self.log, outer_from_env())
+        self.progress = Progress(self.spec.name, len(cells), self.log, outer_from_env())
         self.source_url = choose_source(self.config, self.opts.cache, self.log)
         # A local repository (the stand-in mirror above all, which is rebuilt when its table changes) is cheap to
         # fetch, and a stale clone of it would resolve tags to old commits.
@@ -251,8 +264,8 @@ class EnvRun:
                 for finished in pool.map(lambda b: self.claim(b[0], b[1], b[2], checkpoints[b[0].ref]), batches):
                     done += finished
         finally:
-            if self.own_workers:
-                self.ctx.workers.close()
+            if self.own_workers and self._ctx:
+                self._ctx.workers.close()
         return done
 
     def prepare_ref(self, ref: str, cells: list[Cell], fetch: bool) -> tuple[Checkout | None, list[CellResult],
@@ -295,7 +308,7 @@ class EnvRun:
                 old = self.stored(result.cell)
                 # Made by another run after this one started, from the same inputs: fresh even under --force.
                 if old and old.inputs_key == result.inputs_key and old.created >= self.started:
-                    self.log(f"[{self.ctx.spec.name}] {result.cell}: done by another run meanwhile")
+                    self.log(f"[{self.spec.name}] {result.cell}: done by another run meanwhile")
                     self.progress.cell(old, kept=True)
                     kept.append(old)
                 else:
@@ -333,7 +346,7 @@ class EnvRun:
             return Path(model.weights).resolve(), 0.0, None
         # Keyed by everything it depends on: the commit, the env, the model config and the harness's own code.
         fingerprint = harness_fingerprint(CHECKPOINT_SOURCES)
-        folder = self.opts.cache / "checkpoints" / checkout.commit / f"{self.ctx.spec.key()}-{fingerprint[:8]}"
+        folder = self.opts.cache / "checkpoints" / checkout.commit / f"{self.spec.key()}-{fingerprint[:8]}"
         weights = folder / f"{Path(model.cfg).stem}-nc{model.nc}-seed{model.seed}.pt".lower()
         if weights.exists():
             return weights, 0.0, None

@@ -22,7 +22,7 @@ def repo_from_tag(mirror_repo: Path, tag: str, path: Path) -> git.Repo:
         git.Repo(mirror_repo).git.archive("--format=tar", tag, output_stream=fh)
         fh.seek(0)
         with tarfile.open(fileobj=fh) as tar:
-            tar.extractall(path, filter="data")
+            tar.extractall(path, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # PEP 706: not in 3.11.2
     repo.git.add("-A")
     repo.index.commit(f"{tag} stand-in")
     return repo

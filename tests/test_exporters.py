@@ -20,7 +20,7 @@ EXPECTED = {"v5.0": ("models/export.py", 12), "v6.0": ("export.py", 13), "v6.1":
 def _tree(repo: Path, tag: str, dest: Path) -> Path:
     data = git.Repo(repo).git.archive(tag, stdout_as_string=False)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(dest, filter="data")
+        tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # PEP 706: not in 3.11.2
     return dest
 
 

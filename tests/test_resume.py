@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import result_files
+
 from harness.paths import cache_dir
 from harness.results import result_path
 
@@ -46,17 +46,23 @@ def start_and_stop_after_first_result(argv: list[str], env: dict[str, str], repo
     return proc, err
 
 
-def workers_left(cache_marker: str) -> list[str]:
-    """Command lines of harness workers still alive that belong to this cache (none may outlive the run)."""
-    found = []
+def workers(cache_marker: str) -> dict[str, str]:
+    """pid -> command line of every harness worker alive that belongs to this cache."""
+    found = {}
     for entry in Path("/proc").iterdir():
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if "harness.worker" in cmd and cache_marker in cmd:
-            found.append(cmd)
+            found[entry.name] = cmd
     return found
+
+
+def workers_left(cache_marker: str, before: frozenset[str]) -> list[str]:
+    """Workers still alive that were not there before this test's run (none may outlive it): on a shared cache,
+    other runs' workers are not this run's."""
+    return [cmd for pid, cmd in workers(cache_marker).items() if pid not in before]
 
 
 def kept_line(cell: str) -> str:
@@ -73,6 +79,7 @@ def test_kill_then_resume_then_interrupt_then_force(small_weights: Path, small_m
     argv, env = harness_run(config, reports, "--jobs", "1")
 
     # 1. SIGKILL once the first cell is saved: it stays, whole; the other cell has no result; no worker survives.
+    others = frozenset(workers(str(cache_dir())))
     proc, err = start_and_stop_after_first_result(argv, env, reports, signal.SIGKILL, {})
     assert proc.returncode == -signal.SIGKILL, err[-2000:]
     first = created(reports)
@@ -80,9 +87,9 @@ def test_kill_then_resume_then_interrupt_then_force(small_weights: Path, small_m
     done_cell = next(iter(first))
     assert not list((reports / "results").glob(".*.tmp"))
     deadline = time.monotonic() + 60  # env-side workers notice their supervisor is gone and exit (seen: 7 s)
-    while workers_left(str(cache_dir())) and time.monotonic() < deadline:
+    while workers_left(str(cache_dir()), others) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not workers_left(str(cache_dir()))
+    assert not workers_left(str(cache_dir()), others)
 
     # 2. The next run keeps that cell and does the other one.
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
@@ -113,4 +120,4 @@ def test_kill_then_resume_then_interrupt_then_force(small_weights: Path, small_m
     assert kept_line(done_cell) in proc.stderr
     fourth = created(reports)
     assert fourth[done_cell] == third[done_cell] and fourth[other] > third[other]
-    assert {r["cell"]: r["status"] for r in result_files(reports)} == {c: "pass" for c in CELLS}
+    assert {r["cell"]: r["status"] for r in result_files(reports)} == dict.fromkeys(CELLS, "pass")

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.envs import build_venv, find_python
+from harness.envs import build_venv, find_python, uv_binary
 from harness.files import write_json
 
 TOOL = "tpu-mlir"
@@ -128,7 +128,7 @@ def ensure_env(cache: Path, *, log: Log = print) -> dict[str, Any]:
                         "the pins are harness/compile/env.py REQUIREMENTS", log)
     fixes = {"glibc": fix_bundled_glibc(package_dir(target), log=log)}
     info = {"venv": str(target), "python": str(python), "bin": str(target / "bin"), "interpreter": interpreter,
-            "requirements": list(REQUIREMENTS), "installer": "uv" if shutil.which("uv") else "pip", "fixes": fixes,
+            "requirements": list(REQUIREMENTS), "installer": "uv" if uv_binary() else "pip", "fixes": fixes,
             "seconds": round(time.monotonic() - start, 1), "harness_python": sys.version.split()[0]}
     write_json(marker, info)
     return dict(info, reused=False)
