@@ -123,7 +123,8 @@ class Answer:
                 "not_bisected": self.not_bisected or None,
                 "pairs": len(self.pairs), "computed": self.computed, "reused": self.reused,
                 "failing": len(self.failing), "notes_count": len(self.groups) - len(self.failing),
-                "probes": self.probes, "exit_code": self.exit_code, "seconds": round(self.seconds, 1),
+                "probes": self.probes, "probes_stored": sum(g.finding.cached for g in self.groups if g.finding),
+                "exit_code": self.exit_code, "seconds": round(self.seconds, 1),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "groups": [g.to_json() for g in self.groups]}
 

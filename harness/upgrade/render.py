@@ -62,8 +62,9 @@ def console(model: dict[str, Any], *, edits: bool = True) -> str:
     if model.get("not_bisected") and model.get("failing"):
         lines.append(f"  first commits: not searched — {model['not_bisected']}")
     if "computed" in model:
+        stored = f" ({model['probes_stored']} from stored results)" if model.get("probes_stored") else ""
         lines.append(f"  cells: {model['computed']} computed, {model['reused']} reused; {model['probes']} bisect "
-                     f"probe(s); {duration(model['seconds'])}")
+                     f"probe(s){stored}; {duration(model['seconds'])}")
     for g in model["groups"]:
         mark = "FAIL" if g["failing"] else "note"
         waived = f" (failing without {g['waived']})" if g.get("waived") else ""
