@@ -18,6 +18,7 @@ import pytest
 from harness import gate, results
 from harness.errors import HarnessError
 from harness.results import CellResult, CompileSection
+from harness.upgrade.compare import WORKING
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -202,7 +203,7 @@ def test_gate_on_a_real_upgrade(mirror_repo: Path, make_config, quick_env: str, 
 
     run(tmp_path / "before")
     [before] = results.load_results(tmp_path / "before")
-    assert before.outcome() in gate.WORKING and len(before.signature()) == 4, before.verdict
+    assert before.outcome() in WORKING and len(before.signature()) == 4, before.verdict
     assert harness("gate", "--reports", str(tmp_path / "before"), "--baseline", str(base),
                    "--write-baseline").returncode == 0
 

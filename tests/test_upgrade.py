@@ -350,8 +350,7 @@ def test_real_upgrade_through_the_command_line(history: Path, history_weights: P
     assert again.returncode == 1 and "cells: 0 computed, 2 reused" in again.stdout
     assert json.loads((reports / "upgrade.json").read_text())["groups"][0]["bisect"]["first"] == found["first"]
 
-    repo = git.Repo(history)
-    same = [repo.commit("B").parents[0].hexsha, repo.commit("B").hexsha]  # c16 and c17: changelog lines only
-    unchanged = cli("--from", same[0], "--to", same[1], *args, cache=cache, env=env)
+    c16 = git.Repo(history).commit("B").parents[0].hexsha  # c16 -> c17 (B): a changelog line only
+    unchanged = cli("--from", c16, "--to", "B", *args, cache=cache, env=env)
     assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr[-2000:]
     assert "no change in 1 cell pair(s) — nothing to edit" in unchanged.stdout
