@@ -63,8 +63,9 @@ class Options:
 # result; a change there that does alter results must bump harness.__version__, which is hashed too.
 FINGERPRINT_SOURCES = ("worker", "patch.py", "exporters.py", "causes.py", "search.py", "batch.py", "variant.py",
                        "verify.py")
-# A built checkpoint depends on one file of that code.
+# A built checkpoint depends on one file of that code, and on the ref's model code: these folders of its tree.
 CHECKPOINT_SOURCES = ("worker/checkpoint.py",)
+CHECKPOINT_TREE = ("models", "utils")
 PROBE_FILE = "harness-probe.json"  # beside the env's build marker: the versions it imports, probed once
 FOLDER_MARK = "results-folder.txt"  # in each cell root: the results folder its artifacts belong to
 Checkpoint = tuple[Path | None, float, dict[str, str] | None]  # weights, seconds to build, failure
@@ -80,6 +81,16 @@ def harness_fingerprint(sources: tuple[str, ...] = FINGERPRINT_SOURCES) -> str:
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def tree_digest(root: Path, folders: tuple[str, ...]) -> str:
+    """Hash of every file under ``folders`` of a checkout (paths and bytes): equal trees, equal digests."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for file in sorted((root / folder).rglob("*")):
+            if file.is_file() and "__pycache__" not in file.parts:
+                digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:20]
 
 
 def choose_source(config: Config, cache: Path, log: Log) -> str:
@@ -344,9 +355,11 @@ class EnvRun:
         model = self.config.model
         if model.weights:
             return Path(model.weights).resolve(), 0.0, None
-        # Keyed by everything it depends on: the commit, the env, the model config and the harness's own code.
+        # Keyed by everything it depends on: the ref's model code (not its commit: the commits a bisect probes share
+        # a checkpoint while models/ and utils/ stay the same), the env, the model config and the harness's code.
         fingerprint = harness_fingerprint(CHECKPOINT_SOURCES)
-        folder = self.opts.cache / "checkpoints" / checkout.commit / f"{self.spec.key()}-{fingerprint[:8]}"
+        code = tree_digest(checkout.path, CHECKPOINT_TREE)
+        folder = self.opts.cache / "checkpoints" / code / f"{self.spec.key()}-{fingerprint[:8]}"
         weights = folder / f"{Path(model.cfg).stem}-nc{model.nc}-seed{model.seed}.pt".lower()
         if weights.exists():
             return weights, 0.0, None
