@@ -5,8 +5,9 @@ post-processing." A deployer then writes that decode by hand, with anchors and s
 module is that decode written once, in numpy, from the formula (sigmoid, grid, ``(xy*2 - 0.5 + grid) * stride``,
 ``(wh*2)**2 * anchor``), fed with the anchors and strides read from the model's own Detect. The check runs it on the
 backend's raw outputs (ONNX Runtime, TorchScript) and compares the result with the decoded tensor the ref's own,
-*unpatched* ``Detect.forward`` computes in eager PyTorch for the same input: element by element, and as the boxes a
-deployer keeps after NMS (torchvision's). The record it returns is what a deployer needs to write the decode.
+*unpatched* ``Detect.forward`` computes in eager PyTorch for the same input: the scores element by element, the
+boxes as a deployer keeps them after NMS (torchvision's), level by level. The record it returns is what a deployer
+needs to write the decode: anchors in pixels, strides, which output is which level, where the sigmoid goes.
 
 Runs inside env interpreters: Python 3.8, numpy; torch and torchvision are imported by the functions that need them.
 """
@@ -22,7 +23,7 @@ import numpy as np
 # NMS as YOLOv5's detect.py runs it (--iou-thres 0.45, one class per box), and what "the same boxes" means.
 NMS_IOU = 0.45
 MATCH_IOU = 0.99  # a kept box matches one of the other side's with this IoU and the same class
-PASS_FRACTION = 0.99  # matched / max(kept by eager, kept by the backend)
+PASS_FRACTION = 0.99  # per level: matched / max(kept by eager, kept by the backend)
 # NMS sees eager's top TOP_K boxes of each level (its top half when smaller), never a fixed score threshold: the
 # harness's random-init checkpoint scores near 1e-5..1e-3 (the bias init), so detect.py's 0.25 would keep no box and
 # prove nothing. Per level, because the bias init gives each level its own score band (objectness prior
@@ -132,8 +133,8 @@ def match(a, b):
         return 0
     iou = box_iou(a[0], b[0])
     iou[a[1].view(-1, 1) != b[1].view(1, -1)] = 0
-    pairs = torch.nonzero(iou >= MATCH_IOU).tolist()
-    pairs.sort(key=lambda p: -float(iou[p[0], p[1]]))
+    pairs = torch.nonzero(iou >= MATCH_IOU)
+    pairs = pairs[torch.argsort(iou[pairs[:, 0], pairs[:, 1]], descending=True)].tolist()
     used_a, used_b = set(), set()
     for i, j in pairs:
         if i not in used_a and j not in used_b:
