@@ -105,10 +105,12 @@ class Reference:
     def __init__(self, tree, weights):
         from harness.worker import runners
 
+        self.tree = tree
         self.runners = {dyn: runners.EagerRunner(tree, weights, dynamic=dyn) for dyn in (False, True)}
         self.loaded = {}
         self.outputs = {}
         self.head_inputs = {}  # Detect's inputs in each run: the decode check feeds them to the unpatched Detect
+        self.decoded = {}  # (dynamic, key) -> the unpatched Detect's (decoded, raw) for them
 
     def runner(self, dynamic):
         if dynamic not in self.loaded:
@@ -117,6 +119,16 @@ class Reference:
 
     def head(self, dynamic):
         return self.runner(dynamic).model.model[-1]  # YOLOv5's Model ends with its Detect (or Segment) layer
+
+    def model_decode(self, dynamic, key):
+        """What the ref's own, unpatched Detect.forward decodes from this run's Detect inputs (worker/decode.py), once
+        per input: the formats of a batch share it."""
+        from harness.worker import decode
+
+        if (dynamic, key) not in self.decoded:
+            self.decoded[(dynamic, key)] = decode.own_decode(self.tree, self.head(dynamic),
+                                                              self.head_inputs[(dynamic, key)])
+        return self.decoded[(dynamic, key)]
 
     def infer(self, dynamic, key, batch):
         if (dynamic, key) not in self.outputs:
@@ -192,8 +204,8 @@ def check_decode(job, reference, dynamic, key, got, names):
     from harness.worker import decode
 
     try:
-        return decode.check(job["tree"], reference.head(dynamic), reference.head_inputs[(dynamic, key)], got, names,
-                            key[0], float(job["atol"]), float(job["rtol"]))
+        return decode.check(job["tree"], reference.head(dynamic), lambda: reference.model_decode(dynamic, key), got,
+                            names, key[0], float(job["atol"]), float(job["rtol"]))
     except Exception as exc:  # noqa: BLE001 -- any failure of the check is recorded and judged, never lost
         error = f"{type(exc).__name__}: {first_line(exc)}"
         return {"ok": False, "error": error, "message": f"decode check could not run: {error}",

@@ -232,6 +232,8 @@ def original_yolo(tree):
 
 
 def form_of(detect_source):
+    """The row of FORMS that the unpatched Detect class's text matches (None for a Detect no row knows: the check
+    still runs, with the raw outputs taken as logits, and says so in the record)."""
     for form in FORMS:
         if re.search(form.pattern, detect_source):
             return form
@@ -265,10 +267,13 @@ def detect_constants(head):
     return strides, anchors
 
 
-def check(tree, head, inputs, outputs, names, size, atol, rtol):
+def check(tree, head, model_decode, outputs, names, size, atol, rtol):
     """The decode record of one cell: decode the backend's raw per-level ``outputs`` with the reference decoder and
-    the Detect's constants, compare with the model's own decode (element-wise and after NMS). None when the outputs
-    hold no raw tensor for every level (variant 1, v6.2+ native)."""
+    the Detect's constants, compare with the model's own decode (scores element-wise, boxes after NMS). None when the
+    outputs hold no raw tensor for every level (variant 1, v6.2+ native).
+
+    ``model_decode()`` gives :func:`own_decode` for the same input (called only when there is something to check; the
+    formats of one input share it)."""
     from harness.worker.compare import min_tolerance
 
     if type(head).__name__ != "Detect":  # Segment heads decode masks too; not part of this contract
@@ -282,7 +287,7 @@ def check(tree, head, inputs, outputs, names, size, atol, rtol):
     form = form_of(detect_source)
     in_graph = form.sigmoid_in_graph if form else False
     raw = [outputs[i] for i in order]
-    eager, eager_raw = own_decode(tree, head, inputs)
+    eager, eager_raw = model_decode()
     got = reference_decode(raw, strides, anchors, in_graph)
     # The reference decode of eager's own raw outputs: a difference here is the formula or the constants, not the
     # export.
@@ -332,8 +337,8 @@ def check(tree, head, inputs, outputs, names, size, atol, rtol):
                        f"{record['scores_max_abs']:.3g})")
     record["message"] = (f"decode check: the raw outputs decoded with anchors {_short(anchors)} px and strides "
                          f"{_short(strides)} do not give the model's boxes: {', '.join(failing)} (boxes match at "
-                         f"IoU >= {MATCH_IOU} and the same class; {PASS_FRACTION} needed), max abs {record['max_abs']:.3g} px; "
-                         f"the difference is in {where}")
+                         f"IoU >= {MATCH_IOU} and the same class; {PASS_FRACTION} needed), max abs "
+                         f"{record['max_abs']:.3g} px; the difference is in {where}")
     return record
 
 
