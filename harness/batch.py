@@ -221,6 +221,7 @@ class BatchRunner:
         out.status, out.stage, out.message = verdict.status, verdict.stage, verdict.message  # type: ignore[assignment]
         out.outputs = results.from_json(verdict.outputs, list[Output])
         out.expected_outputs = verdict.expected_outputs
+        out.decode = verdict.decode
         out.parity = results.from_json(verdict.parity, list[Parity])
         return out
 

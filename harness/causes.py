@@ -213,6 +213,14 @@ CAUSES: tuple[Cause, ...] = (
           "the export's outputs are not what the variant promises or what eager PyTorch gives"),
     Cause("parity beyond tolerance", r"parity: ",
           "the backend's numbers differ from eager PyTorch beyond [tolerances]: see the parity records"),
+    # harness/worker/decode.py: the raw per-level outputs, decoded by the reference decoder with the anchors and
+    # strides stored in Detect, do not give the boxes the model's own decode gives (after parity passed, or it would
+    # have matched above). A wrong anchor table, stride or output order in a deployer's decode looks the same.
+    Cause("decode mismatch", r"decode check: .* not give the model's boxes",
+          "a post-processing written from the anchors and strides stored in Detect (the decode record's) gives other "
+          "boxes than the model's own decode, which uses other constants or another formula (e.g. a v5.0-era "
+          "anchor_grid buffer that disagrees with anchors, an edited _make_grid): take the constants Detect.forward "
+          "really uses, or fix the checkpoint, before deploying a hand-written decode"),
     # The supervisor's memory watchdog (harness/proc.py, [limits] memory_mb) and Python's own MemoryError.
     Cause("out of memory", r"out of memory: \d+ MB|MemoryError|Cannot allocate memory",
           "the step used more memory than [limits] memory_mb (or the machine has): raise the limit or free memory"),

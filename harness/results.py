@@ -117,6 +117,8 @@ class Attempt:
     detect: DetectInfo | None = None
     image: str | None = None  # the photo the parity inputs were made from
     shared_from: str | None = None  # the cell whose identical attempt this is (a failure before the model runs)
+    # The decode check of the raw per-level outputs (harness/worker/decode.py): constants, output order, NMS match.
+    decode: dict[str, Any] | None = None
 
 
 @dataclass

@@ -38,6 +38,8 @@ class Judgement:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     expected_outputs: list[list[int]] | None = None
     parity: list[dict[str, Any]] = field(default_factory=list)
+    # The post-processing contract (harness/worker/decode.py): None when the outputs hold no raw per-level tensors.
+    decode: dict[str, Any] | None = None
 
 
 def judge(variant: str, fmt: str, answer: dict[str, Any], tolerances: Tolerances) -> Judgement:
@@ -82,6 +84,10 @@ def judge(variant: str, fmt: str, answer: dict[str, Any], tolerances: Tolerances
                     f"parity: {backend} output {index}{where} max_abs {metrics['max_abs']:.3g}, cosine "
                     f"{metrics['cosine']:.6f} beyond atol {tolerances.atol:g} / rtol {tolerances.rtol:g} / "
                     f"min_cosine {tolerances.min_cosine:g} (min tolerance that passes: {metrics['min_tolerance']:.3g})")
+    j.decode = answer.get("decode")
+    if j.decode is not None and not j.decode.get("ok"):
+        # After counts, shapes and parity: when the backend's raw numbers already differ, that is the cause.
+        problems.append(j.decode["message"])
     if broken:  # the artifact does not run where it should: it is broken, not a harness error
         j.status, j.stage, j.message = "fail", "run", "; ".join(broken + problems)
     elif problems:
@@ -89,4 +95,6 @@ def judge(variant: str, fmt: str, answer: dict[str, Any], tolerances: Tolerances
     else:
         worst = max((p["min_tolerance"] or 0.0 for p in j.parity), default=0.0)
         j.message = f"{len(j.outputs)} output(s) as expected; {backend} matches eager (min tolerance {worst:.2g})"
+        if j.decode is not None:
+            j.message += f"; {j.decode['message']}"
     return j

@@ -105,18 +105,41 @@ class Reference:
     def __init__(self, tree, weights):
         from harness.worker import runners
 
+        self.tree = tree
         self.runners = {dyn: runners.EagerRunner(tree, weights, dynamic=dyn) for dyn in (False, True)}
         self.loaded = {}
         self.outputs = {}
+        self.head_inputs = {}  # Detect's inputs in each run: the decode check feeds them to the unpatched Detect
+        self.decoded = {}  # (dynamic, key) -> the unpatched Detect's (decoded, raw) for them
 
     def runner(self, dynamic):
         if dynamic not in self.loaded:
             self.loaded[dynamic] = self.runners[dynamic].load()
         return self.loaded[dynamic]
 
+    def head(self, dynamic):
+        return self.runner(dynamic).model.model[-1]  # YOLOv5's Model ends with its Detect (or Segment) layer
+
+    def model_decode(self, dynamic, key):
+        """What the ref's own, unpatched Detect.forward decodes from this run's Detect inputs (worker/decode.py), once
+        per input: the formats of a batch share it."""
+        from harness.worker import decode
+
+        if (dynamic, key) not in self.decoded:
+            self.decoded[(dynamic, key)] = decode.own_decode(self.tree, self.head(dynamic),
+                                                              self.head_inputs[(dynamic, key)])
+        return self.decoded[(dynamic, key)]
+
     def infer(self, dynamic, key, batch):
         if (dynamic, key) not in self.outputs:
-            self.outputs[(dynamic, key)] = self.runner(dynamic).infer(batch)
+            captured = []
+            hook = self.head(dynamic).register_forward_pre_hook(
+                lambda module, args: captured.append([t.clone() for t in args[0]]))  # forward edits the list in place
+            try:
+                self.outputs[(dynamic, key)] = self.runner(dynamic).infer(batch)
+            finally:
+                hook.remove()
+            self.head_inputs[(dynamic, key)] = captured[0] if captured else None
         return self.outputs[(dynamic, key)]
 
 
@@ -147,6 +170,7 @@ def verify(cell, reference, progress, job):
         # A second size (half, kept a multiple of the max stride) and a batch of 2 exercise the dynamic axes.
         cases += [("size", max(max_stride, imgsz // 2 // max_stride * max_stride), 1), ("batch", imgsz, 2)]
     result["cases"] = []
+    result["decode"] = None
     timings["run"] = timings["compare"] = 0.0
     for name, size, batch in cases:
         progress.emit(event="stage", cell=cell["id"], stage="run")
@@ -167,7 +191,25 @@ def verify(cell, reference, progress, job):
             "parity": compare.compare_outputs(ref, got, float(job["atol"]), float(job["rtol"])),
         })
         timings["compare"] += time.time() - t
+        if name == "main":
+            t = time.time()
+            result["decode"] = check_decode(job, reference, dynamic, (size, batch), got, names)
+            timings["decode"] = time.time() - t
     return result
+
+
+def check_decode(job, reference, dynamic, key, got, names):
+    """The post-processing contract (decode.py) on the backend's raw outputs, when it has them; a check that cannot
+    run is recorded as such (the judge fails the cell on it) rather than losing the cell's other measurements."""
+    from harness.worker import decode
+
+    try:
+        return decode.check(job["tree"], reference.head(dynamic), lambda: reference.model_decode(dynamic, key), got,
+                            names, key[0], float(job["atol"]), float(job["rtol"]))
+    except Exception as exc:  # noqa: BLE001 -- any failure of the check is recorded and judged, never lost
+        error = f"{type(exc).__name__}: {first_line(exc)}"
+        return {"ok": False, "error": error, "message": f"decode check could not run: {error}",
+                "traceback": traceback.format_exc()[-2000:]}
 
 
 def attempt(job):
