@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import QUICK_ENV, repo_from_tag
+from conftest import QUICK_ENV, repo_from_tag, result_files
 
 from harness import exporters, proc
 from harness.causes import classify
 from harness.config import Tolerances
 from harness.patch import apply_patch
 from harness.paths import cache_dir
-from harness.results import load_results
-from harness.run import WEIGHTS_NAME, probe_env
+from harness.batch import WEIGHTS_NAME
+from harness.run import probe_env
 from harness.source import get_checkout, open_repo
 from harness.verify import judge
 
@@ -264,15 +264,15 @@ def mismatch_run(repo: str, env_python: Path, config: Any, harness_run: Any,
     argv, run_env = harness_run(base / "matrix.toml", base / "reports")
     ran = subprocess.run(argv, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=1800, check=False)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    (result,) = load_results(base / "reports")
-    return result
+    (result,) = result_files(base / "reports")
+    # The guide's list x aborts v7.0's export.py; the adapted tuple(x) exports, and its decode is what is wrong.
+    return result["workaround"] if result["status"] != "pass" and result["workaround"] else result
 
 
 @pytest.mark.slow
 def test_a_decode_mismatch_is_a_cell_failure_with_its_cause(mismatch_run: dict[str, Any]) -> None:
     result = mismatch_run
     assert result["status"] == "fail" and result["cause"] == "decode mismatch", (result["cause"], result["message"])
-    assert result["verdict"].startswith("broken: decode mismatch")
     assert all(p["pass"] for p in result["parity"])  # the export is right: the decode constants are not
     assert "the formula or Detect's constants" in result["message"]
     assert classify(result["message"]).name == "decode mismatch"  # type: ignore[union-attr]
