@@ -27,7 +27,7 @@ from harness.config import Cell, Config, EnvSpec, Timeouts, is_local_repo, plan
 from harness.envs import derive, ensure_env
 from harness.errors import EnvError, HarnessError, PatchError, SourceError
 from harness.patch import apply_patch
-from harness.source import Checkout, get_checkout, is_reachable
+from harness.source import Checkout, get_checkout, is_reachable, repo_label
 from harness.verify import judge
 from harness.warm import WarmPool
 
@@ -93,7 +93,7 @@ def source_label(checkout: Checkout) -> str:
     if checkout.standin:
         return (f"pypi:{checkout.standin['distribution']} (stand-in for upstream {checkout.standin['stands_in_for']},"
                 f" {checkout.standin.get('closeness', 'not identical')})")
-    return checkout.url
+    return repo_label(checkout.url)
 
 
 PROBE_FILE = "harness-probe.json"  # beside the env's build marker: the versions it imports, probed once
@@ -651,6 +651,7 @@ def run_env(config: Config, env: str, opts: Options, log: Callable[[str], None] 
     the rest. A result that cannot be written stops the run with that HarnessError."""
     preflight.check_reports(opts.reports)
     preflight.check_weights(config.model.weights, str(config.path))
+    preflight.check_source(config.source.repo, opts.cache, config.source.fallback)
     if config.model.weights:
         log(f"weights: {config.model.weights} is a pickle: only the env's processes load it, never this one — use "
             f"files you trust (README, Security)")
