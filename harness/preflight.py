@@ -45,7 +45,9 @@ def check_reports(reports: Path) -> None:
 
 
 def check_weights(weights: str | None, config_label: str = "matrix.toml") -> None:
-    """``[model] weights`` must be a PyTorch checkpoint file (checked by format, never loaded here)."""
+    """``[model] weights`` must be a PyTorch checkpoint holding a YOLOv5 model (checked by format and by the class
+    names in its pickle, never loaded here). This catches mistakes, not attacks: a crafted file can name any class;
+    it is only ever unpickled in the env's subprocess (README, Security)."""
     if not weights:
         return
     path = Path(weights).expanduser()
@@ -106,21 +108,31 @@ def _pickle_globals(stream: IO[bytes]) -> set[tuple[str, str]]:
     stream raises ValueError; memory is bounded by the bytes read (``_PICKLE_LIMIT``).
     """
     found: set[tuple[str, str]] = set()
-    strings: list[str] = []  # the strings pushed so far, for STACK_GLOBAL (protocol 4+: module and name on the stack)
-    memo: dict[int, str] = {}
+    # STACK_GLOBAL (protocol 4+) takes module and name from the stack: the two values pushed last, strings written
+    # inline or fetched from the memo. Every other push is recorded as None, so nothing is mistaken for a name.
+    pushed: list[str | None] = []
+    memo: dict[int, str | None] = {}
     for opcode, arg, _pos in pickletools.genops(stream):
         name, value = opcode.name, cast(Any, arg)
-        if name == "GLOBAL":  # protocol 0-3 (torch.save's default is 2): "module name" inline
+        if name == "GLOBAL":  # protocols 0-3 (torch.save's default is 2): "module name" inline
             module, _, attr = str(value).partition(" ")
             found.add((module, attr))
-        elif name == "STACK_GLOBAL" and len(strings) >= 2:
-            found.add((strings[-2], strings[-1]))
+            pushed.append(None)
+        elif name == "STACK_GLOBAL":
+            module_name = pushed[-2:]
+            if len(module_name) == 2 and module_name[0] is not None and module_name[1] is not None:
+                found.add((module_name[0], module_name[1]))
+            pushed.append(None)
+        elif name == "MEMOIZE":  # stores the top of the stack under the next index
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(value)] = pushed[-1] if pushed else None
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            pushed.append(memo.get(int(value)))
         elif isinstance(value, str) and "UNICODE" in name:
-            strings.append(value)
-        elif name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE") and strings:
-            memo[len(memo) if name == "MEMOIZE" else int(value)] = strings[-1]
-        elif name in ("BINGET", "LONG_BINGET", "GET") and int(value) in memo:
-            strings.append(memo[int(value)])
+            pushed.append(value)
+        elif opcode.stack_after:
+            pushed.append(None)
     return found
 
 
