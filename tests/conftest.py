@@ -5,6 +5,8 @@ once into the user cache, so reruns are fast."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -81,7 +83,7 @@ def repo_from_tag(source: Path | str, tag: str, path: Path) -> git.Repo:
     repo = git.Repo.init(path, initial_branch="main")
     with repo.config_writer() as cw:
         cw.set_value("user", "name", "test").set_value("user", "email", "test@example.com")
-    with tempfile.TemporaryFile() as fh, open_repo(str(source), cache=cache_dir()) as clone:
+    with tempfile.TemporaryFile() as fh, open_repo(str(source), cache=cache_dir(), fetch=True) as clone:
         clone.git.archive("--format=tar", f"refs/tags/{tag}", output_stream=fh)
         fh.seek(0)
         with tarfile.open(fileobj=fh) as tar:
@@ -188,12 +190,18 @@ def make_config(tmp_path_factory: pytest.TempPathFactory):
 
     text = (Path(__file__).resolve().parent.parent / "matrix.toml").read_text()
 
-    def write(refs: list[str], weights: Path | None = None, small: bool = False) -> Path:
+    def write(refs: list[str], weights: Path | None = None, small: bool = False,
+              variants: tuple[str, ...] | None = None, formats: tuple[str, ...] | None = None) -> Path:
         """``weights``: a checkpoint to use instead of building one (skips the checkpoint stage's worker);
-        ``small``: yolov5n at 160 instead of the configured model (exports in seconds)."""
+        ``small``: yolov5n at 160 instead of the configured model (exports in seconds); ``variants``, ``formats``:
+        the [matrix] lists instead of the configured ones."""
         quoted = ", ".join(json.dumps(r) for r in refs)  # a JSON string is a valid TOML basic string
         path = tmp_path_factory.mktemp("config") / "matrix.toml"
         new = re.sub(r"(?m)^refs = .*$", lambda _: f"refs = [{quoted}]", text, count=1)
+        for key, values in (("variants", variants), ("formats", formats)):
+            if values is not None:  # the first such line is [matrix]'s ([compile] has variants too, further down)
+                line = f"{key} = {json.dumps(list(values))}"
+                new = re.sub(rf"(?m)^{key} = .*$", lambda _, line=line: line, new, count=1)
         if small:
             new = re.sub(r"(?m)^cfg = .*$", 'cfg = "yolov5n.yaml"', new, count=1)
             new = re.sub(r"(?m)^imgsz = .*$", "imgsz = 160", new, count=1)
@@ -337,3 +345,44 @@ def small_config_text(config, tiny_repo: Path):
         return "\n".join(lines)
 
     return text
+
+
+# -- one small real run on the tests' repository, shared by tests/test_shard.py and tests/test_report.py -------------
+
+
+@dataclass(frozen=True)
+class SmallRun:
+    """A finished `python -m harness run` and how to repeat it (into other reports folders, with other options)."""
+
+    config: Path
+    reports: Path
+    source: Yolov5Source
+    env: str
+
+    def argv(self, reports: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "harness", "run", "--env", self.env, "--config", str(self.config),
+                "--repo", self.source.repo, "--reports", str(reports), *extra]
+
+    def run(self, reports: Path, *extra: str) -> None:
+        env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+        proc = subprocess.run(self.argv(reports, *extra), cwd=PROJECT, capture_output=True, text=True, timeout=1800,
+                              check=False, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# v6.1 -> v7.0: the native export goes from 4 outputs to 1 (v6.2 added Detect.export), on real tags and stand-ins.
+SMALL_RUN_REFS = ("v6.1", "v7.0")
+SMALL_RUN_VARIANTS = ("native", "1", "3")
+
+
+@pytest.fixture(scope="session")
+def small_run(yolov5_source: Yolov5Source, make_config, env_python: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> SmallRun:
+    """Six real cells on `yolov5_source`: v6.1 and v7.0 x variants native, 1, 3 x TorchScript, yolov5n at 160, with
+    torch>=2.6's weights_only default relaxed up front (one attempt per cell: these tests are about shards and the
+    page, not that cause). Checkpoints are built by the harness (cached across sessions)."""
+    config = make_config(list(SMALL_RUN_REFS), small=True, variants=SMALL_RUN_VARIANTS, formats=("torchscript",))
+    run = SmallRun(config, tmp_path_factory.mktemp("small-run"), yolov5_source, QUICK_ENV)
+    run.run(run.reports)
+    return run
+
