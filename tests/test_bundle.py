@@ -17,6 +17,7 @@ import git
 import pytest
 from conftest import Yolov5Source
 
+from harness import results
 from harness.errors import SourceError
 from harness.paths import cache_dir
 from harness.source import bundle_file, get_checkout, open_repo, repo_label
@@ -181,6 +182,10 @@ def test_a_source_that_cannot_be_opened_stops_the_run(real_bundle: Path, small_c
                       .replace("[envs.quick]", f'[envs."{quick_env}"]'))
     empty_cache, reports = tmp_path / "cache", tmp_path / "reports"
     empty_cache.mkdir()
+    kept = results.result_path(reports, "v7.0__quick__1__torchscript")  # an earlier run's result: nothing is lost
+    results.write_json(kept, {"schema": results.SCHEMA_VERSION, "cell": "v7.0__quick__1__torchscript",
+                              "status": "pass", "verdict": "works"})
+    before = kept.read_bytes()
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--env", quick_env, "--config", str(config), "--repo", source,
          "--reports", str(reports)],
@@ -192,7 +197,7 @@ def test_a_source_that_cannot_be_opened_stops_the_run(real_bundle: Path, small_c
     assert len(lines) == 1 and lines[0].startswith("error: source: ") and " — " in lines[0], proc.stderr
     assert source in lines[0]
     assert not (empty_cache / "envs").exists(), "no env was built"
-    assert not list(reports.rglob("*.json")), "no result was written"
+    assert list(reports.rglob("*.json")) == [kept] and kept.read_bytes() == before, "no result written or lost"
     assert not list(empty_cache.glob("repos/*")), "no clone left behind"
 
 
