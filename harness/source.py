@@ -203,7 +203,6 @@ def open_repo(url: str, *, cache: Path, fetch: bool = False) -> git.Repo:
         SourceError: the repository cannot be cloned or fetched (one line with git's reason and the fix).
     """
     url = normalize_url(url)
-    _check_file(url)
     target = _repo_dir(Path(cache), url)
     if target.is_dir():
         try:
@@ -213,9 +212,11 @@ def open_repo(url: str, *, cache: Path, fetch: bool = False) -> git.Repo:
                 f"source: the cached clone of {redact(url)} at {target} is damaged — delete that directory"
             ) from None
         if fetch:
+            _check_file(url)
             _fetch(repo, url)
         return repo
 
+    _check_file(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the clone from other users of a shared cache

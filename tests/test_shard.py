@@ -107,17 +107,15 @@ def comparable(found: list[dict]) -> dict[str, dict]:
 @pytest.mark.torch
 @pytest.mark.slow
 def test_shards_merged_equal_one_unsharded_run(small_run: SmallRun, tmp_path: Path) -> None:
-    """Real exports on the tests' repository (v6.1 and v7.0, variants native/1/3, TorchScript): the unsharded run is
-    the shared `small_run`; three shards of it, run into three folders and merged, give the same results. With
-    three shards of six sorted cells, the middle one holds the last cell of v6.1 and the first of v7.0."""
-    for k in (1, 2, 3):
-        small_run.run(tmp_path / f"shard{k}", "--shard", f"{k}/3")
+    """Real exports on the tests' repository (v6.1 and v7.0, variants native and 3, TorchScript): the unsharded run
+    is the shared `small_run`; two shards of it, run into two folders and merged, give the same results."""
+    for k in (1, 2):
+        small_run.run(tmp_path / f"shard{k}", "--shard", f"{k}/2")
     whole = results.load_results(small_run.reports)
-    shards = [results.load_results(tmp_path / f"shard{k}") for k in (1, 2, 3)]
-    assert len(whole) == len(SMALL_RUN_REFS) * len(SMALL_RUN_VARIANTS) == 6
-    assert [len(s) for s in shards] == [2, 2, 2]
-    assert {r["ref"] for r in shards[1]} == set(SMALL_RUN_REFS)
+    shards = [results.load_results(tmp_path / f"shard{k}") for k in (1, 2)]
+    assert len(whole) == len(SMALL_RUN_REFS) * len(SMALL_RUN_VARIANTS) == 4
+    assert [[r["ref"] for r in s] for s in shards] == [["v6.1", "v6.1"], ["v7.0", "v7.0"]]  # sorted ids, cut in two
     assert all(results.outcome(r) in ("works", "workaround") for r in whole), [r["verdict"] for r in whole]
     assert {r["commit"] for r in whole} == {small_run.source.tags[ref] for ref in SMALL_RUN_REFS}
-    merged = results.merge_results([tmp_path / f"shard{k}" for k in (1, 2, 3)])
+    merged = results.merge_results([tmp_path / f"shard{k}" for k in (1, 2)])
     assert comparable(merged) == comparable(whole)

@@ -157,6 +157,14 @@ def test_a_missing_local_path_says_so(tmp_path: Path, cache: Path) -> None:
     assert not (cache / "repos").exists()
 
 
+def test_a_cached_clone_outlives_its_source_until_fetched(upstream: Upstream, cache: Path) -> None:
+    open_repo(str(upstream.path), cache=cache)
+    shutil.rmtree(upstream.path)
+    assert resolve(open_repo(str(upstream.path), cache=cache), "v7.0") == upstream.c2  # no fetch: the cache serves
+    with pytest.raises(SourceError, match=f"source: {upstream.path} does not exist — point"):
+        open_repo(str(upstream.path), cache=cache, fetch=True)
+
+
 def test_is_reachable(upstream: Upstream, tmp_path: Path) -> None:
     assert is_reachable(str(upstream.path))
     assert is_reachable(upstream.path.as_uri(), timeout=5)

@@ -85,12 +85,12 @@ def test_a_trained_style_checkpoint_decides_the_shapes(yolov5_source: Yolov5Sour
     head = build_weights(env_python, yolov5_source, "v7.0", "yolov5n.yaml", "checkpoint", weights)
     assert (head["no"], head["nc"], head["nl"]) == (NO, 3, 3)
     config = make_config(["v7.0"], weights=weights, small=True)
-    proc = run_cli(config, tmp_path / "reports", yolov5_source, quick_env, "--variants", "native,1,3",
+    proc = run_cli(config, tmp_path / "reports", yolov5_source, quick_env, "--variants", "native,3",
                    "--formats", "onnx,torchscript")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "is a pickle: only the env's processes load it" in proc.stderr  # the trust warning
     found = {(r["variant"], r["format"]): r for r in results.load_results(tmp_path / "reports")}
-    assert len(found) == 6
+    assert len(found) == 4
     # yolov5n at 160: strides 8/16/32 -> grids 20, 10, 5; 3 anchors each.
     raw = [[1, 3, 20, 20, NO], [1, 3, 10, 10, NO], [1, 3, 5, 5, NO]]
     decoded = [1, 3 * (400 + 100 + 25), NO]
@@ -100,7 +100,7 @@ def test_a_trained_style_checkpoint_decides_the_shapes(yolov5_source: Yolov5Sour
         assert result["model"]["weights"] == str(weights)
         assert outcome["detect"]["no"] == NO and outcome["detect"]["nc"] == 3
         shapes = [o["shape"] for o in outcome["outputs"]]
-        assert shapes == {"native": [decoded], "1": [decoded], "3": raw}[variant], (variant, fmt)
+        assert shapes == {"native": [decoded], "3": raw}[variant], (variant, fmt)  # v7.0 native: the decoded concat
         if variant != "native":
             assert outcome["expected_outputs"] == shapes
         assert result["timings"]["checkpoint"] == 0.0, "the user's checkpoint is used, none is built"
@@ -138,24 +138,24 @@ V5_AT_V7 = {
 
 def test_a_checkpoint_from_another_ref(yolov5_source: Yolov5Source, env_python: Path, make_config, quick_env: str,
                                        tmp_path: Path) -> None:
-    """A v5.0 best.pt (nc = 3) exported at v7.0: the verdicts of V5_AT_V7, shapes from the checkpoint."""
+    """A v5.0 best.pt (nc = 3) exported at v7.0: the verdicts of V5_AT_V7, shapes from the checkpoint. Variant 1
+    (decoded in the graph) is the one that uses the upgraded anchor_grid."""
     weights = tmp_path / "v5.0-best.pt"
     head = build_weights(env_python, yolov5_source, "v5.0", "yolov5s.yaml", "checkpoint", weights)
     assert head["no"] == NO
     config = make_config(["v7.0"], weights=weights, small=True)
-    proc = run_cli(config, tmp_path / "reports", yolov5_source, quick_env, "--variants", "1,3",
+    proc = run_cli(config, tmp_path / "reports", yolov5_source, quick_env, "--variants", "1",
                    "--formats", "onnx,torchscript")
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = results.load_results(tmp_path / "reports")
-    assert len(found) == 4
-    raw = [[1, 3, 20, 20, NO], [1, 3, 10, 10, NO], [1, 3, 5, 5, NO]]
+    assert len(found) == 2
     for result in found:
         outcome = final(result)
         assert result["verdict"] == V5_AT_V7[yolov5_source.kind][result["format"]], (result["cell"],
                                                                                       outcome["message"])
         assert result["commit"] == yolov5_source.tags["v7.0"]
         shapes = [o["shape"] for o in outcome["outputs"]]
-        assert shapes == {"1": [[1, 1575, NO]], "3": raw}[result["variant"]]
+        assert shapes == [[1, 1575, NO]]
 
 
 def test_a_state_dict_is_refused_before_any_export(yolov5_source: Yolov5Source, env_python: Path, make_config,
