@@ -32,7 +32,7 @@ from harness.errors import HarnessError, SourceError
 from harness.files import write_json
 from harness.progress import Progress, outer_from_env
 from harness.results import CellResult
-from harness.source import Checkout, get_checkout, is_reachable
+from harness.source import Checkout, get_checkout, is_reachable, repo_label
 from harness.variant import Known, run_variant
 from harness.warm import WarmPool
 from harness.worker import FONTS
@@ -115,7 +115,7 @@ def source_label(checkout: Checkout) -> str:
     if checkout.standin:
         return (f"pypi:{checkout.standin['distribution']} (stand-in for upstream {checkout.standin['stands_in_for']},"
                 f" {checkout.standin.get('closeness', 'not identical')})")
-    return checkout.url
+    return repo_label(checkout.url)
 
 
 def probe_env(python: Path, workdir: Path, config_dir: Path) -> dict[str, Any]:
@@ -219,7 +219,7 @@ class EnvRun:
     def new_result(self, cell: Cell, checkout: Checkout | None) -> CellResult:
         return CellResult(
             cell=cell.id, ref=cell.ref, commit=checkout.commit if checkout else None,
-            source=source_label(checkout) if checkout else self.source_url,
+            source=source_label(checkout) if checkout else repo_label(self.source_url),
             repo=checkout.url if checkout else self.source_url, standin=checkout.standin if checkout else None,
             env=self.spec.name, pins=self.spec.requirements(), versions=self.versions,
             model=asdict(self.config.model), tolerances=asdict(self.config.tolerances),
@@ -394,6 +394,7 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     pool when the caller keeps one across runs (see warm_pool); by default each run starts and closes its own."""
     preflight.check_reports(opts.reports)
     preflight.check_weights(config.model.weights, str(config.path))
+    preflight.check_source(config.source.repo, opts.cache, config.source.fallback)
     if config.model.weights:
         log(f"weights: {config.model.weights} is a pickle: only the env's processes load it, never this one — use "
             f"files you trust (README, Security)")

@@ -4,6 +4,11 @@ Why a cache keyed by URL and by SHA: a matrix run touches each ref many times (e
 and reruns should not hit the network. Checkouts are extracted with ``git archive`` rather than ``git checkout``
 so one bare clone serves any number of concurrent trees, and each tree appears atomically (renamed into place)
 so an interrupted or concurrent run never sees half of one.
+
+A git bundle (``git bundle create yolov5.bundle --all``: how code reaches air-gapped machines) is a source like any
+repository: git fetches from a bundle file wherever it takes a URL. It is recognised by its first line, recorded as
+``bundle:<path>`` (its commits are upstream's own, see ``repo_label``), and the ways a copied file goes wrong
+(truncated, corrupt, not a bundle, an incremental bundle missing its base) are named with git's own reason.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 from packaging.version import InvalidVersion, Version
@@ -32,7 +37,8 @@ from packaging.version import InvalidVersion, Version
 from harness.config import is_local_repo, validate_ref_name
 from harness.errors import ConfigError, SourceError
 
-__all__ = ["Checkout", "checkout", "get_checkout", "is_reachable", "normalize_url", "open_repo", "redact", "resolve"]
+__all__ = ["Checkout", "bundle_file", "checkout", "get_checkout", "is_reachable", "normalize_url", "open_repo", "redact",
+           "repo_label", "resolve"]
 
 # Every git call: never prompt for credentials (a hidden prompt hangs a CI job), fail instead.
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
@@ -43,6 +49,13 @@ _HEX = re.compile(r"[0-9a-fA-F]{4,64}")
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 STANDIN_FILE = "STANDIN.json"
 _MAX_CLOSEST = 5
+# The first line of a git bundle file (Documentation/gitformat-bundle.txt): v2, or v3 with capabilities.
+BUNDLE_SIGNATURES = (b"# v2 git bundle\n", b"# v3 git bundle\n")
+BUNDLE_PREFIX = "bundle:"
+_BUNDLE_FIX = "copy the bundle again, or make a new one with `git bundle create FILE --all`"
+_BUNDLE_FULL = "make a full bundle with `git bundle create FILE --all`"
+_LOCAL_FIX = ("point [source] repo (or --repo, YOLOV5_REPO) at a git repository, a bare clone, or a bundle made with "
+              "`git bundle create FILE --all`")
 
 
 @dataclass(frozen=True)
@@ -66,11 +79,49 @@ class Checkout:
 
 
 def normalize_url(url: str) -> str:
-    """Return ``url`` unchanged if it is a URL, or as an absolute path if it is a local path."""
+    """Return ``url`` unchanged if it is a URL, or as an absolute path if it is a local path.
+
+    A ``file://`` URL naming a bundle becomes its path: git reads bundles from paths only (it takes the file behind a
+    ``file://`` URL for a ``.git`` file and fails with "too large to be a .git file").
+    """
     url = url.strip()
+    if url.startswith("file://"):
+        path = Path(unquote(urlsplit(url).path))
+        if _has_bundle_signature(path):
+            url = str(path)
     if is_local_repo(url):
         return str(Path(url).expanduser().resolve())
     return url
+
+
+def _has_bundle_signature(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(BUNDLE_SIGNATURES[0]))
+    except OSError:  # missing, a directory, unreadable: not a bundle (git says what it is when it fetches)
+        return False
+    return head in BUNDLE_SIGNATURES
+
+
+def bundle_file(url: str) -> Path | None:
+    """The bundle file ``url`` names (a local path or ``file://`` URL whose first line is a git bundle's signature),
+    or None. Only the signature is read: git checks the rest (prerequisites, the pack) when it fetches."""
+    url = normalize_url(url)
+    if not is_local_repo(url):
+        return None
+    path = Path(url)
+    return path if _has_bundle_signature(path) else None
+
+
+def repo_label(url: str) -> str:
+    """How results name a repository: ``bundle:<absolute path>`` for a git bundle, else the URL without credentials.
+
+    A bundle's commits are the repository's own (same SHAs as the URL it was made from), so results from it compare
+    with results from that URL (harness.gate keys comparability on ``standin``, not on this label); the prefix says
+    where the code came from, so a reader does not take the path for a clone.
+    """
+    bundle = bundle_file(url)
+    return f"{BUNDLE_PREFIX}{bundle}" if bundle else redact(url)
 
 
 def redact(url: str) -> str:
@@ -104,12 +155,37 @@ def _reason(exc: git.GitCommandError) -> str:
     return lines[-1] if lines else f"git exited with status {exc.status}"
 
 
+def _bundle_reason(exc: git.GitCommandError) -> str:
+    """git's reason for a bundle it cannot read: every ``fatal:``/``error:`` line joined (a missing prerequisite is
+    one line saying so and one per missing commit), at most 300 characters."""
+    text = str(exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'")
+    lines = [line.split(":", 1)[1].strip() for line in text.splitlines()
+             if line.strip().startswith(("fatal:", "error:"))]
+    joined = ""
+    for line in lines:  # "lacks these prerequisite commits:" is followed by one line per commit
+        joined += ("" if not joined else " " if joined.endswith(":") else "; ") + line
+    joined = joined or _reason(exc)
+    return joined if len(joined) <= 300 else joined[:299] + "…"
+
+
 @contextlib.contextmanager
 def _translate(action: str, url: str, fix: str = _FIX) -> Iterator[None]:
-    """The one boundary where git errors become a one-line SourceError: what failed, git's reason, the fix."""
+    """The one boundary where git errors become a one-line SourceError: what failed, git's reason, the fix.
+
+    A bundle gets its own wording: git's complaint about a cut pack ("early EOF") does not say that the file is
+    truncated, nor that copying it again is the fix.
+    """
     try:
         yield
     except git.GitCommandError as exc:
+        bundle = bundle_file(url)
+        if bundle is not None:
+            reason = " ".join(_bundle_reason(exc).split())
+            if "prerequisite" in reason:
+                what, fix = "an incremental bundle: it needs commits it does not hold", _BUNDLE_FULL
+            else:
+                what, fix = "the file is truncated or corrupt", _BUNDLE_FIX
+            raise SourceError(f"source: cannot read the git bundle {bundle}: {reason} ({what}) — {fix}") from exc
         reason = " ".join(_reason(exc).split())
         raise SourceError(f"source: cannot {action} {redact(url)}: {reason} — {fix}") from exc
 
@@ -136,9 +212,11 @@ def open_repo(url: str, *, cache: Path, fetch: bool = False) -> git.Repo:
                 f"source: the cached clone of {redact(url)} at {target} is damaged — delete that directory"
             ) from None
         if fetch:
+            _check_file(url)
             _fetch(repo, url)
         return repo
 
+    _check_file(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the clone from other users of a shared cache
@@ -149,7 +227,7 @@ def open_repo(url: str, *, cache: Path, fetch: bool = False) -> git.Repo:
             cw.set_value('remote "origin"', "url", url)
             cw.set_value('remote "origin"', "fetch", _REFSPECS[0])
             cw.add_value('remote "origin"', "fetch", _REFSPECS[1])
-        with _translate("clone", url):
+        with _translate("clone", url, _LOCAL_FIX if is_local_repo(url) else _FIX):
             _fetch_raw(repo)
         if not repo.git.for_each_ref("--count=1", "refs/heads", "refs/tags"):
             raise SourceError(f"source: cannot clone {redact(url)}: it has no branches or tags — {_FIX}")
@@ -165,6 +243,19 @@ def open_repo(url: str, *, cache: Path, fetch: bool = False) -> git.Repo:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return git.Repo(target)
+
+
+def _check_file(url: str) -> None:
+    """A local path must exist, and a file must be a git bundle. Said here because git's own errors name neither
+    ("does not appear to be a git repository" for a missing path, "invalid gitfile format" for another file)."""
+    if not is_local_repo(url):
+        return
+    path = Path(url)
+    if not path.exists():
+        raise SourceError(f"source: {path} does not exist — {_LOCAL_FIX}")
+    if path.is_file() and bundle_file(url) is None:
+        what = "empty" if path.stat().st_size == 0 else "a file that does not start with '# v2 git bundle'"
+        raise SourceError(f"source: {path} is {what}: not a git repository or git bundle — {_LOCAL_FIX}")
 
 
 def _fetch_raw(repo: git.Repo) -> None:

@@ -1,30 +1,95 @@
-"""Shared fixtures. The stand-in mirror is built once per session into the user cache, so reruns are fast."""
+"""Shared fixtures. The YOLOv5 repository the tests run on is chosen once per session (`yolov5_source`: real
+upstream code when this machine has it, the PyPI stand-ins otherwise); the stand-in mirror and the quick env are built
+once into the user cache, so reruns are fast."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import git
 import pytest
 
 from harness.mirror import build_mirror, default_mirror_dir, default_wheel_cache
 
+PROJECT = Path(__file__).resolve().parent.parent
+# Which repository the tests run on: this variable (any path or URL git takes), else the real upstream bundle beside
+# the project (/work/shared in a worktree at /work/wt-a as in /work/main, and in CI), else the stand-in mirror.
+TEST_REPO_ENV = "YOLOV5_TEST_REPO"
+SHARED_BUNDLE = PROJECT.parent / "shared" / "upstream" / "yolov5.bundle"
+# The GitHub repository the shared bundle was made from: a run on that URL resolves every tag to the same commit.
+UPSTREAM_URL = "https://github.com/ultralytics/yolov5.git"
 
-def repo_from_tag(mirror_repo: Path, tag: str, path: Path) -> git.Repo:
-    """A new git repository at `path` whose first commit on `main` is the stand-in mirror's `tag` tree: a base for
-    test refs (faults, odd shapes) that never touches the mirror itself."""
+Origin = Literal["env override", "upstream bundle", "stand-in mirror"]
+Kind = Literal["upstream", "stand-in"]
+
+
+@dataclass(frozen=True)
+class Yolov5Source:
+    """The YOLOv5 repository the tests run on.
+
+    Attributes:
+        repo: what `--repo` gets (a path, or a URL from $YOLOV5_TEST_REPO).
+        origin: how it was chosen: $YOLOV5_TEST_REPO, the shared upstream bundle, or the stand-in mirror.
+        kind: what its tags hold: "stand-in" when their trees carry STANDIN.json (the mirror's), else "upstream".
+            Expectations that differ between real tags and stand-ins are data keyed by this.
+        bundle: whether `repo` is a git bundle file (results then record ``source = "bundle:<path>"``).
+        tags: tag -> commit SHA (annotated tags peeled), read with `git for-each-ref` from the clone: what results'
+            `commit` is checked against, without the harness's own resolver.
+    """
+
+    repo: str
+    origin: Origin
+    kind: Kind
+    bundle: bool
+    tags: dict[str, str]
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} ({self.origin}: {self.repo})"
+
+
+def chosen_repo() -> tuple[str | None, Origin]:
+    """The repository the session will use and why; None for the stand-in mirror (built on first use)."""
+    override = os.environ.get(TEST_REPO_ENV, "").strip()
+    if override:
+        return override, "env override"
+    if SHARED_BUNDLE.is_file():
+        return str(SHARED_BUNDLE), "upstream bundle"
+    return None, "stand-in mirror"
+
+
+def _is_bundle(repo: str) -> bool:
+    try:
+        with open(repo, "rb") as fh:
+            return fh.read(16) in (b"# v2 git bundle\n", b"# v3 git bundle\n")
+    except OSError:
+        return False
+
+
+def repo_from_tag(source: Path | str, tag: str, path: Path) -> git.Repo:
+    """A new git repository at `path` whose first commit on `main` is the tree of `tag` in `source` (the stand-in
+    mirror, the upstream bundle, any repository git reads): a base for test refs (faults, odd shapes) that never
+    touches `source` itself. The tree comes from the harness's cached clone of `source`."""
+    from harness.paths import cache_dir
+    from harness.source import open_repo
+
     repo = git.Repo.init(path, initial_branch="main")
     with repo.config_writer() as cw:
         cw.set_value("user", "name", "test").set_value("user", "email", "test@example.com")
-    with tempfile.TemporaryFile() as fh:
-        git.Repo(mirror_repo).git.archive("--format=tar", tag, output_stream=fh)
+    with tempfile.TemporaryFile() as fh, open_repo(str(source), cache=cache_dir(), fetch=True) as clone:
+        clone.git.archive("--format=tar", f"refs/tags/{tag}", output_stream=fh)
         fh.seek(0)
         with tarfile.open(fileobj=fh) as tar:
             tar.extractall(path, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # PEP 706: not in 3.11.2
     repo.git.add("-A")
-    repo.index.commit(f"{tag} stand-in")
+    repo.index.commit(f"{tag} of {source}")
     return repo
 
 
@@ -43,6 +108,54 @@ def mirror_repo() -> Path:
     from PyPI (~10 s), later runs find the mirror current and return at once.
     """
     return build_mirror(default_mirror_dir(), wheel_cache=default_wheel_cache())
+
+
+@pytest.fixture(scope="session")
+def yolov5_source(request: pytest.FixtureRequest) -> Yolov5Source:
+    """The repository the tests that run YOLOv5 code use: $YOLOV5_TEST_REPO, else ../shared/upstream/yolov5.bundle
+    (real upstream tags with their history), else the stand-in mirror (a user's clone has no ../shared: their tests
+    still pass, on stand-ins). Tests using it record it (`yolov5_source` property; pytest_report_header)."""
+    from harness.paths import cache_dir
+    from harness.source import STANDIN_FILE, open_repo
+
+    repo, origin = chosen_repo()
+    if repo is None:
+        repo = str(request.getfixturevalue("mirror_repo"))
+    with open_repo(repo, cache=cache_dir(), fetch=True) as clone:  # one clone, shared with the harness's runs
+        listed = clone.git.for_each_ref("--format=%(refname:lstrip=2) %(objectname) %(*objectname)", "refs/tags")
+        tags = {name: peeled or sha for name, sha, peeled in (f"{line} ".split(" ")[:3] for line in listed.splitlines())}
+        if "v7.0" not in tags:
+            pytest.fail(f"{repo} has no tag v7.0: point ${TEST_REPO_ENV} at a YOLOv5 repository with its release tags")
+        standin = bool(clone.git.ls_tree("--name-only", "refs/tags/v7.0", STANDIN_FILE).strip())
+    return Yolov5Source(repo, origin, "stand-in" if standin else "upstream", _is_bundle(repo), tags)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    repo, origin = chosen_repo()
+    if repo is None:
+        return (f"yolov5 source: stand-in mirror {default_mirror_dir()} (no {SHARED_BUNDLE}; set ${TEST_REPO_ENV} to "
+                f"run on real tags)")
+    return f"yolov5 source: {origin} {repo}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """Every test that ran on `yolov5_source` (directly or through a fixture) says which: a `yolov5_source` property
+    (in JUnit XML) and a report section (shown with a failure)."""
+    yield
+    source = getattr(item, "funcargs", {}).get("yolov5_source")
+    if isinstance(source, Yolov5Source):
+        item.user_properties.append(("yolov5_source", source.label))
+        item.add_report_section("setup", "yolov5 source", source.label)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    ran = [r for r in terminalreporter.getreports("passed") + terminalreporter.getreports("failed")
+           + terminalreporter.getreports("skipped")
+           if r.when == "call" and any(k == "yolov5_source" for k, _ in r.user_properties)]
+    labels = sorted({v for r in ran for k, v in r.user_properties if k == "yolov5_source"})
+    if labels:
+        terminalreporter.write_line(f"{len(ran)} tests ran on yolov5 source: {', '.join(labels)}")
 
 
 # The env the end-to-end tests run real exports in: the one that installs quickly here (torch 2.14.1 on py3.11).
@@ -84,12 +197,18 @@ def make_config(tmp_path_factory: pytest.TempPathFactory):
 
     text = (Path(__file__).resolve().parent.parent / "matrix.toml").read_text()
 
-    def write(refs: list[str], weights: Path | None = None, small: bool = False) -> Path:
+    def write(refs: list[str], weights: Path | None = None, small: bool = False,
+              variants: tuple[str, ...] | None = None, formats: tuple[str, ...] | None = None) -> Path:
         """``weights``: a checkpoint to use instead of building one (skips the checkpoint stage's worker);
-        ``small``: yolov5n at 160 instead of the configured model (exports in seconds)."""
+        ``small``: yolov5n at 160 instead of the configured model (exports in seconds); ``variants``, ``formats``:
+        the [matrix] lists instead of the configured ones."""
         quoted = ", ".join(json.dumps(r) for r in refs)  # a JSON string is a valid TOML basic string
         path = tmp_path_factory.mktemp("config") / "matrix.toml"
         new = re.sub(r"(?m)^refs = .*$", lambda _: f"refs = [{quoted}]", text, count=1)
+        for key, values in (("variants", variants), ("formats", formats)):
+            if values is not None:  # the first such line is [matrix]'s ([compile] has variants too, further down)
+                line = f"{key} = {json.dumps(list(values))}"
+                new = re.sub(rf"(?m)^{key} = .*$", lambda _, line=line: line, new, count=1)
         if small:
             new = re.sub(r"(?m)^cfg = .*$", 'cfg = "yolov5n.yaml"', new, count=1)
             new = re.sub(r"(?m)^imgsz = .*$", "imgsz = 160", new, count=1)
@@ -196,15 +315,32 @@ def harness_run():
 
 
 @pytest.fixture(scope="session")
-def small_config_text(config):
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real git repository with one commit tagged v7.0 that is not YOLOv5: a source that opens (the run's preflight
+    clones it), for runs expected to stop at a later check."""
+    path = tmp_path_factory.mktemp("tiny") / "repo"
+    repo = git.Repo.init(path, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "test").set_value("user", "email", "test@example.com")
+    (path / "README").write_text("not YOLOv5\n")
+    repo.index.add(["README"])
+    repo.index.commit("one commit")
+    repo.create_tag("v7.0")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_config_text(config, tiny_repo: Path):
     """matrix.toml text with one env named "quick" (the quick env's pins, or overrides), for runs expected to stop
-    before any export: nothing here needs torch."""
+    before any export: nothing here needs torch. The default repo opens (`tiny_repo`), so the source preflight passes
+    and the run stops where the test means it to."""
     import json
 
     env = config.envs[QUICK_ENV]
 
     def text(*, refs: list[str] | None = None, weights: Path | None = None, python: str | None = None,
-             extra: list[str] | None = None, repo: str = "/nonexistent/yolov5") -> str:
+             extra: list[str] | None = None, repo: str | None = None) -> str:
+        repo = repo or str(tiny_repo)
         q = json.dumps
         lines = ["[source]", f"repo = {q(repo)}", f"refs = {q(refs or ['v7.0'])}", 'fallback = "error"', "",
                  "[model]", 'cfg = "yolov5n.yaml"', "nc = 80", "imgsz = 160", "seed = 0"]
@@ -216,3 +352,44 @@ def small_config_text(config):
         return "\n".join(lines)
 
     return text
+
+
+# -- one small real run on the tests' repository, shared by tests/test_shard.py and tests/test_report.py -------------
+
+
+@dataclass(frozen=True)
+class SmallRun:
+    """A finished `python -m harness run` and how to repeat it (into other reports folders, with other options)."""
+
+    config: Path
+    reports: Path
+    source: Yolov5Source
+    env: str
+
+    def argv(self, reports: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "harness", "run", "--env", self.env, "--config", str(self.config),
+                "--repo", self.source.repo, "--reports", str(reports), *extra]
+
+    def run(self, reports: Path, *extra: str) -> None:
+        env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+        proc = subprocess.run(self.argv(reports, *extra), cwd=PROJECT, capture_output=True, text=True, timeout=1800,
+                              check=False, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# v6.1 -> v7.0: the native export goes from 4 outputs to 1 (v6.2 added Detect.export), on real tags and stand-ins.
+SMALL_RUN_REFS = ("v6.1", "v7.0")
+SMALL_RUN_VARIANTS = ("native", "3")
+
+
+@pytest.fixture(scope="session")
+def small_run(yolov5_source: Yolov5Source, make_config, env_python: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> SmallRun:
+    """Four real cells on `yolov5_source`: v6.1 and v7.0 x variants native, 3 x TorchScript, yolov5n at 160, with
+    torch>=2.6's weights_only default relaxed up front (one attempt per cell: these tests are about shards and the
+    page, not that cause). Checkpoints are built by the harness (cached across sessions)."""
+    config = make_config(list(SMALL_RUN_REFS), small=True, variants=SMALL_RUN_VARIANTS, formats=("torchscript",))
+    run = SmallRun(config, tmp_path_factory.mktemp("small-run"), yolov5_source, QUICK_ENV)
+    run.run(run.reports)
+    return run
+

@@ -8,16 +8,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import git
 import pytest
+from conftest import Yolov5Source
 
 from harness import gate, results
 from harness.errors import HarnessError
+from harness.paths import cache_dir
 from harness.results import CellResult, CompileSection
+from harness.source import open_repo
 from harness.upgrade.compare import WORKING
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,12 +187,17 @@ def test_bad_baselines_are_one_line_errors(tmp_path: Path) -> None:
 
 @pytest.mark.torch
 @pytest.mark.slow
-def test_gate_on_a_real_upgrade(mirror_repo: Path, make_config, quick_env: str, env_python: Path,
-                                tmp_path: Path) -> None:
+def test_gate_on_a_real_upgrade(yolov5_source: Yolov5Source, make_config, quick_env: str, env_python: Path,
+                                tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """A deploy branch on v6.1's tree gets a commit with v6.2's tree: the native TorchScript export goes from 4
-    outputs to 1, so the gate fails; an unchanged rerun passes. Two real exports of yolov5n at 160."""
-    repo = git.Repo.clone_from(str(mirror_repo), tmp_path / "fork.git", bare=True)
-    repo.git.branch("deploy", "v6.1")
+    outputs to 1, so the gate fails; an unchanged rerun passes. Two real exports of yolov5n at 160, on the tests'
+    repository (`yolov5_source`), shipped the air-gapped way: the fork is a git bundle at a path with a space, and the
+    upgrade arrives as a new bundle dropped in its place."""
+    repo = git.Repo.clone_from(yolov5_source.repo, tmp_path / "fork.git", bare=True)
+    repo.git.branch("deploy", "refs/tags/v6.1")
+    bundle = tmp_path / "air gapped" / "fork.bundle"
+    bundle.parent.mkdir()
+    repo.git.bundle("create", str(bundle), "--all")
     config = make_config(["deploy"], small=True)
     base = tmp_path / "baseline.json"
     # torch>=2.6's weights_only default relaxed up front: one attempt per cell (the gate reads either attempt).
@@ -196,14 +205,23 @@ def test_gate_on_a_real_upgrade(mirror_repo: Path, make_config, quick_env: str, 
 
     def run(reports: Path) -> None:
         proc = subprocess.run([sys.executable, "-m", "harness", "run", "--env", quick_env, "--config", str(config),
-                               "--repo", str(tmp_path / "fork.git"), "--variants", "native", "--formats",
-                               "torchscript", "--reports", str(reports)],
+                               "--repo", str(bundle), "--variants", "native", "--formats", "torchscript",
+                               "--reports", str(reports)],
                               cwd=ROOT, capture_output=True, text=True, timeout=900, check=False, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
+    # This session's bundle gets its own clone in the shared cache: removed at the end (the upstream history is 18 MB).
+    request.addfinalizer(lambda: shutil.rmtree(open_repo(str(bundle), cache=cache_dir()).git_dir, ignore_errors=True))
     run(tmp_path / "before")
     [before] = results.load_results(tmp_path / "before")
     assert before.outcome() in WORKING and len(before.signature()) == 4, before.verdict
+    assert before.commit == yolov5_source.tags["v6.1"]
+    # The bundle's code is upstream's (or the stand-in's, on a clone without ../shared): the source says which.
+    if yolov5_source.kind == "stand-in":
+        assert (before.source or "").startswith("pypi:yolov5==")
+        assert before.standin and before.standin["stands_in_for"] == "v6.1"
+    else:
+        assert before.source == f"bundle:{bundle}" and before.standin is None
     assert harness("gate", "--reports", str(tmp_path / "before"), "--baseline", str(base),
                    "--write-baseline").returncode == 0
 
@@ -211,11 +229,16 @@ def test_gate_on_a_real_upgrade(mirror_repo: Path, make_config, quick_env: str, 
     same = harness("gate", "--reports", str(tmp_path / "before"), "--baseline", str(base))
     assert same.returncode == 0, same.stdout + same.stderr
 
-    tree = repo.git.rev_parse("v6.2^{tree}")
+    tree = repo.git.rev_parse("refs/tags/v6.2^{tree}")
+    # Fixed names and dates: the same commit every session, so its checkout and checkpoint stay cached.
     upgrade = repo.git.commit_tree(tree, "-p", "deploy", "-m", "deploy: move to v6.2",
                                    env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-                                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})
+                                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+                                        "GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z",
+                                        "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z"})
     repo.git.update_ref("refs/heads/deploy", upgrade)
+    bundle.unlink()
+    repo.git.bundle("create", str(bundle), "--all")  # the next delivery replaces the file
     run(tmp_path / "after")
     [after] = results.load_results(tmp_path / "after")
     assert after.commit == upgrade and len(after.signature()) == 1

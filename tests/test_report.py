@@ -18,7 +18,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import HOSTILE
+from conftest import HOSTILE, SMALL_RUN_REFS, SmallRun
+from markupsafe import escape
 from matrix_data import ENVS, REFS, SPECIAL, full_matrix
 
 from harness import results
@@ -242,6 +243,41 @@ def test_compile_section_shows_only_when_present(found: list[CellResult], tmp_pa
     assert "Compile: tpu-mlir 1.0, bm1684x F16" in text and "--output_names &lt;b&gt;x&lt;/b&gt; not found" in text
     assert "Compile: tpu-mlir 1.0, bm1684x F32" in text
     assert 'class="compile c-fail"' in text
+
+
+# -- a page from a real run on the tests' repository -------------------------------------------------------------
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_page_of_a_real_run_says_where_its_code_came_from(small_run: SmallRun, tmp_path: Path) -> None:
+    """The shared small run (v6.1, v7.0 on `yolov5_source`) through `python -m harness report`: the grid marks refs as
+    stand-ins exactly when their code was one, each drill-down names the source (``bundle:<path>`` for a bundle), and
+    the native signature table shows v6.2's change as seen from v6.1 to v7.0 (4 TorchScript outputs, then 1)."""
+    out = subprocess.run([sys.executable, "-m", "harness", "report", "--reports", str(small_run.reports),
+                          "--out", str(tmp_path / "index.html"), "--junit", str(tmp_path / "junit.xml")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    found = results.load_results(small_run.reports)
+    text = (tmp_path / "index.html").read_text()
+    tags = _Tags()
+    tags.feed(text)
+    standin = small_run.source.kind == "stand-in"
+    assert tags.classes[("div", "standin")] == (len(SMALL_RUN_REFS) if standin else 0)
+    assert ('id="standin-banner"' in text) == standin
+    for ref in SMALL_RUN_REFS:
+        assert f'<div class="commit">{small_run.source.tags[ref][:10]}</div>' in text
+    sources = {r.source for r in found}
+    if small_run.source.bundle and not standin:
+        assert sources == {f"bundle:{Path(small_run.source.repo).resolve()}"}
+    for source in sources:
+        assert f"<dt>source</dt><dd>{escape(source)}</dd>" in text
+    rows = [(r.ref, r.format, len(r.outputs), r.changed) for r in build(found).signatures]
+    assert rows == [("v6.1", "torchscript", 4, False), ("v7.0", "torchscript", 1, True)]
+    outs = [case.find("system-out").text for case in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")]
+    assert len(outs) == len(found)
+    for result in found:  # each testcase names its cell's source and commit (stand-ins differ per ref)
+        assert any(f"source: {result.source}\ncommit: {result.commit}" in out for out in outs)
 
 
 # -- the page in a real browser ---------------------------------------------------------------------------------

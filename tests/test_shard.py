@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_RUN_REFS, SMALL_RUN_VARIANTS, SmallRun
 
 from harness import results
 from harness.files import write_json
-from harness.results import CellResult
+from harness.results import Attempt, CellResult
 from harness.config import Cell
 from harness.errors import ConfigError, HarnessError
 from harness.shard import parse_shard, select
@@ -90,34 +91,33 @@ def test_merge_keeps_the_newest_duplicate_and_refuses_a_missing_dir(tmp_path: Pa
         results.merge_results([tmp_path / "absent"])
 
 
-# Fields that differ between any two runs of the same cell.
-VOLATILE = ("created", "timings")
+# What the report and the gate read of a result. Other fields differ between any two runs of one cell (when it was
+# made, timings, the work folder of its reports folder, exporter seconds and log lines).
+COMPARED = ("cell", "ref", "commit", "source", "standin", "env", "pins", "model", "variant", "format", "status",
+            "stage", "cause", "verdict", "outputs", "expected_outputs", "inputs_key")
 
 
 def comparable(found: list[CellResult]) -> dict[str, dict]:
-    return {r.cell: {k: v for k, v in r.to_json().items() if k not in VOLATILE} for r in found}
+    def attempt(a: Attempt | None) -> dict | None:
+        return a and {"name": getattr(a, "name", None), "status": a.status, "stage": a.stage,
+                      "outputs": results.to_json(a.outputs), "parity": [(p.case, p.output, p.passed) for p in a.parity]}
+
+    return {r.cell: {**{k: r.to_json().get(k) for k in COMPARED}, "parity": attempt(r)["parity"],  # type: ignore[index]
+                     "workaround": attempt(r.workaround)} for r in found}
 
 
 @pytest.mark.torch
-def test_two_shards_merged_equal_one_unsharded_run(failing_repo: Path, make_config, quick_env: str,
-                                                   small_weights: Path, tmp_path: Path) -> None:
-    # Real runs of cheap cells: with `weights` set there is no checkpoint worker, and these trees stop before any
-    # export, so each run costs one env probe (the weights are never loaded).
-    config = make_config(["a", "b"], weights=small_weights)
-
-    def run(reports: Path, *extra: str) -> None:
-        proc = subprocess.run([sys.executable, "-m", "harness", "run", "--env", quick_env, "--config", str(config),
-                               "--repo", str(failing_repo), "--variants", "native,1,3", "--formats",
-                               "onnx,torchscript", "--reports", str(reports), *extra],
-                              cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-
-    run(tmp_path / "all")
-    run(tmp_path / "shard1", "--shard", "1/2")
-    run(tmp_path / "shard2", "--shard", "2/2")
-    whole = results.load_results(tmp_path / "all")
-    one, two = results.load_results(tmp_path / "shard1"), results.load_results(tmp_path / "shard2")
-    assert len(whole) == 12 and len(one) == len(two) == 6
-    # Patched variants stop at the patch; native is not patched and stops when no export script is found.
-    assert {(r.variant == "native", r.stage) for r in whole} == {(False, "patch"), (True, "export")}
-    assert comparable(results.merge_results([tmp_path / "shard1", tmp_path / "shard2"])) == comparable(whole)
+@pytest.mark.slow
+def test_shards_merged_equal_one_unsharded_run(small_run: SmallRun, tmp_path: Path) -> None:
+    """Real exports on the tests' repository (v6.1 and v7.0, variants native and 3, TorchScript): the unsharded run
+    is the shared `small_run`; two shards of it, run into two folders and merged, give the same results."""
+    for k in (1, 2):
+        small_run.run(tmp_path / f"shard{k}", "--shard", f"{k}/2")
+    whole = results.load_results(small_run.reports)
+    shards = [results.load_results(tmp_path / f"shard{k}") for k in (1, 2)]
+    assert len(whole) == len(SMALL_RUN_REFS) * len(SMALL_RUN_VARIANTS) == 4
+    assert [[r.ref for r in s] for s in shards] == [["v6.1", "v6.1"], ["v7.0", "v7.0"]]  # sorted ids, cut in two
+    assert all(r.outcome() in ("works", "workaround") for r in whole), [r.verdict for r in whole]
+    assert {r.commit for r in whole} == {small_run.source.tags[ref] for ref in SMALL_RUN_REFS}
+    merged = results.merge_results([tmp_path / f"shard{k}" for k in (1, 2)])
+    assert comparable(merged) == comparable(whole)

@@ -125,11 +125,16 @@ def test_fetch_picks_up_new_tags_and_prunes_deleted_ones(upstream: Upstream, cac
     assert "v6.1" not in {t.name for t in fresh.tags}, "tags deleted upstream are pruned"
 
 
-@pytest.mark.parametrize("kind", ["missing path", "missing file url", "not a repo", "refused https"])
-def test_unreachable_repo_is_one_line_source_error(tmp_path: Path, cache: Path, kind: str) -> None:
+LOCAL_FIX = ("point [source] repo (or --repo, YOLOV5_REPO) at a git repository, a bare clone, or a bundle made with "
+             "`git bundle create FILE --all`")
+URL_FIX = "check the URL, or set YOLOV5_REPO to a local mirror (python -m harness mirror)"
+
+
+@pytest.mark.parametrize(("kind", "fix"), [("missing file url", URL_FIX), ("not a repo", LOCAL_FIX),
+                                           ("refused https", URL_FIX)])
+def test_unreachable_repo_is_one_line_source_error(tmp_path: Path, cache: Path, kind: str, fix: str) -> None:
     (tmp_path / "plain").mkdir()
     url = {
-        "missing path": str(tmp_path / "missing"),
         "missing file url": (tmp_path / "missing").as_uri(),
         "not a repo": str(tmp_path / "plain"),
         "refused https": "https://127.0.0.1:9/yolov5.git",  # nothing listens on the discard port: fails at once
@@ -139,10 +144,25 @@ def test_unreachable_repo_is_one_line_source_error(tmp_path: Path, cache: Path, 
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"source: cannot clone {url}: ")
-    assert message.endswith("— check the URL, or set YOLOV5_REPO to a local mirror (python -m harness mirror)")
+    assert message.endswith(f"— {fix}")
     reason = message.split(": ", 2)[2].split(" — ")[0]
     assert reason.strip(), "git's reason is carried"
     assert not (cache / "repos").exists() or list((cache / "repos").iterdir()) == [], "no half clone is left"
+
+
+def test_a_missing_local_path_says_so(tmp_path: Path, cache: Path) -> None:
+    with pytest.raises(SourceError) as info:
+        open_repo(str(tmp_path / "missing"), cache=cache)
+    assert str(info.value) == f"source: {tmp_path / 'missing'} does not exist — {LOCAL_FIX}"
+    assert not (cache / "repos").exists()
+
+
+def test_a_cached_clone_outlives_its_source_until_fetched(upstream: Upstream, cache: Path) -> None:
+    open_repo(str(upstream.path), cache=cache)
+    shutil.rmtree(upstream.path)
+    assert resolve(open_repo(str(upstream.path), cache=cache), "v7.0") == upstream.c2  # no fetch: the cache serves
+    with pytest.raises(SourceError, match=f"source: {upstream.path} does not exist — point"):
+        open_repo(str(upstream.path), cache=cache, fetch=True)
 
 
 def test_is_reachable(upstream: Upstream, tmp_path: Path) -> None:
