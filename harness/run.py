@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, causes, lock, preflight, proc, results, shard
+from harness import __version__, causes, lock, preflight, proc, results, sandbox, shard
 from harness.batch import EnvContext
 from harness.config import Cell, Config, is_local_repo, plan
 from harness.envs import ensure_env
@@ -104,7 +104,7 @@ def source_label(checkout: Checkout) -> str:
     return checkout.url
 
 
-def probe_env(python: Path, workdir: Path, config_dir: Path) -> dict[str, Any]:
+def probe_env(python: Path, workdir: Path, config_dir: Path, jail: sandbox.Jail | None = None) -> dict[str, Any]:
     """The versions the env really imports. An env's packages do not change after it is built (its directory is
     keyed by its pins), so the answer is kept in the env and the probe (a torch import) runs once per env build."""
     cached = python.parent.parent / PROBE_FILE
@@ -117,7 +117,7 @@ def probe_env(python: Path, workdir: Path, config_dir: Path) -> dict[str, Any]:
         except (ValueError, KeyError):
             pass
     answer, ran = proc.run_worker(python, {"task": "probe", "yolov5_config_dir": str(config_dir)},
-                                  workdir=workdir, watch=proc.Watch(300))
+                                  workdir=workdir, watch=proc.Watch(300), jail=jail)
     if not answer or not answer.get("ok"):
         raise HarnessError(f"env: {python} cannot run the harness worker ({ran.failure() or ''}: "
                            f"{ran.tail(3)}) — rebuild the env (delete {python.parent.parent})")
@@ -146,8 +146,9 @@ def cell_root(workroot: Path, reports: Path) -> Path:
 class EnvRun:
     """The cells of one env: their reuse, locks, checkpoints and saving; the work goes to harness/variant.py."""
 
-    def __init__(self, config: Config, env: str, opts: Options, log: Log = print):
+    def __init__(self, config: Config, env: str, opts: Options, log: Log = print, box: sandbox.Box | None = None):
         self.config, self.opts, self.log = config, opts, log
+        self.box = box = box or sandbox.Box()
         spec = config.envs[env]
         self.started = time.time()  # results created after this by another run are that run's work (see claim)
         self.fatal: HarnessError | None = None  # a failure that stops the run (results not writable)
@@ -156,7 +157,10 @@ class EnvRun:
         self.config_dir = opts.cache / "yolov5-config"  # YOLOV5_CONFIG_DIR: holds the offline Arial.ttf
         workroot = opts.cache / "work" / spec.name
         # Env-side jobs run in children of one warm process per env (torch imported once), see harness/warm.py.
-        workers = WarmPool(workroot / "warm", {"YOLOV5_CONFIG_DIR": str(self.config_dir)}, config.limits.memory_mb)
+        weights = [Path(config.model.weights).resolve()] if config.model.weights else []
+        jails = sandbox.warm_jails(box, cache=opts.cache, workroot=workroot, read=weights, shared=[self.config_dir])
+        workers = WarmPool(workroot / "warm", {"YOLOV5_CONFIG_DIR": str(self.config_dir)}, config.limits.memory_mb,
+                           jail=jails)
         # Cell artifacts (exports, logs) per results folder: a result points at its files, so a run that writes its
         # results elsewhere on the same cache must not overwrite them.
         self.ctx = EnvContext(config, spec, python, opts.cache, workroot, cell_root(workroot, opts.reports), workers,
@@ -172,7 +176,10 @@ class EnvRun:
         if self._versions is None:
             name = self.ctx.spec.name
             with lock.hold(lock.lock_path(self.opts.cache, "probe", name), f"probe of {name}"):
-                self._versions = probe_env(self.ctx.python, self.ctx.workroot / "probe", self.config_dir)
+                workdir = self.ctx.workroot / "probe"
+                jail = sandbox.step_jail(self.box, self.ctx.python, workdir=workdir, write=[self.config_dir],
+                                         workroot=self.ctx.workroot)
+                self._versions = probe_env(self.ctx.python, workdir, self.config_dir, jail)
         return self._versions
 
     # -- inputs and reuse ---------------------------------------------------------------------------------------
@@ -334,11 +341,16 @@ class EnvRun:
                        f"checkpoint of {checkout.ref} ({weights.name})", self.log):
             if weights.exists():
                 return weights, 0.0, None
+            # Built in the env's work folder (the only place a sandboxed env process writes), then moved into place.
+            build = self.ctx.workroot / "checkpoints" / f"{checkout.commit[:12]}-{fingerprint[:8]}"
+            shutil.rmtree(build, ignore_errors=True)
             job = {"task": "checkpoint", "tree": str(checkout.path), "cfg": model.cfg, "nc": model.nc,
-                   "seed": model.seed, "weights_out": str(weights)}
-            folder.mkdir(parents=True, exist_ok=True)
-            answer, ran = self.ctx.workers.run_worker(self.ctx.python, job, workdir=folder / "job",
+                   "seed": model.seed, "weights_out": str(build / weights.name)}
+            answer, ran = self.ctx.workers.run_worker(self.ctx.python, job, workdir=build / "job",
                                                       watch=proc.Watch(self.config.timeouts.checkpoint))
+            if answer and answer.get("ok") and (build / weights.name).is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                os.replace(build / weights.name, weights)
         if answer and answer.get("ok") and weights.exists():
             return weights, round(ran.seconds, 3), None
         message = (answer or {}).get("error", {}).get("message") or ran.failure() or "no checkpoint written"
@@ -349,6 +361,8 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print) -> list[C
     """Run one env's cells. Inputs that would fail late are checked first (harness.preflight). Ctrl-C or SIGTERM
     kills the steps in flight and raises KeyboardInterrupt: every result saved before stays, and a rerun redoes only
     the rest. A result that cannot be written stops the run with that HarnessError."""
+    box = sandbox.choose(config.limits.sandbox)  # "required" and none here: stop before any env work
+    log(box.describe())
     preflight.check_reports(opts.reports)
     preflight.check_weights(config.model.weights, str(config.path))
     if config.model.weights:
@@ -359,7 +373,7 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print) -> list[C
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        env_run = EnvRun(config, env, opts, log)
+        env_run = EnvRun(config, env, opts, log, box)
         try:
             return env_run.run()
         except KeyboardInterrupt:

@@ -12,16 +12,25 @@ with its ``out`` path and an ``env`` of variables to set in the child); the pare
 child starts and ``N.exit`` (``{"returncode": ...}``, negative for a signal) when it is reaped. The child's output
 goes to ``N.log``. A ``stop`` file, or the harness going away, ends the parent.
 
+A job may carry a ``confine`` policy (harness/sandbox.py): its child applies it (harness/worker/confine.py: own PID
+namespace, no capabilities, Landlock) right after the fork, before the job's code runs; a child that cannot apply
+it fails its job rather than run unconfined. When a job's child has been reaped, whatever is left of its process
+group is killed too.
+
 Forking after these imports is safe because none of them starts a thread pool that a child would miss: torch's
 intra-op pool starts on the first parallel op (never run here), and OpenBLAS re-initialises after fork.
 """
 
+import contextlib
 import gc
 import json
 import os
 import signal
 import sys
 import time
+import traceback
+
+from harness.worker import confine
 
 # Imported once in the parent. Third-party modules only (never the ref's code): what every YOLOv5 ref and the
 # harness's runners import, heaviest first. A module missing from an env is skipped; the child then meets the same
@@ -68,9 +77,15 @@ def child(job, log_path, run_job):
         os.dup2(fd, 2)
         os.close(fd)
         os.environ.update(job.get("env") or {})
+        if job.get("confine"):
+            # From here on this process is the job: in its own PID namespace, waited for by a small process that
+            # keeps this pid (the harness's handle on the job), then restricted before any of the ref's code runs.
+            what = confine.enter(job["confine"], waiter=sys.executable)
+            sys.stderr.write("harness: job confined: %s\n" % what)
         run_job(job)
     except BaseException:
         code = 1
+        traceback.print_exc()
     finally:
         try:
             sys.stdout.flush()
@@ -109,6 +124,8 @@ def serve(job, run_job):
             if pid == 0:
                 break
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            with contextlib.suppress(OSError):  # what the job started and left in its group dies with it
+                os.killpg(pid, signal.SIGKILL)
             write_json(os.path.join(queue, "%d.exit" % running.pop(pid)),
                        {"returncode": code, "seconds": time.time() - started.pop(pid)})
         if os.getppid() != parent or (os.path.exists(os.path.join(queue, "stop")) and not running):
