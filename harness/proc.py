@@ -216,6 +216,7 @@ def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, w
         try:
             ending = supervise(_Popen(popen), watch, argv[-1])
         finally:
+            kill_group(popen.pid)  # what the step started and left behind in its group ends with it
             if jail:
                 jail.cleanup()
         if ending.killed_for:

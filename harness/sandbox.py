@@ -10,9 +10,11 @@ The one place that knows bwrap, unshare and Landlock. Two layers:
   /dev/shm private and empty; everything else, the home directory above all, absent.
 - **the job** (per job of the warm process, and per one-shot process): harness/worker/confine.py narrows the process
   from inside with Landlock (reads below the system paths, the interpreter, the harness code and the job's own tree
-  and weights; writes below the job's directories and its private temp dir only; no TCP), gives it its own PID
-  namespace (everything it starts dies with it) and drops every capability. The warm process (harness/warm.py)
-  forks all of an env's jobs from one box whose mounts are fixed, so the per-job boundary can only come from there.
+  and weights; writes below the job's directories and its private temp dir only; no TCP) and drops every
+  capability. The warm process (harness/warm.py) forks all of an env's jobs from one box whose mounts are fixed, so
+  the per-job boundary can only come from there. The warm process puts its jobs in a PID namespace of its own and
+  kills any process whose parent has ended (a job's leftovers, however detached); a one-shot step gets a PID
+  namespace of its own (bwrap's, or confine.py's).
 
 ``[limits] sandbox``: ``auto`` uses the best this machine offers and says which; ``required`` refuses to run without
 a network namespace, a write boundary and per-job PID namespaces; ``off`` runs as before this module existed.
@@ -91,14 +93,16 @@ class Box:
             parts.append(f"{self.version or 'bwrap'}: no network, read-only system/env/trees/harness code, home "
                          f"hidden, private /tmp, writes only below the env's work folder")
         elif self.tool == "unshare":
-            parts.append("unshare: no network (no filesystem view: bwrap is not usable)")
+            files = "Landlock alone bounds files" if self.landlock else "NO FILE BOUNDARY (no Landlock either)"
+            parts.append(f"unshare: no network; no filesystem view (bwrap not usable), so {files}")
         else:
             parts.append("NETWORK OPEN (neither bwrap nor unshare works)")
         job = []
         if self.landlock:
             job.append(f"Landlock ABI {self.landlock} (reads: system, env, its tree and weights; writes: its own "
                        f"cell folders and temp dir; no TCP)")
-        job.append("own PID namespace" if self.pids else "NO PID namespace (leftover processes killed by group only)")
+        job.append("no process outlives it (PID namespace)" if self.pids
+                   else "NO PID namespace (what it leaves behind is killed by process group only)")
         job.append("no capabilities")
         note = f"; missing: {'; '.join(self.missing)}" if self.missing else ""
         return f"sandbox: {parts[0]}; per job: {', '.join(job)}{note}"
@@ -249,9 +253,9 @@ class Jail:
         if not self.box.on:
             return argv, env
         tmp = self.private_tmp()
-        # One-shot steps get their PID namespace from bwrap (--unshare-pid: the step runs as PID 2 under bwrap's
-        # init), else from confine.py (which also keeps the step off PID 1, where signals it sends itself would be
-        # ignored); the warm process gets none (its jobs each get one).
+        # One-shot steps get their PID namespace from bwrap (--unshare-pid: the step runs under bwrap's init, which
+        # takes every process of the box down with it), else from confine.py; a warm process makes one for its jobs
+        # itself, after its imports (see isolate).
         tool_pids = self.pids and self.box.tool == "bwrap"
         # Under bwrap /tmp and /dev/shm are the box's own empty tmpfs: tools that hard-code them (tpu-mlir's
         # /tmp/cmodel_so.lock, Intel OpenMP's registration in /dev/shm) may write there. Elsewhere they are the
@@ -287,18 +291,23 @@ class Jail:
             out += ["--bind", str(path), str(path)]
         return [*out, "--remount-ro", "/", "--chdir", str(cwd)]
 
+    @property
+    def isolate(self) -> bool:
+        """Whether a warm process in this jail puts its jobs in a PID namespace of its own
+        (harness/worker/serve.py, confine.isolate_children)."""
+        return self.box.on and self.box.pids
+
     def job(self, job: dict[str, Any], workdir: Path) -> dict[str, Any] | None:
-        """The policy one job of a warm process applies to itself after the fork (harness/worker/serve.py): its
-        own PID namespace, reads of its tree and weights, writes to its folders (those of the job's answer and
-        progress file, of its cells, of a checkpoint it builds) and to a temp dir of its own (removed when the job
-        ends)."""
+        """The policy one job of a warm process applies to itself after the fork (harness/worker/serve.py): reads
+        of its tree and weights, writes to its folders (those of the job's answer and progress file, of its cells,
+        of a checkpoint it builds) and to a temp dir of its own (removed when the job ends)."""
         if not self.box.on:
             return None
         reads = [Path(job[k]) for k in JOB_READS if job.get(k)]
         writes = [workdir, *(Path(job[k]).parent for k in JOB_WRITES if job.get(k))]
         writes += [Path(cell["workdir"]) for cell in job.get("cells", []) if cell.get("workdir")]
         tmp = self.private_tmp() / f"job-{uuid.uuid4().hex[:8]}"
-        return self.policy([*reads, *self.shared], writes, self.box.pids, tmp)
+        return self.policy([*reads, *self.shared], writes, False, tmp)  # PID namespace: the warm process's (isolate)
 
 
 def _matplotlib(workroot: Path) -> dict[str, str]:

@@ -101,7 +101,8 @@ class WarmWorker:
         self.thread.start()
 
     def _serve(self) -> None:
-        job = {"task": "serve", "queue": str(self.queue), "preload": self.preload}  # None: serve.PRELOAD
+        job = {"task": "serve", "queue": str(self.queue), "preload": self.preload,  # None: serve.PRELOAD
+               "isolate": bool(self.jail and self.jail.isolate)}
         # An interrupted run (Ctrl-C) kills the warm process: nothing to report then.
         with contextlib.suppress(proc.Interrupted):
             _, self.ran = proc.run_worker(self.python, job, workdir=self.root, env_extra=self.env_extra,

@@ -9,19 +9,20 @@ right after the fork and before any of the ref's code runs:
   harness lists (system, interpreter, harness code, the job's tree and weights), writes only below the job's own
   directories and its private temp dir, and from ABI 4 no TCP connect or bind, from ABI 6 no signals and no
   abstract unix sockets to processes outside the job.
-- its own PID namespace (a user namespace makes that unprivileged): the job runs as PID 1 of it, so when the job
-  ends the kernel kills every process it started, however it detached (setsid, double fork).
+- no process outlives its parent: the warm process puts everything it forks in a PID namespace of its own (a user
+  namespace makes that unprivileged) and kills whatever the kernel hands to that namespace's init, i.e. whatever
+  a job left behind or detached, at once; the kernel kills all of it when the warm process ends.
 - no capabilities and ``no_new_privs``: a job started by root cannot mount, load modules or gain privileges by exec.
 
 Stdlib and ctypes only, Python 3.8 compatible: it runs in every env's interpreter, including tpu-mlir's.
 Also a launcher for one-shot processes: ``python -I -c BOOT POLICY_JSON -- ARGV...`` applies the policy, then execs
-ARGV (Landlock and the dropped capabilities survive exec).
+ARGV (Landlock and the dropped capabilities survive exec), in a PID namespace of its own when asked.
 """
 
+import contextlib
 import ctypes
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -49,13 +50,6 @@ _CAP_VERSION_3 = 0x20080522
 
 # Devices a job may write besides its directories (Python, numpy and torch open these).
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-
-# The waiters of a job's PID namespace (see own_pid_namespace) are exec'd, so that they hold none of the warm
-# process's memory (the harness sums the resident memory of a job's process group).
-_HARNESS_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_WAIT = ("import sys; sys.path.insert(0, sys.argv[1]); from harness.worker import confine; "
-         "confine.wait_main(sys.argv[2:])")
-
 
 class ConfineError(OSError):
     """A restriction the harness asked for could not be applied: the job must not run unconfined."""
@@ -166,20 +160,26 @@ def _write(path, text):
         fh.write(text)
 
 
-def own_pid_namespace(waiter=None, cleanup=None):
-    """Move the rest of this job into a PID namespace of its own; returns True there. When the job ends, the kernel
-    kills every process left in the namespace, however it detached (setsid, double fork).
+# PID 1 of a PID namespace made here: reaps whatever is handed to it (PID 1 ignores signals from inside its
+# namespace that it has no handler for, so nothing inside can kill it).
+_REAPER = """import os, time
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(1)
+    except InterruptedError:
+        pass
+"""
 
-    Three processes: the caller stays outside as the job's handle (the harness's pid for the job, in its process
-    group); the namespace's PID 1 reaps orphans and reports the job's end; the job runs as PID 2, so signals it
-    sends itself (abort, kill(getpid())) act as they would anywhere (PID 1 ignores them). Both waiters exec
-    ``waiter`` (an interpreter) to wait, or wait here when it is None; the handle ends as the job ended (same exit
-    code or signal), after removing the folder ``cleanup`` (the job's temp dir) if given.
 
-    A user namespace (mapping only this uid and gid, when the kernel allows) makes it unprivileged. Returns False,
-    changing nothing, when the kernel refuses (user namespaces disabled, or a seccomp filter)."""
+def own_user_namespace():
+    """Move this process into a user namespace of its own, mapping only its uid and gid when the kernel allows: it
+    then holds every capability there (enough to make a PID namespace) and none outside. Only a single-threaded
+    process may (call it before the imports that start thread pools). False when the kernel refuses (user
+    namespaces disabled, or a seccomp filter)."""
     uid, gid = os.geteuid(), os.getegid()
-    if _libc.unshare(ctypes.c_int(_CLONE_NEWUSER | _CLONE_NEWPID)) != 0:
+    if _libc.unshare(ctypes.c_int(_CLONE_NEWUSER)) != 0:
         return False
     try:
         _write("/proc/self/setgroups", "deny")
@@ -187,79 +187,66 @@ def own_pid_namespace(waiter=None, cleanup=None):
         _write("/proc/self/gid_map", "%d %d 1" % (gid, gid))
     except OSError:
         # Mapping uid 0 needs CAP_SETFCAP (Linux >= 5.12), which root in a bwrap box has dropped. Unmapped, the
-        # job sees itself as uid 65534 but keeps its real uid towards files: what it creates is still ours.
+        # processes inside see themselves as uid 65534 but keep their real uid towards files.
         pass
-    report_r, report_w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    init = os.fork()
-    if init == 0:  # PID 1 of the new namespace
-        os.close(report_r)
-        job = os.fork()
-        if job == 0:
-            os.close(report_w)
-            return True
-        _become(waiter, ["init", str(job), str(report_w)], report_w)
-    os.close(report_w)
-    _become(waiter, ["handle", str(init), str(report_r)] + ([cleanup] if cleanup else []), report_r)
-    return False  # not reached
+    return True
 
 
-def _become(waiter, args, fd):
-    """Turn this process into the waiter ``args`` (see wait_main), keeping ``fd`` open; never returns."""
+def isolate_children():
+    """From now on everything this process starts lives in a new PID namespace, whose PID 1 is a small reaper
+    started here; returns the reaper's pid (None when the kernel refuses). When the reaper dies the kernel kills
+    every process in the namespace, however it detached. Needs CAP_SYS_ADMIN in this process's user namespace
+    (own_user_namespace first).
+
+    This process stays where it is (its pid is the harness's handle on it) and can start no thread any more (the
+    kernel refuses a thread outside its process's PID namespace); threads it has keep running, and its children,
+    inside the namespace, may start threads."""
+    if _libc.unshare(ctypes.c_int(_CLONE_NEWPID)) != 0:
+        return None
+    # posix_spawn (vfork): the namespace's first process, without copying this process's page tables.
+    return os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _REAPER], dict(os.environ))
+
+
+def kill_orphans(reaper):
+    """Kill every process the kernel has handed to the namespace's ``reaper`` because its parent ended: what a job
+    left behind or detached (setsid, double fork). Cheap (one small /proc read): called every poll."""
     try:
-        if waiter:
-            os.set_inheritable(fd, True)
-            os.execv(waiter, [waiter, "-I", "-S", "-c", _WAIT, _HARNESS_ROOT, *args])  # noqa: S606
-        wait_main(args)
-    finally:
-        os._exit(1)
+        with open("/proc/%d/task/%d/children" % (reaper, reaper)) as fh:
+            orphans = [int(pid) for pid in fh.read().split()]
+    except (OSError, ValueError):
+        return
+    for pid in orphans:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            os.kill(pid, signal.SIGKILL)
 
 
-def wait_main(argv):
-    """``init PID FD``: reap every child (orphans included) until PID ends, write its wait status to FD, exit (the
-    kernel then kills what is left in the namespace). ``handle PID FD [DIR]``: wait for PID (the init), remove DIR,
-    then end as the status read from FD says, or as the init ended when it passed none."""
-    role, pid, fd = argv[0], int(argv[1]), int(argv[2])
-    if role == "init":
-        while True:
-            try:
-                done, status = os.wait()
-            except InterruptedError:
-                continue
-            if done == pid:
-                break
-        os.write(fd, b"%d\n" % status)
-        os._exit(0)
+def run_isolated(command):
+    """Run ``command`` in a PID namespace of its own and end as it ended; everything it started dies with it."""
+    reaper = isolate_children() if own_user_namespace() else None
+    if reaper is None:
+        raise ConfineError(1, "own PID namespace: unshare(CLONE_NEWUSER), unshare(CLONE_NEWPID) refused")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execvp(command[0], command)  # noqa: S606 - the step's own argv, no shell
+        finally:
+            os._exit(127)
     status = os.waitpid(pid, 0)[1]
-    reported = b""
-    while True:
-        chunk = os.read(fd, 64)
-        if not chunk:
-            break
-        reported += chunk
-    if reported.strip():
-        status = int(reported)
-    if len(argv) > 3:
-        shutil.rmtree(argv[3], ignore_errors=True)
+    os.kill(reaper, signal.SIGKILL)  # the namespace, and whatever the step left in it, goes
     if os.WIFSIGNALED(status):
         signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
         os.kill(os.getpid(), os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
-def enter(policy, waiter=None):
+def enter(policy):
     """Apply ``policy`` (from harness/sandbox.py) to this process; returns a one-line description.
 
-    Keys: ``pids`` (own PID namespace; ``waiter``: see own_pid_namespace), ``tmp`` (the private temp dir),
-    ``landlock`` (ABI to use, 0: none) with ``read``, ``write`` and ``list`` (listing only) path lists. A
-    restriction asked for and refused raises ConfineError: the caller must not go on unconfined."""
+    Keys: ``tmp`` (the private temp dir), ``landlock`` (ABI to use, 0: none) with ``read``, ``write`` and ``list``
+    (listing only) path lists. Capabilities are always dropped. A restriction asked for and refused raises
+    ConfineError: the caller must not go on unconfined. (``pids`` is the launcher's: see main.)"""
     done = []
     tmp = policy.get("tmp")
-    if policy.get("pids"):
-        if not own_pid_namespace(waiter, tmp):
-            raise ConfineError(1, "own PID namespace: unshare(CLONE_NEWUSER|CLONE_NEWPID) refused")
-        done.append("own PID namespace")
     if tmp:
         if not os.path.isdir(tmp):
             os.makedirs(tmp)
@@ -281,5 +268,7 @@ def main(argv):
     """Launcher: ``POLICY_JSON -- ARGV...``: confine, then exec ARGV with this environment."""
     split = argv.index("--")
     policy, command = json.loads(argv[0]), argv[split + 1:]
-    enter(policy)  # one-shot: the PID namespace's waiter is this small process itself
+    enter(policy)
+    if policy.get("pids"):
+        run_isolated(command)
     os.execvp(command[0], command)  # noqa: S606 - the step's own argv, no shell
