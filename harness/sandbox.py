@@ -62,8 +62,8 @@ PROBE_TIMEOUT = 30.0
 
 # The confinement of a process, applied from inside it: harness/worker/confine.py, then exec.
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from harness.worker import confine; confine.main(sys.argv[2:])"
-# A job's own PID namespace, as harness/worker/confine.py makes it (user namespace first: unprivileged).
-_PIDS_PROBE = ("unshare", "--user", "--pid", "--fork", "true")
+# A PID namespace, as harness/worker/confine.py makes it (user namespace first: unprivileged).
+_PIDS_PROBE = ("--user", "--pid", "--fork")
 
 
 @dataclass(frozen=True)
@@ -126,29 +126,33 @@ def _works(argv: list[str]) -> bool:
 
 _BWRAP_FLAGS = ("--die-with-parent", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--cap-drop", "ALL")
 _UNSHARE_FLAGS = ("--user", "--map-root-user", "--net", "--ipc", "--uts")
-_BWRAP_PROBE = ("bwrap", *_BWRAP_FLAGS, "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-                "--")
+_BWRAP_PROBE = (*_BWRAP_FLAGS, "--unshare-pid", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--")
 
 
 @functools.cache
 def detect() -> Box:
     """What works here, tried for real (an installed tool may still be refused by the kernel or a container's
-    seccomp filter): bwrap, else unshare, else neither; whether a job can have its own PID namespace inside it;
-    Landlock's ABI. A few processes, no Python: tens of milliseconds."""
+    seccomp filter): bwrap, else unshare, else neither; whether a PID namespace can be made inside it; Landlock's
+    ABI. A few processes, no Python: tens of milliseconds."""
     landlock, missing = landlock_abi(), []
     if not landlock:
         missing.append("no Landlock in this kernel")
-    for tool, prefix in (("bwrap", _BWRAP_PROBE), ("unshare", ("unshare", *_UNSHARE_FLAGS, "--"))):
-        if not shutil.which(tool):
+    true = shutil.which("true") or "/bin/true"
+    unshare = shutil.which("unshare")
+    pids_probe = [unshare, *_PIDS_PROBE, true] if unshare else []
+    for tool, flags in (("bwrap", _BWRAP_PROBE), ("unshare", (*_UNSHARE_FLAGS, "--"))):
+        path = shutil.which(tool)
+        if not path:
             missing.append(f"{tool} not installed")
-        elif (pids := _works([*prefix, *_PIDS_PROBE])) or _works([*prefix, "true"]):
+            continue
+        pids = bool(pids_probe) and _works([path, *flags, *pids_probe])
+        if pids or _works([path, *flags, true]):
             version = ""
             if tool == "bwrap":
-                version = subprocess.run(["bwrap", "--version"], capture_output=True, text=True, check=False).stdout
+                version = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
             return Box("auto", cast(Tool, tool), version.strip(), landlock, pids, tuple(missing))
-        else:
-            missing.append(f"{tool} refused to start (user namespaces or mounts not allowed here)")
-    return Box("auto", None, "", landlock, _works(list(_PIDS_PROBE)), tuple(missing))
+        missing.append(f"{tool} refused to start (user namespaces or mounts not allowed here)")
+    return Box("auto", None, "", landlock, bool(pids_probe) and _works(pids_probe), tuple(missing))
 
 
 def choose(mode: str) -> Box:
@@ -252,6 +256,8 @@ class Jail:
         """``argv`` and ``env`` to start the confined process with."""
         if not self.box.on:
             return argv, env
+        for path in self.write:
+            path.mkdir(parents=True, exist_ok=True)  # bwrap binds them; Landlock rules need them to exist
         tmp = self.private_tmp()
         # One-shot steps get their PID namespace from bwrap (--unshare-pid: the step runs under bwrap's init, which
         # takes every process of the box down with it), else from confine.py; a warm process makes one for its jobs
@@ -287,7 +293,6 @@ class Jail:
         for path in sorted(reads, key=lambda p: len(p.parts)):
             out += ["--ro-bind-try", str(path), str(path)]
         for path in sorted(_unique(self.write), key=lambda p: len(p.parts)):
-            path.mkdir(parents=True, exist_ok=True)
             out += ["--bind", str(path), str(path)]
         return [*out, "--remount-ro", "/", "--chdir", str(cwd)]
 
