@@ -9,8 +9,9 @@ Environment variables of a job that the env reads at call time (``CALL_TIME_ENV`
 extra variable could act while torch imports, so a job that needs one gets a warm process started with it.
 
 Sandboxed (harness/sandbox.py), the warm process runs in a box that sees the env, the trees and the harness code
-read-only and writes only below the env's work folder; each job confines itself further right after the fork (its
-own PID namespace, Landlock to its own folders), before any of the ref's code runs.
+read-only and writes only below the env's work folder, and keeps its jobs' processes in a PID namespace of its own
+(a process whose parent ended is killed at once); each job confines itself further right after the fork (Landlock
+to its own folders, no capabilities), before any of the ref's code runs.
 """
 
 from __future__ import annotations
