@@ -161,8 +161,10 @@ def _write(path, text):
 
 
 # PID 1 of a PID namespace made here: reaps whatever is handed to it (PID 1 ignores signals from inside its
-# namespace that it has no handler for, so nothing inside can kill it).
-_REAPER = """import os, time
+# namespace that it has no handler for, so nothing inside can kill it), and dies with the process that started it
+# (PR_SET_PDEATHSIG), even one killed outright: the namespace goes with it.
+_REAPER = """import ctypes, os, time
+ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)
 while True:
     try:
         os.wait()
