@@ -300,7 +300,7 @@ def _run_compile(args: argparse.Namespace) -> int:
         spec, args.reports, cache_dir(), envs=args.env, refs=args.refs,
         variants=tuple(args.variants) if args.variants else None,
         quantize=tuple(args.quantize) if args.quantize else None, force=args.force, keep=args.keep,
-        log=lambda line: print(line, file=sys.stderr, flush=True))
+        log=lambda line: print(line, file=sys.stderr, flush=True), sandbox_mode=config.limits.sandbox)
     print(f"compile: {len(done)} cells: {compile_run.summary(done)}; verdicts joined into {args.reports / 'results'}")
     return 0
 

@@ -9,7 +9,6 @@ turns its measurements into typed attempts (harness/verify.py decides pass/fail)
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -149,16 +148,14 @@ class BatchRunner:
 
     def spec(self, result: CellResult, shape: exporters.ExporterShape, tree: Path, weights: Path, label: str,
              fix: causes.Workaround) -> dict[str, Any]:
-        """The worker's instructions for one cell, in a fresh work directory holding a link to the weights."""
+        """The worker's instructions for one cell, in a fresh work directory holding a symlink to the weights."""
         workdir = self.ctx.cellroot / result.cell / label
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
-        local = workdir / WEIGHTS_NAME
-        try:
-            os.link(weights, local)
-        except OSError:
-            shutil.copyfile(weights, local)
+        # A symlink, not a hard link: a write through a hard link would change the checkpoint every cell shares, and a
+        # sandboxed job may write in its workdir (the symlink's target stays read-only to it).
+        (workdir / WEIGHTS_NAME).symlink_to(weights)
         result.artifacts_dir = str(workdir.parent)
         fmt = result.format
         imgsz = self.ctx.config.model.imgsz

@@ -54,6 +54,8 @@ __all__ = [
 ALLOWED_VARIANTS: tuple[str, ...] = VARIANTS
 ALLOWED_FORMATS: tuple[str, ...] = FORMAT_NAMES
 FALLBACKS: tuple[str, ...] = ("mirror", "error")
+SANDBOXES: tuple[str, ...] = ("auto", "required", "off")  # [limits] sandbox, see harness/sandbox.py
+SandboxMode = Literal["auto", "required", "off"]
 # Environment variable that overrides [source].repo (the --repo CLI argument overrides both).
 REPO_ENV_VAR = "YOLOV5_REPO"
 # The largest stride of every YOLOv5 model (P5 heads: 8/16/32); export sizes must be multiples of it.
@@ -105,6 +107,9 @@ class Limits:
     """Resources one env-side step may use; a step over a limit is killed and costs its cell ("out of memory")."""
 
     memory_mb: int | None = None  # resident memory of the step's processes; None: no limit
+    # The box around env processes (harness/sandbox.py): "auto" (the best this machine has), "required" (refuse to
+    # run without one), "off" (none).
+    sandbox: SandboxMode = "auto"
 
 
 # What the compile check knows how to drive: tpu-mlir's quantize modes that need no calibration, and the processors
@@ -234,6 +239,7 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     },
     "limits": {
         "memory_mb": _Field("int", "16000", required=False, default=None),
+        "sandbox": _Field("str", '"auto"', required=False, default=Limits.sandbox),
     },
     # The downstream compile check (harness/compile/, `nox -s tpu_mlir`); see CompileSpec.
     "compile": {
@@ -620,7 +626,8 @@ class _Checker:
         if memory_mb is not None:
             # Below a few hundred MB not even the interpreter with torch imported fits: every cell would die.
             self.at_least("limits.memory_mb", memory_mb, 256)
-        return Limits(memory_mb=memory_mb)
+        sandbox = self.one_of("limits.sandbox", table.get("sandbox", Limits.sandbox), SANDBOXES)
+        return Limits(memory_mb=memory_mb, sandbox=cast(SandboxMode, sandbox))
 
     def compile_spec(self, table: Mapping[str, Any]) -> CompileSpec:
         """Check [compile] values (types are already checked by ``tables``)."""

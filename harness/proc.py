@@ -1,5 +1,5 @@
 """The one door to child processes: every env-side step (worker job, a ref's exporter, a tpu-mlir tool) is watched
-by one loop, :func:`supervise`.
+by one loop, :func:`supervise`, and started in the sandbox the caller's ``jail`` describes (harness/sandbox.py).
 
 A step runs in its own process group with a timeout, its combined output goes to a log file, and what comes back is
 data (exit code, timed out, why it was killed, log tail): a crash or a hang in YOLOv5 code costs one step, never the
@@ -26,7 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from harness.sandbox import Jail
 
 HARNESS_ROOT = Path(__file__).resolve().parent.parent
 TAIL_LINES = 40
@@ -199,15 +202,23 @@ class _Popen:
         return self.popen.wait()
 
 
-def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, watch: Watch) -> ProcResult:
-    """Run ``argv`` under ``watch``, its output to ``log``; on a kill the whole process group dies."""
+def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, watch: Watch,
+                jail: Jail | None = None) -> ProcResult:
+    """Run ``argv`` under ``watch``, its output to ``log``; on a kill the whole process group dies. ``jail``: run
+    it in the sandbox (harness/sandbox.py; None: unconfined, for the harness's own tools and tests)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    start, start_env = jail.command(argv, env, cwd) if jail else (argv, env)
     with log.open("w") as fh:
         fh.write("$ " + " ".join(argv) + "\n")
         fh.flush()
-        popen = subprocess.Popen(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+        popen = subprocess.Popen(start, cwd=cwd, env=start_env, stdout=fh, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True)
-        ending = supervise(_Popen(popen), watch, argv[-1])
+        try:
+            ending = supervise(_Popen(popen), watch, argv[-1])
+        finally:
+            kill_group(popen.pid)  # what the step started and left behind in its group ends with it
+            if jail:
+                jail.cleanup()
         if ending.killed_for:
             fh.write(f"\nharness: killed the process group: {ending.killed_for}\n")
     return ProcResult(argv, ending.returncode, ending.timed_out, ending.seconds, log, ending.killed_for)
@@ -234,12 +245,12 @@ def read_answer(out: Path) -> dict[str, Any] | None:
 
 def run_worker(python: Path, job: dict[str, Any], *, workdir: Path, watch: Watch,
                env_extra: dict[str, str] | None = None, base_env: dict[str, str] | None = None,
-               module: str = "harness.worker") -> tuple[dict[str, Any] | None, ProcResult]:
+               module: str = "harness.worker", jail: Jail | None = None) -> tuple[dict[str, Any] | None, ProcResult]:
     """Send one job to ``module`` (an env-side entry point: harness.worker, harness.compile.envside) in ``python``;
     return its answer (None if it never answered) and how the process ended. ``base_env`` replaces our own
-    environment as the start (see child_env); ``env_extra`` is added to it."""
+    environment as the start (see child_env); ``env_extra`` is added to it. ``jail``: see run_process."""
     job_file, out = write_job(workdir, job)
     env = {**(base_env if base_env is not None else child_env()), **(env_extra or {}), "PYTHONPATH": str(HARNESS_ROOT)}
     result = run_process([str(python), "-m", module, str(job_file)], cwd=workdir, env=env,
-                         log=workdir / f"{job['task']}.log", watch=watch)
+                         log=workdir / f"{job['task']}.log", watch=watch, jail=jail)
     return read_answer(out), result

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, causes, lock, preflight, proc, results, shard
+from harness import __version__, causes, lock, preflight, proc, results, sandbox, shard
 from harness.batch import EnvContext
 from harness.axes import VARIANTS
 from harness.config import Cell, Config, is_local_repo, plan
@@ -118,7 +118,7 @@ def source_label(checkout: Checkout) -> str:
     return repo_label(checkout.url)
 
 
-def probe_env(python: Path, workdir: Path, config_dir: Path) -> dict[str, Any]:
+def probe_env(python: Path, workdir: Path, config_dir: Path, jail: sandbox.Jail | None = None) -> dict[str, Any]:
     """The versions the env really imports. An env's packages do not change after it is built (its directory is
     keyed by its pins), so the answer is kept in the env and the probe (a torch import) runs once per env build."""
     cached = python.parent.parent / PROBE_FILE
@@ -131,7 +131,7 @@ def probe_env(python: Path, workdir: Path, config_dir: Path) -> dict[str, Any]:
         except (ValueError, KeyError):
             pass
     answer, ran = proc.run_worker(python, {"task": "probe", "yolov5_config_dir": str(config_dir)},
-                                  workdir=workdir, watch=proc.Watch(300))
+                                  workdir=workdir, watch=proc.Watch(300), jail=jail)
     if not answer or not answer.get("ok"):
         raise HarnessError(f"env: {python} cannot run the harness worker ({ran.failure() or ''}: "
                            f"{ran.tail(3)}) — rebuild the env (delete {python.parent.parent})")
@@ -160,9 +160,11 @@ def cell_root(workroot: Path, reports: Path) -> Path:
 class EnvRun:
     """The cells of one env: their reuse, locks, checkpoints and saving; the work goes to harness/variant.py."""
 
-    def __init__(self, config: Config, env: str, opts: Options, log: Log = print, workers: WarmPool | None = None):
+    def __init__(self, config: Config, env: str, opts: Options, log: Log = print, workers: WarmPool | None = None,
+                 box: sandbox.Box | None = None):
         self.config, self.opts, self.log = config, opts, log
         self.spec = config.envs[env]
+        self.box = box or sandbox.Box()
         self.own_workers = workers is None  # a caller's pool (many short runs, e.g. bisect probes) stays open
         self._workers = workers
         self._ctx: EnvContext | None = None
@@ -187,7 +189,7 @@ class EnvRun:
                     python = ensure_env(spec, opts.cache, log=self.log)
                 workroot = opts.cache / "work" / spec.name
                 # Env-side jobs run in children of one warm process per env (torch imported once): harness/warm.py.
-                workers = self._workers or warm_pool(self.config, spec.name, opts.cache)
+                workers = self._workers or warm_pool(self.config, spec.name, opts.cache, self.box)
                 cores = os.cpu_count() or 1
                 threads = opts.threads if opts.threads is not None else max(1, cores // max(1, opts.jobs))
                 # Cell artifacts (exports, logs) per results folder: a result points at its files, so a run that
@@ -202,7 +204,10 @@ class EnvRun:
         if self._versions is None:
             name = self.spec.name
             with lock.hold(lock.lock_path(self.opts.cache, "probe", name), f"probe of {name}"):
-                self._versions = probe_env(self.ctx.python, self.ctx.workroot / "probe", self.config_dir)
+                workdir = self.ctx.workroot / "probe"
+                jail = sandbox.step_jail(self.box, self.ctx.python, workdir=workdir, write=[self.config_dir],
+                                         workroot=self.ctx.workroot)
+                self._versions = probe_env(self.ctx.python, workdir, self.config_dir, jail)
         return self._versions
 
     # -- inputs and reuse ---------------------------------------------------------------------------------------
@@ -368,22 +373,31 @@ class EnvRun:
                        f"checkpoint of {checkout.ref} ({weights.name})", self.log):
             if weights.exists():
                 return weights, 0.0, None
+            # Built in the env's work folder (the only place a sandboxed env process writes), then moved into place.
+            build = self.ctx.workroot / "checkpoints" / f"{checkout.commit[:12]}-{fingerprint[:8]}"
+            shutil.rmtree(build, ignore_errors=True)
             job = {"task": "checkpoint", "tree": str(checkout.path), "cfg": model.cfg, "nc": model.nc,
-                   "seed": model.seed, "weights_out": str(weights)}
-            folder.mkdir(parents=True, exist_ok=True)
-            answer, ran = self.ctx.workers.run_worker(self.ctx.python, job, workdir=folder / "job",
+                   "seed": model.seed, "weights_out": str(build / weights.name)}
+            answer, ran = self.ctx.workers.run_worker(self.ctx.python, job, workdir=build / "job",
                                                       watch=proc.Watch(self.config.timeouts.checkpoint))
+            if answer and answer.get("ok") and (build / weights.name).is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                os.replace(build / weights.name, weights)
         if answer and answer.get("ok") and weights.exists():
             return weights, round(ran.seconds, 3), None
         message = (answer or {}).get("error", {}).get("message") or ran.failure() or "no checkpoint written"
         return None, round(ran.seconds, 3), {"message": f"checkpoint: {message}", "log_tail": ran.tail()}
 
 
-def warm_pool(config: Config, env: str, cache: Path) -> WarmPool:
-    """The warm workers of ``env``: pass one to several run_env calls (and close it after) to import torch once."""
-    spec = config.envs[env]
-    return WarmPool(cache / "work" / spec.name / "warm", {"YOLOV5_CONFIG_DIR": str(cache / "yolov5-config")},
-                    config.limits.memory_mb)
+def warm_pool(config: Config, env: str, cache: Path, box: sandbox.Box | None = None) -> WarmPool:
+    """The warm workers of ``env``, boxed (harness/sandbox.py; by default the box [limits] sandbox chooses): pass one
+    to several run_env calls (and close it after) to import torch once."""
+    box = box or sandbox.choose(config.limits.sandbox)
+    workroot = cache / "work" / config.envs[env].name
+    config_dir = cache / "yolov5-config"
+    weights = [Path(config.model.weights).resolve()] if config.model.weights else []
+    jails = sandbox.warm_jails(box, cache=cache, workroot=workroot, read=weights, shared=[config_dir])
+    return WarmPool(workroot / "warm", {"YOLOV5_CONFIG_DIR": str(config_dir)}, config.limits.memory_mb, jail=jails)
 
 
 def run_env(config: Config, env: str, opts: Options, log: Log = print,
@@ -392,6 +406,8 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     kills the steps in flight and raises KeyboardInterrupt: every result saved before stays, and a rerun redoes only
     the rest. A result that cannot be written stops the run with that HarnessError. ``workers``: the env's warm
     pool when the caller keeps one across runs (see warm_pool); by default each run starts and closes its own."""
+    box = sandbox.choose(config.limits.sandbox)  # "required" and none here: stop before any env work
+    log(box.describe())
     preflight.check_reports(opts.reports)
     preflight.check_weights(config.model.weights, str(config.path))
     preflight.check_source(config.source.repo, opts.cache, config.source.fallback)
@@ -403,7 +419,7 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        env_run = EnvRun(config, env, opts, log, workers)
+        env_run = EnvRun(config, env, opts, log, workers, box)
         try:
             return env_run.run()
         except KeyboardInterrupt:

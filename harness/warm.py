@@ -7,6 +7,11 @@ itself dies, the next job starts a fresh one.
 
 Environment variables of a job that the env reads at call time (``CALL_TIME_ENV``) are set in the child; any other
 extra variable could act while torch imports, so a job that needs one gets a warm process started with it.
+
+Sandboxed (harness/sandbox.py), the warm process runs in a box that sees the env, the trees and the harness code
+read-only and writes only below the env's work folder, and keeps its jobs' processes in a PID namespace of its own
+(a process whose parent ended is killed at once); each job confines itself further right after the fork (Landlock
+to its own folders, no capabilities), before any of the ref's code runs.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harness import proc
+from harness.sandbox import Jail
+
+# The jail of a warm process, given its interpreter and folder (None: unconfined).
+JailFor = Callable[[Path, Path], Jail | None]
 
 # Read by torch when torch.load runs (torch/serialization.py), not at import: safe to set in a forked child.
 CALL_TIME_ENV = frozenset({"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"})
@@ -76,13 +86,14 @@ class WarmWorker:
     """One warm env process serving jobs from a queue directory."""
 
     def __init__(self, python: Path, root: Path, env_extra: dict[str, str], memory_mb: float | None,
-                 preload: list[str] | None = None):
+                 preload: list[str] | None = None, jail: JailFor | None = None):
         self.python, self.root, self.env_extra, self.preload = python, root, env_extra, preload
         self.memory_mb = memory_mb
         self.queue = root / "queue"
         if root.exists():
             shutil.rmtree(root)
         self.queue.mkdir(parents=True)
+        self.jail = jail(python, root) if jail else None
         self.lock = threading.Lock()
         self.count = 0
         self.stopping = False
@@ -91,11 +102,12 @@ class WarmWorker:
         self.thread.start()
 
     def _serve(self) -> None:
-        job = {"task": "serve", "queue": str(self.queue), "preload": self.preload}  # None: serve.PRELOAD
+        job = {"task": "serve", "queue": str(self.queue), "preload": self.preload,  # None: serve.PRELOAD
+               "isolate": bool(self.jail and self.jail.isolate)}
         # An interrupted run (Ctrl-C) kills the warm process: nothing to report then.
         with contextlib.suppress(proc.Interrupted):
             _, self.ran = proc.run_worker(self.python, job, workdir=self.root, env_extra=self.env_extra,
-                                          watch=proc.Watch(LIFETIME, watchdog=lambda: self.stopping))
+                                          watch=proc.Watch(LIFETIME, watchdog=lambda: self.stopping), jail=self.jail)
 
     def alive(self) -> bool:
         return self.thread.is_alive()
@@ -103,12 +115,16 @@ class WarmWorker:
     def run(self, job: dict[str, Any], *, workdir: Path, watch: proc.Watch,
             env: dict[str, str]) -> tuple[dict[str, Any] | None, proc.ProcResult]:
         job_file, out = proc.write_job(workdir, job)
+        queued = {**json.loads(job_file.read_text()), "env": env}
+        confine = self.jail.job(queued, workdir) if self.jail else None
+        if confine:
+            queued["confine"] = confine  # applied by the job's child before the job runs (harness/worker/serve.py)
         with self.lock:
             self.count += 1
             n = self.count
             path = self.queue / f"{n}.json"
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({**json.loads(job_file.read_text()), "env": env}, indent=1))
+            tmp.write_text(json.dumps(queued, indent=1))
             os.replace(tmp, path)  # the warm process only ever sees whole jobs
         log = self.queue / f"{n}.log"
         ending = proc.supervise(_Job(self, n), proc.Watch(watch.timeout, self.memory_mb, watch.watchdog),
@@ -140,8 +156,9 @@ class WarmPool:
     """The warm workers of one env run, one per (interpreter, import-time environment), started on first use."""
 
     def __init__(self, root: Path, env_extra: dict[str, str], memory_mb: float | None = None,
-                 preload: list[str] | None = None):
+                 preload: list[str] | None = None, jail: JailFor | None = None):
         self.root, self.env_extra, self.memory_mb, self.preload = root, env_extra, memory_mb, preload
+        self.jail = jail
         self.workers: dict[tuple[str, tuple[tuple[str, str], ...]], WarmWorker] = {}
         self.lock = threading.Lock()
 
@@ -157,7 +174,7 @@ class WarmPool:
             if worker is None or not worker.alive():  # first use, or the last one died: a fresh warm process
                 name = f"warm-{len(self.workers)}-{int(time.time() * 1000) % 100000}"
                 worker = self.workers[key] = WarmWorker(python, self.root / name, dict(at_start), self.memory_mb,
-                                                        self.preload)
+                                                        self.preload, self.jail)
         return worker.run(job, workdir=workdir, watch=watch, env=in_child)
 
     def close(self) -> None:

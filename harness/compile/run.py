@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import proc, results
+from harness import proc, results, sandbox
 from harness.compile import causes, env
 from harness.config import CompileSpec
 from harness.files import write_json
@@ -122,16 +122,26 @@ def tpu_mlir_checks(log_text: str) -> list[dict[str, Any]]:
 class Compiler:
     """Compiles targets with one tpu-mlir env and one [compile] spec."""
 
-    def __init__(self, spec: CompileSpec, cache: Path, log: Log = print):
+    def __init__(self, spec: CompileSpec, cache: Path, log: Log = print, box: sandbox.Box | None = None):
         self.spec, self.cache, self.log = spec, cache, log
+        self.box = box or sandbox.Box()
         self.env = env.ensure_env(cache, log=log)
         self.tool_env = env.tool_env(self.env)
         self.bin = Path(self.env["bin"])
+        self.reads: list[Path] = []  # what the target being compiled lets tpu-mlir read (see attempt)
+
+    def jail(self, workdir: Path) -> sandbox.Jail | None:
+        """tpu-mlir's steps run in the same box as the matrix's: no network; they read the target's ONNX folder and
+        photo, and write the compile's folder and the package's lib/ (model_deploy links the chosen processor's
+        libraries there)."""
+        return sandbox.step_jail(self.box, Path(self.env["python"]), workdir=workdir, read=self.reads,
+                                 write=[env.package_dir(Path(self.env["venv"])) / "lib"])
 
     def envside(self, job: dict[str, Any], workdir: Path, timeout: float = 600) -> tuple[dict[str, Any], str]:
         """Run a task of envside.py in the env's Python; its answer, or an error answer with the log tail."""
         answer, ran = proc.run_worker(Path(self.env["python"]), job, workdir=workdir, watch=proc.Watch(timeout),
-                                      base_env=self.tool_env, module="harness.compile.envside")
+                                      base_env=self.tool_env, module="harness.compile.envside",
+                                      jail=self.jail(workdir))
         if answer is None:
             return ({"ok": False, "error": f"{job['task']} did not answer ({ran.failure() or 'no answer file'})"},
                     log_tail(ran.text()))
@@ -163,6 +173,7 @@ class Compiler:
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
+        self.reads = [target.onnx.parent, *([Path(target.image)] if target.image else [])]
         out = self.section(quantize, status="error", stage="transform", artifacts_dir=str(workdir))
         info, tail = self.envside({"task": "inspect", "onnx": str(target.onnx), "dest": str(workdir / "model.onnx"),
                                    "image": target.image, "ir_version": fix.ir_version if fix else None}, workdir)
@@ -198,7 +209,7 @@ class Compiler:
         if stage == "transform" and out.input is not None:
             out.input["shape"] = json.loads(argv[argv.index("--input_shapes") + 1])[0]
         ran = proc.run_process(argv, cwd=workdir, env=self.tool_env, log=workdir / f"{stage}.log",
-                               watch=proc.Watch(self.spec.timeout))
+                               watch=proc.Watch(self.spec.timeout), jail=self.jail(workdir))
         out.timings[stage] = round(ran.seconds, 1)
         text = ran.text()
         out.tpu_mlir_checks[stage] = tpu_mlir_checks(text)
@@ -337,8 +348,11 @@ def join(path: Path, sections: list[CompileSection]) -> CellResult | None:
 def run_compile(spec: CompileSpec, reports: Path, cache: Path, *, envs: list[str] | None = None,
                 refs: list[str] | None = None, variants: tuple[str, ...] | None = None,
                 quantize: tuple[str, ...] | None = None, force: bool = False, keep: bool = False,
-                log: Log = print) -> list[CompileSection]:
-    """Compile every selected ONNX result under ``reports`` and join the verdicts; returns the sections written."""
+                log: Log = print, sandbox_mode: str = "auto") -> list[CompileSection]:
+    """Compile every selected ONNX result under ``reports`` and join the verdicts; returns the sections written.
+    ``sandbox_mode``: [limits] sandbox (harness/sandbox.py), for tpu-mlir's tools as for the matrix's steps."""
+    box = sandbox.choose(sandbox_mode)
+    log(f"[compile] {box.describe()}")
     modes = quantize or spec.quantize
     targets, skipped = find_targets(reports, variants or spec.variants, envs=envs, refs=refs)
     done: list[CompileSection] = []
@@ -351,7 +365,7 @@ def run_compile(spec: CompileSpec, reports: Path, cache: Path, *, envs: list[str
         log(f"[compile] nothing to compile under {results.results_dir(reports)} (variants "
             f"{', '.join(variants or spec.variants)}, format onnx)")
         return done
-    compiler = Compiler(spec, cache, log=log)
+    compiler = Compiler(spec, cache, log=log, box=box)
     for target in targets:
         sections = [compile_mode(compiler, target, spec, mode, force, keep, log) for mode in modes]
         join(target.path, sections)

@@ -12,16 +12,28 @@ with its ``out`` path and an ``env`` of variables to set in the child); the pare
 child starts and ``N.exit`` (``{"returncode": ...}``, negative for a signal) when it is reaped. The child's output
 goes to ``N.log``. A ``stop`` file, or the harness going away, ends the parent.
 
+Sandboxed (harness/sandbox.py), the serve job asks to ``isolate``: after the imports, every child goes into a PID
+namespace of the warm process's own, and whatever the kernel hands to that namespace's init (a process whose parent
+ended: a job's leftovers, however detached) is killed at the next poll. A job may carry a ``confine`` policy: its
+child applies it (harness/worker/confine.py: no capabilities, Landlock) right after the fork, before the job's code
+runs; a child that cannot apply it fails its job rather than run unconfined. When a job's child has been reaped,
+whatever is left of its process group is killed and its private temp dir removed.
+
 Forking after these imports is safe because none of them starts a thread pool that a child would miss: torch's
 intra-op pool starts on the first parallel op (never run here), and OpenBLAS re-initialises after fork.
 """
 
+import contextlib
 import gc
 import json
 import os
+import shutil
 import signal
 import sys
 import time
+import traceback
+
+from harness.worker import confine
 
 # Imported once in the parent. Third-party modules only (never the ref's code): what every YOLOv5 ref and the
 # harness's runners import, heaviest first. A module missing from an env is skipped; the child then meets the same
@@ -68,9 +80,12 @@ def child(job, log_path, run_job):
         os.dup2(fd, 2)
         os.close(fd)
         os.environ.update(job.get("env") or {})
+        if job.get("confine"):  # restricted before any of the ref's code runs
+            sys.stderr.write("harness: job confined: %s\n" % confine.enter(job["confine"]))
         run_job(job)
     except BaseException:
         code = 1
+        traceback.print_exc()
     finally:
         try:
             sys.stdout.flush()
@@ -79,16 +94,39 @@ def child(job, log_path, run_job):
             os._exit(code)
 
 
+def reap(queue, running):
+    """Write ``N.exit`` for each job whose child has ended; kill what it left in its process group, remove its
+    temp dir."""
+    while running:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            return
+        if pid not in running:
+            continue  # not a job: the reaper, which only ends with this process
+        n, started, tmp = running.pop(pid)
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        with contextlib.suppress(OSError):  # what the job started and left in its group dies with it
+            os.killpg(pid, signal.SIGKILL)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        write_json(os.path.join(queue, "%d.exit" % n), {"returncode": code, "seconds": time.time() - started})
+
+
 def serve(job, run_job):
     queue = job["queue"]
     parent = os.getppid()
+    # A user namespace before the imports start threads (only a single-threaded process may enter one), the PID
+    # namespace after them (a process whose children are isolated may start no thread).
+    isolate = job.get("isolate") and confine.own_user_namespace()
     names = job.get("preload")
     loaded = preload(PRELOAD if names is None else names)
     if hasattr(gc, "freeze"):  # 3.7+: the preloaded heap leaves the collector, so children neither rescan it nor
         gc.freeze()  # copy its pages by touching it (copy-on-write)
-    write_json(os.path.join(queue, "ready"), {"pid": os.getpid(), "preloaded": loaded})
-    running = {}  # pid -> job number
-    started = {}
+    reaper = confine.isolate_children() if isolate else None
+    if job.get("isolate") and reaper is None:
+        raise confine.ConfineError(1, "own PID namespace for the jobs: unshare(CLONE_NEWUSER), (CLONE_NEWPID) refused")
+    write_json(os.path.join(queue, "ready"), {"pid": os.getpid(), "preloaded": loaded, "reaper": reaper})
+    running = {}  # pid -> (job number, start time, the job's private temp dir)
     n = 1
     while True:
         path = os.path.join(queue, "%d.json" % n)
@@ -100,23 +138,20 @@ def serve(job, run_job):
             pid = os.fork()
             if pid == 0:
                 child(task, os.path.join(queue, "%d.log" % n), run_job)
-            running[pid], started[pid] = n, time.time()
+            running[pid] = n, time.time(), (task.get("confine") or {}).get("tmp")
             write_json(os.path.join(queue, "%d.pid" % n), {"pid": pid})
             n += 1
             continue
-        while running:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            write_json(os.path.join(queue, "%d.exit" % running.pop(pid)),
-                       {"returncode": code, "seconds": time.time() - started.pop(pid)})
+        reap(queue, running)
+        if reaper:
+            confine.kill_orphans(reaper)  # a process whose parent ended: what a job left behind or detached
         if os.getppid() != parent or (os.path.exists(os.path.join(queue, "stop")) and not running):
             break  # the harness is gone (kill what we started), or it has no more jobs
         time.sleep(POLL)
     for pid in running:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    if reaper:
+        with contextlib.suppress(OSError):
+            os.kill(reaper, signal.SIGKILL)  # its end takes the namespace, and anything left in it, down
     return {"jobs": n - 1, "preloaded": loaded}
