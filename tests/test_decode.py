@@ -20,11 +20,11 @@ import pytest
 from conftest import QUICK_ENV, repo_from_tag, result_files
 
 from harness import exporters, proc
+from harness.batch import WEIGHTS_NAME
 from harness.causes import classify
 from harness.config import Tolerances
 from harness.patch import apply_patch
 from harness.paths import cache_dir
-from harness.batch import WEIGHTS_NAME
 from harness.run import probe_env
 from harness.source import get_checkout, open_repo
 from harness.verify import judge
@@ -59,7 +59,7 @@ def env_extra() -> dict[str, str]:
 
 def build_weights(env_python: Path, tree: Path, cfg: str, out: Path) -> Path:
     job = {"task": "checkpoint", "tree": str(tree), "cfg": cfg, "nc": 80, "seed": 0, "weights_out": str(out)}
-    answer, ran = proc.run_worker(env_python, job, workdir=out.parent / "checkpoint-job", timeout=900,
+    answer, ran = proc.run_worker(env_python, job, workdir=out.parent / "checkpoint-job", watch=proc.Watch(900),
                                   env_extra=env_extra())
     assert answer and answer.get("ok") and out.is_file(), ran.tail()
     return out
@@ -85,7 +85,8 @@ def export_and_verify(env_python: Path, checkout: Path, ref: str, weights: Path,
            "rtol": TOL.rtol, "progress": str(progress), "cells": cells,
            # the workarounds torch 2.14 needs for these refs (harness/causes.py finds them in a real run)
            "shims": ["onnx-dynamo-off", "skip-optimize-for-mobile"]}
-    answer, ran = proc.run_worker(env_python, job, workdir=workdir / "job", timeout=1800, env_extra=env_extra())
+    answer, ran = proc.run_worker(env_python, job, workdir=workdir / "job", watch=proc.Watch(1800),
+                                  env_extra=env_extra())
     assert answer and answer.get("ok"), ran.tail()
     events = [json.loads(line) for line in progress.read_text().splitlines()]
     found = {e["cell"]: e for e in events if e["event"] == "cell"}
@@ -217,7 +218,7 @@ def test_wrong_tables_fail_on_real_arrays(exports: dict[str, Any], env_python: P
     args = {"tree": str(Path(event["export"]["workdir"]).parent / "tree"), "weights": str(exports["weights"]["v7.0"]),
             "artifact": str(artifact)}
     ran = subprocess.run([str(env_python), "-c", WRONG_TABLES, json.dumps(args)], capture_output=True, text=True,
-                         timeout=600, env=proc.child_env(env_extra(), pythonpath=str(ROOT)), check=False)
+                         watch=proc.Watch(600), env=proc.child_env(env_extra(), pythonpath=str(ROOT)), check=False)
     assert ran.returncode == 0, ran.stderr[-3000:]
     found = json.loads(ran.stdout.strip().splitlines()[-1])
     assert found["right"]["pass"] and found["right"]["kept_eager"] > 0
@@ -319,7 +320,7 @@ def test_reference_decoder_pieces(repo: str, env_python: Path, tmp_path: Path) -
             patched[f"{ref}/{variant}"] = (str(tree / "models" / "yolo.py"), str(tree / "patch.diff"),
                                            str(checkout / "models" / "yolo.py"))
     ran = subprocess.run([str(env_python), "-c", PIECES, json.dumps({"patched": patched})], capture_output=True,
-                         text=True, timeout=300, env=proc.child_env(pythonpath=str(ROOT)), check=False)
+                         text=True, watch=proc.Watch(300), env=proc.child_env(pythonpath=str(ROOT)), check=False)
     assert ran.returncode == 0, ran.stderr[-3000:]
     out = json.loads(ran.stdout.strip().splitlines()[-1])
     # xy = (0.5*2 - 0.5 + grid) * 8 -> x 4 and 12, y 4; wh = (0.5*2)**2 * anchor; conf 0.5

@@ -65,10 +65,11 @@ def workers_left(cache_marker: str, before: frozenset[str]) -> list[str]:
     return [cmd for pid, cmd in workers(cache_marker).items() if pid not in before]
 
 
-def kept_line(cell: str) -> str:
-    """How the run's progress line names a cell it kept: "v7.0 variant 1 onnx: unchanged, kept (...)"."""
+def said_kept(cell: str, stderr: str) -> bool:
+    """Whether the run's progress said it kept ``cell``: "v7.0 variant 1 onnx [stand-in]: unchanged, kept (...)"."""
     ref, _, variant, fmt = cell.split("__")
-    return f"{ref} variant {variant} {fmt}: unchanged, kept ("
+    return any(f"{ref} variant {variant} {fmt}" in line and ": unchanged, kept (" in line
+               for line in stderr.splitlines())
 
 
 def test_kill_then_resume_then_interrupt_then_force(small_weights: Path, small_matrix, harness_run, mirror_repo: Path,
@@ -94,7 +95,7 @@ def test_kill_then_resume_then_interrupt_then_force(small_weights: Path, small_m
     # 2. The next run keeps that cell and does the other one.
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert kept_line(done_cell) in proc.stderr
+    assert said_kept(done_cell, proc.stderr), proc.stderr
     second = created(reports)
     assert set(second) == set(CELLS) and second[done_cell] == first[done_cell]
     other = next(c for c in CELLS if c != done_cell)
@@ -117,7 +118,8 @@ def test_kill_then_resume_then_interrupt_then_force(small_weights: Path, small_m
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"warning: skipping {broken}: not a readable result" in proc.stderr
-    assert kept_line(done_cell) in proc.stderr
+    assert said_kept(done_cell, proc.stderr), proc.stderr
     fourth = created(reports)
     assert fourth[done_cell] == third[done_cell] and fourth[other] > third[other]
-    assert {r["cell"]: r["status"] for r in result_files(reports)} == dict.fromkeys(CELLS, "pass")
+    # Both work (variant 3 with the adapted patch form: the guide's list x aborts v7.0's export.py).
+    assert {r["cell"]: r["verdict"].split(" ")[0] for r in result_files(reports)} == dict.fromkeys(CELLS, "works")
