@@ -227,6 +227,7 @@ class CellResult(Attempt):
     harness_fingerprint: str | None = None
     created: float = 0.0
     inputs_key: str | None = None
+    sandbox: str | None = None  # the box env processes ran in (harness/sandbox.py), e.g. "bubblewrap 0.8.0 + ..."
     verdict: str = ""
     compile: CompileSection | None = None
 

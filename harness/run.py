@@ -229,7 +229,8 @@ class EnvRun:
             env=self.spec.name, pins=self.spec.requirements(), versions=self.versions,
             model=asdict(self.config.model), tolerances=asdict(self.config.tolerances),
             variant=cell.variant, format=cell.format, stage="checkout",
-            harness_version=__version__, harness_fingerprint=self.fingerprint, created=time.time())
+            harness_version=__version__, harness_fingerprint=self.fingerprint, created=time.time(),
+            sandbox=self.box.label)
 
     def stored(self, cell_id: str) -> CellResult | None:
         path = results.result_path(self.opts.reports, cell_id)
@@ -406,11 +407,11 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     kills the steps in flight and raises KeyboardInterrupt: every result saved before stays, and a rerun redoes only
     the rest. A result that cannot be written stops the run with that HarnessError. ``workers``: the env's warm
     pool when the caller keeps one across runs (see warm_pool); by default each run starts and closes its own."""
-    box = sandbox.choose(config.limits.sandbox)  # "required" and none here: stop before any env work
-    log(box.describe())
+    box = sandbox.choose(config.limits.sandbox)  # "required" and none here: stop before anything is touched
     preflight.check_reports(opts.reports)
     preflight.check_weights(config.model.weights, str(config.path))
     preflight.check_source(config.source.repo, opts.cache, config.source.fallback)
+    log(box.describe())
     if config.model.weights:
         log(f"weights: {config.model.weights} is a pickle: only the env's processes load it, never this one — use "
             f"files you trust (README, Security)")

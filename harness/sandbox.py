@@ -81,6 +81,18 @@ class Box:
     def on(self) -> bool:
         return self.tool is not None or self.landlock > 0 or self.pids
 
+    @property
+    def label(self) -> str:
+        """Short, for each result: "bubblewrap 0.8.0 + Landlock ABI 7 + PID namespace", "off", "none available"."""
+        if self.mode == "off":
+            return "off"
+        if not self.on:
+            return "none available"
+        parts = [self.version or self.tool or ""] if self.tool else []
+        parts += [f"Landlock ABI {self.landlock}"] if self.landlock else []
+        parts += ["PID namespace"] if self.pids else []
+        return " + ".join(p for p in parts if p)
+
     def describe(self) -> str:
         """One line for the run's first lines: what is in force, and what is not."""
         if self.mode == "off":
