@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -30,6 +31,8 @@ PYPROJECT = nox.project.load_toml(HERE / "pyproject.toml")
 # error, 3 an internal error; run_harness carries them out of nox unchanged.
 GATE_EXIT_CODES = (1, 2, 3)
 UPGRADE_EXIT_CODES = GATE_EXIT_CODES
+# When this nox process started: the clock of the whole matrix for the progress lines' "left in all" estimate.
+STARTED = time.time()
 
 
 def matrix_envs(path: Path = HERE / "matrix.toml") -> list[tuple[str, str]]:
@@ -80,6 +83,19 @@ def run_harness(session: nox.Session, *args: str, exit_codes: Collection[int] = 
         raise
 
 
+def matrix_position(session: nox.Session) -> str | None:
+    """``k/n``: this env among the matrix sessions this nox invocation runs (``nox -s matrix``: all of them;
+    ``nox -s "matrix(<env>)"``: 1/1), for harness/progress.py. nox has no public API for the selected sessions, so
+    this reads its manifest and says nothing (None) when that changes shape: the estimate is a courtesy."""
+    manifest = getattr(getattr(session, "_runner", None), "manifest", None)
+    try:
+        done = [s for s in manifest._consumed if s.name == "matrix"]  # type: ignore[union-attr]
+        queued = [s for s in manifest._queue if s.name == "matrix"]  # type: ignore[union-attr]
+    except (AttributeError, TypeError):
+        return None
+    return f"{len(done)}/{len(done) + len(queued)}" if done else None
+
+
 def _reports_and_config(posargs: Sequence[str]) -> tuple[str, list[str]]:
     """The `--reports DIR` a run writes to (default reports) and its `--config` arguments, read from the posargs."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -110,8 +126,10 @@ def matrix(session: nox.Session, env: str) -> None:
     """
     install_harness(session)
     reports, config = _reports_and_config(session.posargs)
+    position = matrix_position(session)
+    outer = {"YOLOV5_MATRIX_PROGRESS": f"{STARTED:.0f} {position}"} if position else {}
     try:
-        session.run("python", "-m", "harness", "run", "--env", env, *session.posargs)
+        session.run("python", "-m", "harness", "run", "--env", env, *session.posargs, env=outer)
         session.run("python", "-m", "harness", "compile", "--env", env, "--if-enabled", "--reports", reports, *config)
     except nox.command.CommandFailed:
         refresh_report(session)  # what finished before the failure is worth a look too
@@ -179,8 +197,8 @@ def lint(session: nox.Session) -> None:
     session.install(*PYPROJECT["project"]["dependencies"], *nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py", *session.posargs)
     session.run("mypy")
-    envside = sorted(str(p) for p in (HERE / "harness" / "worker").glob("*.py")) + [
-        str(HERE / "harness" / "compile" / "envside.py"), str(HERE / "benchmarks" / "floor.py")]
+    envside = [*sorted(str(p) for p in (HERE / "harness" / "worker").glob("*.py")),
+               str(HERE / "harness" / "compile" / "envside.py"), str(HERE / "benchmarks" / "floor.py")]
     python38 = session.run("python", "-c", "from harness.envs import python_candidates as c; print(*c('3.8')[:1])",
                            silent=True, external=True) or ""
     if python38.strip():

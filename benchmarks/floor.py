@@ -60,7 +60,7 @@ def main(path):
                 session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
                 session.run(None, {session.get_inputs()[0].name: x})
         except Exception as exc:  # a file that does not run is the cell's finding, not the floor's problem
-            entry["error"] = "%s: %s" % (type(exc).__name__, exc)
+            entry["error"] = f"{type(exc).__name__}: {exc}"
         entry["infer"] = time.time() - t
     print(json.dumps(timings))
 

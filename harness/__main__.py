@@ -292,10 +292,12 @@ def _run_compile(args: argparse.Namespace) -> int:
         return 0
     for mode in args.quantize or ():
         if mode not in config_mod.COMPILE_QUANTIZE:
-            raise HarnessError(f"--quantize: unknown mode {mode!r} — use one of {', '.join(config_mod.COMPILE_QUANTIZE)}")
+            known = ", ".join(config_mod.COMPILE_QUANTIZE)
+            raise HarnessError(f"--quantize: unknown mode {mode!r} — use one of {known}")
     for variant in args.variants or ():
         if variant not in config_mod.ALLOWED_VARIANTS:
-            raise HarnessError(f"--variants: unknown variant {variant!r} — use {', '.join(config_mod.ALLOWED_VARIANTS)}")
+            known = ", ".join(config_mod.ALLOWED_VARIANTS)
+            raise HarnessError(f"--variants: unknown variant {variant!r} — use {known}")
     done = compile_run.run_compile(
         spec, args.reports, cache_dir(), envs=args.env, refs=args.refs,
         variants=tuple(args.variants) if args.variants else None,

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, causes, lock, preflight, proc, results, sandbox, shard
-from harness.batch import EnvContext
 from harness.axes import VARIANTS
+from harness.batch import EnvContext
 from harness.config import Cell, Config, is_local_repo, plan
 from harness.envs import ensure_env
 from harness.errors import HarnessError, SourceError

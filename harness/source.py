@@ -37,8 +37,8 @@ from packaging.version import InvalidVersion, Version
 from harness.config import is_local_repo, validate_ref_name
 from harness.errors import ConfigError, SourceError
 
-__all__ = ["Checkout", "bundle_file", "checkout", "get_checkout", "is_reachable", "normalize_url", "open_repo", "redact",
-           "repo_label", "resolve"]
+__all__ = ["Checkout", "bundle_file", "checkout", "get_checkout", "is_reachable", "normalize_url", "open_repo",
+           "redact", "repo_label", "resolve"]
 
 # Every git call: never prompt for credentials (a hidden prompt hangs a CI job), fail instead.
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
@@ -219,7 +219,7 @@ def open_repo(url: str, *, cache: Path, fetch: bool = False) -> git.Repo:
     _check_file(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the clone from other users of a shared cache
+    os.chmod(tmp, 0o755)  # noqa: S103 -- mkdtemp's 0700 would hide the clone from other users of a shared cache
     try:
         # init + remote + fetch rather than `git clone --mirror`: same result, but with our refspecs.
         repo = git.Repo.init(tmp, bare=True)
@@ -230,7 +230,8 @@ def open_repo(url: str, *, cache: Path, fetch: bool = False) -> git.Repo:
         with _translate("clone", url, _LOCAL_FIX if is_local_repo(url) else _FIX):
             _fetch_raw(repo)
         if not repo.git.for_each_ref("--count=1", "refs/heads", "refs/tags"):
-            raise SourceError(f"source: cannot clone {redact(url)}: it has no branches or tags — {_FIX}")
+            raise SourceError(  # noqa: TRY301 -- the handler below removes the half-made clone, as for git's errors
+                f"source: cannot clone {redact(url)}: it has no branches or tags — {_FIX}")
         repo.close()
         try:
             os.rename(tmp, target)
@@ -408,7 +409,7 @@ def checkout(repo: git.Repo, sha: str, *, cache: Path) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{sha}.", suffix=".tmp", dir=target.parent))
-    os.chmod(tmp, 0o755)  # the tree's root, like its subdirectories, is readable by all
+    os.chmod(tmp, 0o755)  # noqa: S103 -- the tree's root, like its subdirectories, is readable by all
     try:
         with _translate(
             f"extract {sha} from", _origin_url(repo), "resolve the ref in this repo first (source.resolve)"
@@ -440,8 +441,8 @@ def _extract(repo: git.Repo, sha: str, dest: Path) -> None:
             with tarfile.open(fileobj=tar_file, mode="r:") as tar:
                 if hasattr(tarfile, "data_filter"):
                     tar.extractall(dest, filter="data")
-                else:  # pragma: no cover - Pythons without PEP 706
-                    tar.extractall(dest)
+                else:  # pragma: no cover - Pythons without PEP 706; git's own archive of a commit
+                    tar.extractall(dest)  # noqa: S202
         except (tarfile.TarError, OSError) as exc:
             raise SourceError(f"source: cannot extract {sha}: {exc} — delete {dest.parent} and retry") from None
 

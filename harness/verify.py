@@ -12,7 +12,6 @@ from harness.config import Tolerances
 from harness.patch import expected_output_count
 
 
-
 def expected_shapes(variant: str, detect: dict[str, Any], batch: int, size: int) -> list[list[int]] | None:
     """Output shapes the variant promises for a (batch, 3, size, size) input; None for ``native`` (recorded only).
 
@@ -26,7 +25,8 @@ def expected_shapes(variant: str, detect: dict[str, Any], batch: int, size: int)
     raw = [[batch, na, ny, nx, no] for ny, nx in grids]
     decoded = [batch, na * sum(ny * nx for ny, nx in grids), no]
     shapes = {"1": [decoded], "3": raw, "4": [decoded, *raw]}[variant]
-    assert len(shapes) == expected_output_count(variant, detect["nl"])  # one rule, two places: keep them agreeing
+    if len(shapes) != expected_output_count(variant, detect["nl"]):  # one rule, two places: keep them agreeing
+        raise RuntimeError(f"variant {variant}: {len(shapes)} shapes, expected_output_count disagrees")
     return shapes
 
 

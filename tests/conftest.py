@@ -87,7 +87,7 @@ def repo_from_tag(source: Path | str, tag: str, path: Path) -> git.Repo:
         clone.git.archive("--format=tar", f"refs/tags/{tag}", output_stream=fh)
         fh.seek(0)
         with tarfile.open(fileobj=fh) as tar:
-            tar.extractall(path, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # PEP 706: not in 3.11.2
+            tar.extractall(path, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # noqa: S202
     repo.git.add("-A")
     repo.index.commit(f"{tag} of {source}")
     return repo
@@ -123,7 +123,8 @@ def yolov5_source(request: pytest.FixtureRequest) -> Yolov5Source:
         repo = str(request.getfixturevalue("mirror_repo"))
     with open_repo(repo, cache=cache_dir(), fetch=True) as clone:  # one clone, shared with the harness's runs
         listed = clone.git.for_each_ref("--format=%(refname:lstrip=2) %(objectname) %(*objectname)", "refs/tags")
-        tags = {name: peeled or sha for name, sha, peeled in (f"{line} ".split(" ")[:3] for line in listed.splitlines())}
+        rows = (f"{line} ".split(" ")[:3] for line in listed.splitlines())
+        tags = {name: peeled or sha for name, sha, peeled in rows}
         if "v7.0" not in tags:
             pytest.fail(f"{repo} has no tag v7.0: point ${TEST_REPO_ENV} at a YOLOv5 repository with its release tags")
         standin = bool(clone.git.ls_tree("--name-only", "refs/tags/v7.0", STANDIN_FILE).strip())

@@ -76,7 +76,7 @@ def test_weights_that_are_not_a_checkpoint(tmp_path: Path, small_config_text, co
 
 
 def test_weights_missing_and_a_zip_without_pickle(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="model.weights .*nothing.pt not found — point it at"):
+    with pytest.raises(ConfigError, match=r"model.weights .*nothing\.pt not found — point it at"):
         check_weights(str(tmp_path / "nothing.pt"))
     import zipfile
 
@@ -120,7 +120,7 @@ def test_memory_limit_is_validated(tmp_path: Path, small_config_text, value: str
     assert load_config(config).limits.memory_mb == 4000
 
 
-# -- envs: a missing interpreter, pins that do not install 
+# -- envs: a missing interpreter, pins that do not install
 
 
 def test_env_python_missing_names_the_paths_looked_at(tmp_path: Path, small_config_text) -> None:
@@ -145,7 +145,7 @@ def test_pins_that_do_not_install_name_the_package(tmp_path: Path, small_config_
     assert "fix the pins in matrix.toml" in line
 
 
-# -- the results directory: not writable, or full 
+# -- the results directory: not writable, or full
 
 
 def test_results_dir_not_writable_fails_before_any_work(tmp_path: Path, small_config_text) -> None:
@@ -179,7 +179,7 @@ def test_disk_full_keeps_the_old_result_and_leaves_no_partial_file(tmp_path: Pat
         assert [r["message"] for r in result_files(reports)] == ["old"]
 
 
-# -- refs: validated before they become part of a path 
+# -- refs: validated before they become part of a path
 
 
 @pytest.mark.parametrize("ref", ["release/v7", "a/b/c", "v7.0-rc1+local", "user@fix", "x_y,z=1"])
@@ -200,7 +200,7 @@ def test_traversal_refs_never_reach_a_path(tmp_path: Path, small_config_text, re
     assert not (tmp_path / "r").exists()  # refused before any directory was made
 
 
-# -- refs that resolve but cannot be run: per-cell errors, the run goes on 
+# -- refs that resolve but cannot be run: per-cell errors, the run goes on
 
 
 @pytest.fixture(scope="module")

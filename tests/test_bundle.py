@@ -93,7 +93,7 @@ def test_a_bundle_replaced_by_a_newer_one_is_fetched(real_bundle: Path, yolov5_s
         clone.git.bundle("create", str(path), "refs/tags/v6.1")
     tags = yolov5_source.tags
     assert get_checkout(str(path), "v6.1", cache=cache).commit == tags["v6.1"]
-    with pytest.raises(SourceError, match="unknown ref 'v7.0'"):
+    with pytest.raises(SourceError, match=r"unknown ref 'v7\.0'"):
         get_checkout(str(path), "v7.0", cache=cache)
     shutil.copyfile(real_bundle, path)
     assert get_checkout(str(path), "v7.0", cache=cache).commit == tags["v7.0"]

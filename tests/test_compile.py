@@ -2,7 +2,8 @@
 compile end to end.
 
 The end-to-end test builds the tpu-mlir env (~7 GB with torch) and runs tpu-mlir's cmodel simulator: it does not fit
-CI's budget, so it carries the `tpu_mlir` marker and runs only when asked for: `pytest -m tpu_mlir tests/test_compile.py`.
+CI's budget, so it carries the `tpu_mlir` marker and runs only when asked for:
+`pytest -m tpu_mlir tests/test_compile.py`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from harness import results
-from harness.files import write_json
 from harness.compile import causes, env
 from harness.compile import run as compile_run
 from harness.config import load_config
 from harness.errors import ConfigError
+from harness.files import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -272,7 +273,8 @@ def test_real_compile_of_a_variant_3_export(tpu_mlir_requested: None, tmp_path: 
     exported = subprocess.run(argv, env=run_env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
     assert exported.returncode == 0, exported.stderr[-3000:]
     done = subprocess.run([sys.executable, "-m", "harness", "compile", "--config", str(config), "--reports",
-                           str(reports), "--variants", "3"], cwd=ROOT, capture_output=True, text=True, check=False, timeout=3600)
+                           str(reports), "--variants", "3"],
+                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=3600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(next(results.results_dir(reports).glob("v7.0__*__3__onnx.json")).read_text())
     section = result["compile"]
@@ -301,6 +303,7 @@ def test_real_compile_of_a_variant_3_export(tpu_mlir_requested: None, tmp_path: 
     assert sum(f.stat().st_size for f in kept.rglob("*") if f.is_file()) < 50e6
     # A second run finds the inputs unchanged and keeps the verdict without compiling.
     again = subprocess.run([sys.executable, "-m", "harness", "compile", "--config", str(config), "--reports",
-                            str(reports), "--variants", "3"], cwd=ROOT, capture_output=True, text=True, check=False, timeout=600)
+                            str(reports), "--variants", "3"],
+                           cwd=ROOT, capture_output=True, text=True, check=False, timeout=600)
     assert again.returncode == 0 and "unchanged, kept" in again.stderr
     shutil.rmtree(kept.parent.parent, ignore_errors=True)  # <cell>-<hash>: this test's own compile folder

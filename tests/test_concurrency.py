@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import result_files
-from harness import lock
 
+from harness import lock
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLDER = """
@@ -124,7 +123,7 @@ def test_runs_into_two_reports_folders_keep_their_own_artifacts(small_weights: P
 
     def run(name: str) -> tuple[dict, Path]:
         argv, env = harness_run(config, tmp_path / name, "--force")
-        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         (result,) = result_files(tmp_path / name)
         assert result["verdict"].startswith("works"), result["verdict"]  # variant 3 with the adapted tuple(x)

@@ -124,7 +124,7 @@ def test_base_config_values(tmp_path: Path) -> None:
 
 
 def test_optional_tables_and_keys_take_documented_defaults(tmp_path: Path) -> None:
-    text = BASE.split("[tolerances]")[0] + "[envs" + BASE.split("[envs", 1)[1]
+    text = BASE.split("[tolerances]", maxsplit=1)[0] + "[envs" + BASE.split("[envs", 1)[1]
     text = edit("seed = 0", 'seed = 0\nweights = "/models/mine.pt"', text)
     config = load_config(write(tmp_path, text), env={})
     assert config.tolerances == Tolerances(atol=1e-3, rtol=1e-3, min_cosine=0.9999)
@@ -322,7 +322,7 @@ def test_dotted_env_name_is_explained(tmp_path: Path) -> None:
 
 
 def test_no_envs(tmp_path: Path) -> None:
-    without = BASE.split("[envs.quick]")[0]
+    without = BASE.split("[envs.quick]", maxsplit=1)[0]
     assert "missing 'envs'" in error_for(tmp_path, without)
     assert "'envs' is empty" in error_for(tmp_path, without + "[envs]\n")
 

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 from conftest import QUICK_ENV, repo_from_tag, result_files
 
-from harness import exporters, proc
-from harness import axes
+from harness import axes, exporters, proc
 from harness.batch import WEIGHTS_NAME
 from harness.causes import classify
 from harness.config import Tolerances

@@ -17,10 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import repo_from_tag, result_files
 
-
-
 from harness import proc
-
 
 MEMORY_LIMIT_MB = 3000  # above a warm worker's ~1 GB, far below the fault's cap
 # The hang's cost, and what a healthy yolov5n TorchScript export at 160 px must fit in, so it grows with the machine's
@@ -102,7 +99,7 @@ def test_every_cell_has_a_result(run: dict) -> None:
     assert set(run["results"]) == {(ref, fmt) for ref in FAULTS for fmt in ("onnx", "torchscript")}
 
 
-# -- the mechanisms alone, on a plain Python child (no torch: seconds) ---------------------------------------------------
+# -- the mechanisms alone, on a plain Python child (no torch: seconds) ------------------------------------------------
 
 HOG = "import time\nhog = []\nfor _ in range(64):\n    hog.append(b'x' * (32 << 20))\n    time.sleep(0.05)\n"
 

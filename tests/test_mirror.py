@@ -35,7 +35,7 @@ EXPORT_SCRIPT = {"v5.0": "models/export.py", "v6.0": "export.py", "v6.1": "expor
 # A Python with torch & co. to run the mirrored code in (the slow tests skip without one).
 ENV_PYTHON = Path(os.environ.get("YOLOV5_MATRIX_TEST_PYTHON", "/tmp/envtest/venv/bin/python"))
 
-_IMPORT_LINE = re.compile(r"^\s*(from\s+yolov5[\s.]|import\s+yolov5\b)", re.M)
+_IMPORT_LINE = re.compile(r"^\s*(from\s+yolov5[\s.]|import\s+yolov5\b)", re.MULTILINE)
 
 
 def _blobs(commit: git.Commit) -> dict[str, git.Blob]:
@@ -250,8 +250,8 @@ def test_mirrored_code_builds_a_model_in_a_real_env(mirror_repo: Path, tmp_path:
     checkout = tmp_path / "checkout"
     git.Repo.clone_from(str(mirror_repo), checkout, branch=tag).close()
     # v6.0/v6.1 download Arial.ttf into YOLOV5_CONFIG_DIR at import time; any TTF under that name will do.
-    font = subprocess.run([str(ENV_PYTHON), "-c", "import matplotlib, pathlib; print(pathlib.Path("
-                           "matplotlib.__file__).parent / 'mpl-data/fonts/ttf/DejaVuSans.ttf')"],
+    font = subprocess.run([str(ENV_PYTHON), "-c", ("import matplotlib, pathlib; print(pathlib.Path("
+                           "matplotlib.__file__).parent / 'mpl-data/fonts/ttf/DejaVuSans.ttf')")],
                           capture_output=True, text=True, check=True).stdout.strip()
     config_dir = tmp_path / "yolov5-config"
     config_dir.mkdir()

@@ -48,7 +48,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_version_has_one_source(installed: Path, tmp_path: Path) -> None:
     expected = f"yolov5-export-matrix {harness.__version__}"
-    for argv in ([installed / "python", "-m", "harness", "--version"], [installed / "yolov5-export-matrix", "--version"]):
+    for argv in ([installed / "python", "-m", "harness", "--version"],
+                 [installed / "yolov5-export-matrix", "--version"]):
         proc = run(*argv, cwd=tmp_path)  # not the checkout: the installed package answers
         assert (proc.returncode, proc.stdout.strip()) == (0, expected), proc.stderr
     meta = run(installed / "python", "-c", "import importlib.metadata as m; print(m.version('yolov5-export-matrix'))")

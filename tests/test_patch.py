@@ -436,7 +436,7 @@ def _tag_tree(repo: git.Repo, tag: str, dest: Path) -> Path:
     repo.archive(buf, treeish=tag, format="tar")
     buf.seek(0)
     with tarfile.open(fileobj=buf) as tar:
-        tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # PEP 706: not in 3.11.2
+        tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # noqa: S202
     return dest
 
 

@@ -11,10 +11,10 @@ import pytest
 from conftest import SMALL_RUN_REFS, SMALL_RUN_VARIANTS, SmallRun
 
 from harness import results
-from harness.files import write_json
-from harness.results import Attempt, CellResult
 from harness.config import Cell
 from harness.errors import ConfigError, HarnessError
+from harness.files import write_json
+from harness.results import Attempt, CellResult
 from harness.shard import parse_shard, select
 
 ROOT = Path(__file__).resolve().parent.parent

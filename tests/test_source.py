@@ -145,7 +145,7 @@ def test_unreachable_repo_is_one_line_source_error(tmp_path: Path, cache: Path, 
     assert "\n" not in message
     assert message.startswith(f"source: cannot clone {url}: ")
     assert message.endswith(f"— {fix}")
-    reason = message.split(": ", 2)[2].split(" — ")[0]
+    reason = message.split(": ", 2)[2].split(" — ", maxsplit=1)[0]
     assert reason.strip(), "git's reason is carried"
     assert not (cache / "repos").exists() or list((cache / "repos").iterdir()) == [], "no half clone is left"
 

@@ -33,7 +33,8 @@ def _answer(shapes: list[list[int]], eager: list[list[int]] | None = None, **met
     eager = eager or shapes
     return {"detect": P5, "cases": [{
         "name": "main", "input_shape": [1, 3, 640, 640],
-        "eager": [{"shape": s} for s in eager], "outputs": [{"name": f"o{i}", "shape": s} for i, s in enumerate(shapes)],
+        "eager": [{"shape": s} for s in eager],
+        "outputs": [{"name": f"o{i}", "shape": s} for i, s in enumerate(shapes)],
         "parity": [_metrics(**metrics) for _ in shapes]}]}
 
 

@@ -101,7 +101,8 @@ def test_call_time_env_is_set_in_the_child_other_env_gets_its_own_warm_process(p
     for label, extra in (("plain", {}), ("weights", {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}),
                          ("other", {"OTHER_VAR": "x"})):
         workdir = tmp_path / label
-        answer, ran = pool.run_worker(env_python, job(tree, workdir), workdir=workdir, watch=proc.Watch(60), env_extra=extra)
+        answer, ran = pool.run_worker(env_python, job(tree, workdir), workdir=workdir, watch=proc.Watch(60),
+                                      env_extra=extra)
         assert answer and answer["ok"], ran.tail()
         views[label] = seen(workdir)
     assert views["plain"]["env"] is None and views["weights"]["env"] == "1"

@@ -66,7 +66,8 @@ def build_weights(env_python: Path, source: Yolov5Source, ref: str, cfg: str, fo
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_cli(config: Path, reports: Path, source: Yolov5Source, quick_env: str, *args: str) -> subprocess.CompletedProcess:
+def run_cli(config: Path, reports: Path, source: Yolov5Source, quick_env: str,
+            *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness", "run", "--env", quick_env, "--config", str(config),
                            "--repo", source.repo, "--reports", str(reports), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)

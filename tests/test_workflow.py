@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
-yaml = pytest.importorskip("yaml", reason="`nox -s tests` installs pyyaml (pyproject.toml [dependency-groups] tests)")
+from packaging.version import Version
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
-from packaging.version import Version
+
+yaml = pytest.importorskip("yaml", reason="`nox -s tests` installs pyyaml (pyproject.toml [dependency-groups] tests)")
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "matrix.yml"

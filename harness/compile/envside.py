@@ -17,10 +17,8 @@ import traceback
 
 
 def _dims(value_info):
-    dims = []
-    for d in value_info.type.tensor_type.shape.dim:
-        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
-    return dims
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in value_info.type.tensor_type.shape.dim]
 
 
 def inspect(job):
@@ -33,7 +31,7 @@ def inspect(job):
     info = {
         "ir_version": model.ir_version,
         "opset": max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0]),
-        "producer": ("%s %s" % (model.producer_name, model.producer_version)).strip(),
+        "producer": (f"{model.producer_name} {model.producer_version}").strip(),
         "inputs": [{"name": i.name, "shape": _dims(i)} for i in model.graph.input
                    if i.name not in {t.name for t in model.graph.initializer}],
         "outputs": [{"name": o.name, "shape": _dims(o)} for o in model.graph.output],
@@ -56,9 +54,9 @@ def inspect(job):
 
 def _sample_photo():
     """matplotlib's sample photo (tpu-mlir depends on matplotlib), when the result names no photo of the ref."""
-    import matplotlib
+    import matplotlib as mpl
 
-    path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
+    path = os.path.join(os.path.dirname(mpl.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
     if not os.path.isfile(path):
         raise FileNotFoundError("no test photo: the result names none and matplotlib's grace_hopper.jpg is missing")
     return path
@@ -119,7 +117,7 @@ def main(argv):
         answer = TASKS[job["task"]](job)
         answer["ok"] = True
     except Exception as exc:  # the answer carries the failure; the supervisor decides what it means
-        answer = {"ok": False, "error": "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""),
+        answer = {"ok": False, "error": type(exc).__name__ + ": " + (str(exc).splitlines() or [""])[0],
                   "traceback": traceback.format_exc()[-3000:]}
     tmp = job["out"] + ".tmp"
     with open(tmp, "w") as fh:

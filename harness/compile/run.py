@@ -311,7 +311,8 @@ def _row(row: dict[str, Any] | None) -> str:
         return "-"
     if row.get("error"):
         return f"{row['output']}: {row['error']}"
-    return f"{row['output']}: cosine {row['cosine']:.6f}, euclidean {row['euclidean']:.6f}, max abs {row['max_abs']:.2g}"
+    return (f"{row['output']}: cosine {row['cosine']:.6f}, euclidean {row['euclidean']:.6f}, "
+            f"max abs {row['max_abs']:.2g}")
 
 
 def log_tail(text: str, lines: int = proc.TAIL_LINES, width: int = 300) -> str:
@@ -345,7 +346,7 @@ def join(path: Path, sections: list[CompileSection]) -> CellResult | None:
     return current
 
 
-def run_compile(spec: CompileSpec, reports: Path, cache: Path, *, envs: list[str] | None = None,
+def run_compile(spec: CompileSpec, reports: Path, cache: Path, *, envs: list[str] | None = None,  # noqa: PLR0913
                 refs: list[str] | None = None, variants: tuple[str, ...] | None = None,
                 quantize: tuple[str, ...] | None = None, force: bool = False, keep: bool = False,
                 log: Log = print, sandbox_mode: str = "auto") -> list[CompileSection]:

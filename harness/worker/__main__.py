@@ -28,7 +28,7 @@ def probe(job):
             versions[name] = __import__(module).__version__
         except Exception as exc:  # a missing package is a fact to report, not a crash
             versions[name] = None
-            versions[name + "_error"] = "%s: %s" % (type(exc).__name__, exc)
+            versions[name + "_error"] = f"{type(exc).__name__}: {exc}"
     config_dir = job.get("yolov5_config_dir")
     if config_dir:
         # v6.0-v7.0 download Arial.ttf into YOLOV5_CONFIG_DIR at import time; any TTF under that name satisfies them.

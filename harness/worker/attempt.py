@@ -23,7 +23,7 @@ def first_line(exc):
 
 class Progress:
     def __init__(self, path):
-        self.fh = open(path, "a")
+        self.fh = open(path, "a")  # noqa: SIM115 -- open for the whole attempt; each event is appended as it happens
         self.stage = None
 
     def emit(self, **event):
@@ -88,12 +88,12 @@ def onnx_facts(path):
     model = onnx.load(path, load_external_data=False)
 
     def dims(value):
-        return [d.dim_param if d.dim_param else d.dim_value for d in value.type.tensor_type.shape.dim]
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
     opset = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     return {"opset": opset[0] if opset else None, "ir_version": model.ir_version,
-            "producer": "%s %s" % (model.producer_name, model.producer_version),
+            "producer": f"{model.producer_name} {model.producer_version}",
             "inputs": [{"name": v.name, "shape": dims(v)} for v in model.graph.input],
             "outputs": [{"name": v.name, "shape": dims(v)} for v in model.graph.output],
             "external_data": external}
@@ -181,7 +181,7 @@ def verify(cell, reference, progress, job):
             got = backend.infer(x)
         except Exception as exc:  # a graph that runs at one input and not another: a finding, keep the others
             result["cases"].append({"name": name, "input_shape": list(x.shape), "eager": describe(ref),
-                                    "error": "%s: %s" % (type(exc).__name__, first_line(exc))})
+                                    "error": f"{type(exc).__name__}: {first_line(exc)}"})
             continue
         timings["run"] += time.time() - t
         progress.emit(event="stage", cell=cell["id"], stage="compare")
@@ -206,7 +206,7 @@ def check_decode(job, reference, dynamic, key, got, names):
     try:
         return decode.check(job["tree"], reference.head(dynamic), lambda: reference.model_decode(dynamic, key), got,
                             names, key[0], float(job["atol"]), float(job["rtol"]))
-    except Exception as exc:  # noqa: BLE001 -- any failure of the check is recorded and judged, never lost
+    except Exception as exc:
         error = f"{type(exc).__name__}: {first_line(exc)}"
         return {"ok": False, "error": error, "message": f"decode check could not run: {error}",
                 "traceback": traceback.format_exc()[-2000:]}

@@ -15,7 +15,8 @@ def find_cfg(tree, cfg):
         if os.path.isfile(path):
             return path
     found = sorted(f for _, _, files in os.walk(os.path.join(tree, "models")) for f in files if f.endswith(".yaml"))
-    raise FileNotFoundError("model cfg %r not found under models/ or models/hub/ (there: %s)" % (cfg, ", ".join(found)))
+    there = ", ".join(found)
+    raise FileNotFoundError(f"model cfg {cfg!r} not found under models/ or models/hub/ (there: {there})")
 
 
 def checkpoint(job):

@@ -57,7 +57,7 @@ class ConfineError(OSError):
 
 def _fail(what):
     err = ctypes.get_errno()
-    raise ConfineError(err, "%s: %s" % (what, os.strerror(err)))
+    raise ConfineError(err, f"{what}: {os.strerror(err)}")
 
 
 def landlock_abi():
@@ -119,7 +119,7 @@ def landlock(read, write, abi=None, listing=()):
                 rule = _PathBeneathAttr(rights, fd)
                 if _libc.syscall(_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
                                  ctypes.byref(rule), ctypes.c_uint32(0)) < 0:
-                    _fail("landlock_add_rule %s" % path)
+                    _fail(f"landlock_add_rule {path}")
             finally:
                 os.close(fd)
         no_new_privs()
@@ -185,8 +185,8 @@ def own_user_namespace():
         return False
     try:
         _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", "%d %d 1" % (uid, uid))
-        _write("/proc/self/gid_map", "%d %d 1" % (gid, gid))
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
     except OSError:
         # Mapping uid 0 needs CAP_SETFCAP (Linux >= 5.12), which root in a bwrap box has dropped. Unmapped, the
         # processes inside see themselves as uid 65534 but keep their real uid towards files.
@@ -213,7 +213,7 @@ def kill_orphans(reaper):
     """Kill every process the kernel has handed to the namespace's ``reaper`` because its parent ended: what a job
     left behind or detached (setsid, double fork). Cheap (one small /proc read): called every poll."""
     try:
-        with open("/proc/%d/task/%d/children" % (reaper, reaper)) as fh:
+        with open(f"/proc/{reaper}/task/{reaper}/children") as fh:
             orphans = [int(pid) for pid in fh.read().split()]
     except (OSError, ValueError):
         return
@@ -260,7 +260,7 @@ def enter(policy):
     if abi:
         landlock(policy.get("read", []), policy.get("write", []) + ([tmp] if tmp else []), abi,
                  policy.get("list", []))
-        done.append("Landlock ABI %d" % abi)
+        done.append(f"Landlock ABI {abi}")
     else:
         no_new_privs()
     return ", ".join(done)

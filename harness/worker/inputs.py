@@ -40,7 +40,7 @@ def load_batch(photo, size, batch=1):
 
     bgr = cv2.imread(photo)
     if bgr is None:
-        raise ValueError("cannot read image %s" % photo)
+        raise ValueError(f"cannot read image {photo}")
     rgb = letterbox(bgr, size)[:, :, ::-1]
     chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0
     items = [chw if i % 2 == 0 else chw[:, :, ::-1] for i in range(batch)]

@@ -56,7 +56,7 @@ def preload(names):
             __import__(name)
             loaded[name] = round(time.time() - t, 3)
         except BaseException as exc:  # a module this env lacks, or one that fails to import: the child will say
-            loaded[name] = "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            loaded[name] = type(exc).__name__ + ": " + (str(exc).splitlines() or [""])[0]
     return loaded
 
 
@@ -81,7 +81,7 @@ def child(job, log_path, run_job):
         os.close(fd)
         os.environ.update(job.get("env") or {})
         if job.get("confine"):  # restricted before any of the ref's code runs
-            sys.stderr.write("harness: job confined: %s\n" % confine.enter(job["confine"]))
+            sys.stderr.write("harness: job confined: " + confine.enter(job["confine"]) + "\n")
         run_job(job)
     except BaseException:
         code = 1
@@ -109,7 +109,7 @@ def reap(queue, running):
             os.killpg(pid, signal.SIGKILL)
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-        write_json(os.path.join(queue, "%d.exit" % n), {"returncode": code, "seconds": time.time() - started})
+        write_json(os.path.join(queue, f"{n}.exit"), {"returncode": code, "seconds": time.time() - started})
 
 
 def serve(job, run_job):
@@ -129,7 +129,7 @@ def serve(job, run_job):
     running = {}  # pid -> (job number, start time, the job's private temp dir)
     n = 1
     while True:
-        path = os.path.join(queue, "%d.json" % n)
+        path = os.path.join(queue, f"{n}.json")
         if os.path.exists(path):
             with open(path) as fh:
                 task = json.load(fh)
@@ -137,9 +137,9 @@ def serve(job, run_job):
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                child(task, os.path.join(queue, "%d.log" % n), run_job)
+                child(task, os.path.join(queue, f"{n}.log"), run_job)
             running[pid] = n, time.time(), (task.get("confine") or {}).get("tmp")
-            write_json(os.path.join(queue, "%d.pid" % n), {"pid": pid})
+            write_json(os.path.join(queue, f"{n}.pid"), {"pid": pid})
             n += 1
             continue
         reap(queue, running)
