@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -42,14 +43,14 @@ sys.path.insert(0, str(ROOT))
 from harness import exporters, proc, results  # noqa: E402
 from harness.axes import FORMATS  # noqa: E402
 from harness.batch import WEIGHTS_NAME  # noqa: E402
-from harness.config import Config, EnvSpec, load_config  # noqa: E402
+from harness.config import Config, EnvSpec, is_local_repo, load_config  # noqa: E402
 from harness.envs import ensure_env  # noqa: E402
 from harness.files import write_json  # noqa: E402
 from harness.patch import apply_patch  # noqa: E402
 from harness.paths import cache_dir  # noqa: E402
 from harness.results import CellResult  # noqa: E402
 from harness.run import EnvRun, Options, choose_source, probe_env  # noqa: E402
-from harness.source import Checkout, get_checkout, is_local_repo  # noqa: E402
+from harness.source import Checkout, get_checkout  # noqa: E402
 
 TARGETS = {"ratio": 1.0, "no_change_s": 10.0, "env_warm_s": 15.0, "full_s": 25 * 60.0}
 HARNESS = [sys.executable, "-m", "harness"]
@@ -57,6 +58,38 @@ HARNESS = [sys.executable, "-m", "harness"]
 
 def load() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def used_mb() -> float:
+    """Memory in use on the whole machine (MemTotal - MemAvailable): env processes run in process groups of their
+    own, so the machine's figure is the one that catches them all (read it on an idle machine)."""
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return (int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])) / 1024
+
+
+class PeakMemory:
+    """Samples used_mb() every half second while a command runs: the peak above what was in use at the start."""
+
+    def __init__(self) -> None:
+        self.base = self.peak = used_mb()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.5):
+            self.peak = max(self.peak, used_mb())
+
+    def __enter__(self) -> PeakMemory:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    @property
+    def above_start_mb(self) -> int:
+        return round(self.peak - self.base)
 
 
 class Bench:
@@ -67,16 +100,18 @@ class Bench:
               **extra: Any) -> dict[str, Any]:
         """Run ``argv`` (a command) or ``fn`` once, wall-clock timed, and keep a row."""
         before, t = load(), time.monotonic()
-        if argv is not None:
-            out: Any = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
-            if out.returncode != 0:
-                raise SystemExit(f"bench: {name}: {' '.join(argv)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-        elif fn is not None:
-            out = fn()
-        else:
-            raise ValueError(f"bench: {name}: nothing to time")
+        with PeakMemory() as memory:
+            if argv is not None:
+                out: Any = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    raise SystemExit(f"bench: {name}: {' '.join(argv)} failed ({out.returncode}):\n"
+                                     f"{out.stderr[-3000:]}")
+            elif fn is not None:
+                out = fn()
+            else:
+                raise ValueError(f"bench: {name}: nothing to time")
         row = {"name": name, "seconds": round(time.monotonic() - t, 2), "load_before": before, "load_after": load(),
-               "command": " ".join(argv) if argv else None, **extra}
+               "peak_memory_mb": memory.above_start_mb, "command": " ".join(argv) if argv else None, **extra}
         self.rows.append(row)
         print(f"  {name}: {row['seconds']} s (load {before} -> {row['load_after']})", flush=True)
         row["_out"] = out
@@ -87,20 +122,23 @@ def stage_breakdown(found: list[CellResult]) -> dict[str, float]:
     """Seconds per stage summed over every attempt of every cell: out of the box, each earlier rerun, the last one.
     Steps shared by cells count once: checkout and checkpoint per ref, the patch per ref x variant, an attempt
     another cell ran (``shared_from``) not again."""
-    total: Counter[str] = Counter()
+    total: dict[str, float] = {}
     once: dict[tuple[str, ...], float] = {}
     for result in found:
         for stage in ("checkout", "checkpoint"):
             once[(stage, result.ref)] = result.timings.get(stage, 0.0)
         once[("patch", result.ref, result.variant)] = result.timings.get("patch", 0.0)
         if not result.shared_from:
-            total.update({f"out-of-the-box {k}": v for k, v in result.timings.items()
-                          if k not in ("checkout", "checkpoint", "patch")})
+            for k, v in result.timings.items():
+                if k not in ("checkout", "checkpoint", "patch"):
+                    total[f"out-of-the-box {k}"] = total.get(f"out-of-the-box {k}", 0.0) + v
         if result.workaround:
-            for attempt in [*result.workaround.earlier, result.workaround]:
-                total.update({f"workaround {k}": v for k, v in attempt.timings.items()})
+            attempts: list[Any] = [*result.workaround.earlier, result.workaround]  # each has .timings
+            for attempt in attempts:
+                for k, v in attempt.timings.items():
+                    total[f"workaround {k}"] = total.get(f"workaround {k}", 0.0) + v
     for (stage, *_), seconds in once.items():
-        total[stage] += seconds
+        total[stage] = total.get(stage, 0.0) + seconds
     return {k: round(v, 1) for k, v in sorted(total.items(), key=lambda kv: -kv[1])}
 
 
@@ -248,9 +286,13 @@ def part_rerun(bench: Bench, config: Config, reports: Path, fill: bool, config_a
         row["kept"] = (row["_out"].stdout + row["_out"].stderr).count("unchanged, kept")
 
 
-def part_full(bench: Bench, config: Config, cache: Path, config_arg: list[str], facts: dict[str, Any]) -> None:
-    """The whole default matrix from an empty results folder, env by env, then the floor of every ref x env batch."""
-    reports = Path(tempfile.mkdtemp(prefix="bench-full-"))
+def part_full(bench: Bench, config: Config, cache: Path, config_arg: list[str], facts: dict[str, Any],
+              keep: Path | None = None) -> None:
+    """The whole default matrix from an empty results folder, env by env, then the floor of every ref x env batch.
+    ``keep``: an empty folder to write the results to and leave behind (for the report); else a temporary one."""
+    if keep is not None and any(keep.glob("**/results/*.json")):
+        raise SystemExit(f"bench: --keep {keep} already holds results; --full starts from an empty folder")
+    reports = keep or Path(tempfile.mkdtemp(prefix="bench-full-"))
     started = time.time()
     print(f"(full) the default matrix, {len(config.envs)} envs, from an empty {reports}", flush=True)
     harness_s: dict[str, float] = {}
@@ -278,7 +320,8 @@ def part_full(bench: Bench, config: Config, cache: Path, config_arg: list[str], 
     facts["full_per_env"] = {n: {"harness_s": harness_s[n], "floor_sum_s": round(floors[n], 1),
                                  "ratio": round(harness_s[n] / floors[n], 2) if floors[n] else None}
                              for n in config.envs}
-    shutil.rmtree(reports, ignore_errors=True)
+    if keep is None:
+        shutil.rmtree(reports, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true",
                         help="the whole default matrix from an empty results folder, with the sum of the floors "
                              "beside each env (about an hour here); the other parts are skipped")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="--full: write the results to this (empty) folder and keep them, e.g. for a report")
     args = parser.parse_args(argv)
     skip = {"a", "b", "c", "d"} if args.full else set(filter(None, args.skip.split(",")))
     config = load_config(args.config)
@@ -316,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     if "c" not in skip:
         part_rerun(bench, config, args.reports.resolve(), not args.no_fill, config_arg, args.config.resolve())
     if args.full:
-        part_full(bench, config, cache, config_arg, facts)
+        part_full(bench, config, cache, config_arg, facts, args.keep)
     report(bench, facts, args.out)
     return 0
 
@@ -337,10 +382,10 @@ def report(bench: Bench, facts: dict[str, Any], out: Path) -> None:
               f"imports torch once: {facts['ratio_vs_floor_with_one_import']}x)")
     for name, row in (facts.get("full_per_env") or {}).items():
         print(f"{'full: ' + name + ' harness / sum of floors':<62} {row['ratio']:>8}x  "
-              f"({row['harness_s']:.0f} s / {row['floor_sum_s']:.0f} s)")
+              f"({row['harness_s']:.0f} s / {row['floor_sum_s']:.0f} s; peak memory {row['peak_memory_mb']} MB)")
     if "full_s" in facts:
         print(f"{'full: the whole default matrix':<62} {facts['full_s']:>8}  (target <= {TARGETS['full_s']:.0f} s; "
-              f"floors summed: {facts['full_floor_sum_s']} s)")
+              f"floors summed: {facts['full_floor_sum_s']} s; peak memory {facts['full_peak_memory_mb']} MB)")
     print(f"written: {out}")
 
 
