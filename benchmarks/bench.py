@@ -296,6 +296,7 @@ def part_full(bench: Bench, config: Config, cache: Path, config_arg: list[str], 
     started = time.time()
     print(f"(full) the default matrix, {len(config.envs)} envs, from an empty {reports}", flush=True)
     harness_s: dict[str, float] = {}
+    peak: dict[str, int] = {}
     for k, name in enumerate(config.envs, 1):
         row = bench.timed(f"(full) harness, {name}", [*HARNESS, "run", "--env", name, "--reports", str(reports),
                                                        *config_arg], )
@@ -303,7 +304,9 @@ def part_full(bench: Bench, config: Config, cache: Path, config_arg: list[str], 
         row.update(cells=len(found), outcomes=dict(Counter(r.outcome() for r in found)),
                    stages=stage_breakdown(found), env_position=f"{k}/{len(config.envs)}")
         harness_s[name] = row["seconds"]
+        peak[name] = row["peak_memory_mb"]
     facts["full_s"] = round(time.time() - started, 1)
+    facts["full_peak_memory_mb"] = max(peak.values(), default=0)
     source = choose_source(config, cache, print)
     floors: dict[str, float] = {}
     for name in config.envs:
@@ -318,6 +321,7 @@ def part_full(bench: Bench, config: Config, cache: Path, config_arg: list[str], 
             floors[name] += row["seconds"]
     facts["full_floor_sum_s"] = round(sum(floors.values()), 1)
     facts["full_per_env"] = {n: {"harness_s": harness_s[n], "floor_sum_s": round(floors[n], 1),
+                                 "peak_memory_mb": peak[n],
                                  "ratio": round(harness_s[n] / floors[n], 2) if floors[n] else None}
                              for n in config.envs}
     if keep is None:

@@ -424,6 +424,11 @@ def _repo_override(label: str, repo: str | None, env: Mapping[str, str]) -> str 
     return from_env or None  # an empty variable means "not set", as shells make unsetting awkward
 
 
+def _number(table: Mapping[str, Any], section: str, key: str) -> float:
+    """A key of an optional table, or its documented default."""
+    return float(table.get(key, _SCHEMA[section][key].default))
+
+
 class _Checker:
     """Type and value checks that phrase every failure as ``<file>: <what> — <fix>``."""
 
@@ -604,21 +609,16 @@ class _Checker:
                      imgsz=imgsz, seed=self.at_least("model.seed", mdl["seed"], 0),
                      weights=None if weights is None else self.non_empty("model.weights", weights))
 
-    @staticmethod
-    def _number(table: Mapping[str, Any], section: str, key: str) -> float:
-        """A key of an optional table, or its documented default."""
-        return float(table.get(key, _SCHEMA[section][key].default))
-
     def tolerances(self, tol: Mapping[str, Any]) -> Tolerances:
         return Tolerances(
-            atol=self.in_range("tolerances.atol", self._number(tol, "tolerances", "atol"), low=0.0),
-            rtol=self.in_range("tolerances.rtol", self._number(tol, "tolerances", "rtol"), low=0.0),
-            min_cosine=self.in_range("tolerances.min_cosine", self._number(tol, "tolerances", "min_cosine"), low=0.0,
+            atol=self.in_range("tolerances.atol", _number(tol, "tolerances", "atol"), low=0.0),
+            rtol=self.in_range("tolerances.rtol", _number(tol, "tolerances", "rtol"), low=0.0),
+            min_cosine=self.in_range("tolerances.min_cosine", _number(tol, "tolerances", "min_cosine"), low=0.0,
                                      high=1.0, low_open=True),
         )
 
     def timeouts(self, tmo: Mapping[str, Any]) -> Timeouts:
-        return Timeouts(**{k: self.in_range(f"timeouts.{k}", self._number(tmo, "timeouts", k), low=0.0,
+        return Timeouts(**{k: self.in_range(f"timeouts.{k}", _number(tmo, "timeouts", k), low=0.0,
                                             low_open=True) for k in _SCHEMA["timeouts"]})
 
     def limits(self, table: Mapping[str, Any]) -> Limits:

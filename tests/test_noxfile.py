@@ -130,7 +130,8 @@ def test_other_sessions_flatten_to_1_as_the_readme_says(tmp_path: Path) -> None:
 @pytest.mark.torch
 def test_matrix_session_leaves_the_report_behind(mirror_repo: Path, env_python: Path, quick_env: str,
                                                   tmp_path: Path) -> None:
-    """The README's narrowed first command, through nox: one env, one ref, variant 3, onnx -> reports/index.html."""
+    """The README's narrowed first command, through nox: one env, one ref, variant 3, onnx -> reports/index.html;
+    rerun with nothing changed it keeps the page, and a newer result makes it render again."""
     reports = tmp_path / "reports"
     proc = nox("-s", f"matrix({quick_env})", "--", "--refs", "v7.0", "--variants", "3", "--formats", "onnx",
                "--repo", str(mirror_repo), "--reports", str(reports), timeout=1800)
@@ -140,3 +141,17 @@ def test_matrix_session_leaves_the_report_behind(mirror_repo: Path, env_python: 
     assert "v7.0" in page and quick_env in page
     assert "<testcase" in (reports / "junit.xml").read_text()
     assert re.search(r"report: 1 cells \(1 (works|workaround)\)", proc.stdout), proc.stdout[-2000:]
+    # Again with nothing changed: the cell is kept and so is the page (rendering it again would write the same).
+    rendered = (reports / "index.html").stat().st_mtime_ns
+    again = nox("-s", f"matrix({quick_env})", "--", "--refs", "v7.0", "--variants", "3", "--formats", "onnx",
+                "--repo", str(mirror_repo), "--reports", str(reports), timeout=600)
+    assert again.returncode == 0 and "unchanged, kept" in again.stdout + again.stderr
+    assert "index.html is newer than every result" in again.stderr, again.stderr[-2000:]
+    assert (reports / "index.html").stat().st_mtime_ns == rendered
+    # A result newer than the page (a compile verdict joined, a merged shard): rendered again.
+    result = next((reports / "results").glob("*.json"))
+    os.utime(result, ns=(rendered + 10**9, rendered + 10**9))
+    third = nox("-s", f"matrix({quick_env})", "--", "--refs", "v7.0", "--variants", "3", "--formats", "onnx",
+                "--repo", str(mirror_repo), "--reports", str(reports), timeout=600)
+    assert third.returncode == 0 and "report: 1 cells" in third.stdout, third.stderr[-2000:]
+    assert (reports / "index.html").stat().st_mtime_ns > rendered

@@ -322,8 +322,15 @@ def check(tree, head, model_decode, outputs, names, size, atol, rtol):
         record["message"] = (f"decode check: {nms['matched']} of {nms['kept_eager']} boxes kept after NMS match, "
                              f"every level (max abs {record['max_abs']:.3g} px)")
         return record
+    record["message"] = _failure(record, float(np.abs(eager64).max()), atol, rtol)
+    return record
+
+
+def _failure(record, eager_max, atol, rtol):
+    """The message of a failed decode check: which levels, scores or values fail, and where the difference is."""
+    strides, anchors, nms = record["strides"], record["anchors"], record["nms"]
     # Where it goes wrong: decoding eager's own raw outputs isolates the formula and constants from the export.
-    formula_off = record["max_abs_eager_raw"] > atol + rtol * float(np.abs(eager64).max())
+    formula_off = record["max_abs_eager_raw"] > atol + rtol * eager_max
     where = (f"the formula or Detect's constants (eager's own raw outputs decode wrong too, max abs "
              f"{record['max_abs_eager_raw']:.3g})" if formula_off else "the backend's raw outputs")
     failing = [f"level {lv['level']} (stride {_short(strides[lv['level']])}): "
@@ -335,11 +342,10 @@ def check(tree, head, model_decode, outputs, names, size, atol, rtol):
     if record["scores_exceeding"]:
         failing.append(f"{record['scores_exceeding']} scores beyond atol {atol:g} / rtol {rtol:g} (max abs "
                        f"{record['scores_max_abs']:.3g})")
-    record["message"] = (f"decode check: the raw outputs decoded with anchors {_short(anchors)} px and strides "
-                         f"{_short(strides)} do not give the model's boxes: {', '.join(failing)} (boxes match at "
-                         f"IoU >= {MATCH_IOU} and the same class; {PASS_FRACTION} needed), max abs "
-                         f"{record['max_abs']:.3g} px; the difference is in {where}")
-    return record
+    return (f"decode check: the raw outputs decoded with anchors {_short(anchors)} px and strides "
+            f"{_short(strides)} do not give the model's boxes: {', '.join(failing)} (boxes match at "
+            f"IoU >= {MATCH_IOU} and the same class; {PASS_FRACTION} needed), max abs "
+            f"{record['max_abs']:.3g} px; the difference is in {where}")
 
 
 def _short(values):
