@@ -138,7 +138,8 @@ def matrix(session: nox.Session, env: str) -> None:
     `nox -s matrix` runs every env (`nox`, the default, too), `nox -s "matrix(<env>)"` one. Posargs go to
     `python -m harness run`: --refs v6.1,v7.0 --variants 1,3 --formats onnx --repo URL --force --fetch --shard K/N
     --reports DIR. The report is rewritten after each env (also when the run failed; kept when nothing it shows
-    changed), so it can be opened while the next env runs. When matrix.toml [compile] enabled = true, the tpu-mlir check of the env's ONNX exports follows.
+    changed), so it can be opened while the next env runs. When matrix.toml [compile] enabled = true, the tpu-mlir
+    check of the env's ONNX exports follows.
     The session fails (nox exits 1) when the harness cannot run the env (exit 2: config, interpreter, env build);
     broken cells are results, not failures.
     """
