@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from harness.envs import ensure_env  # noqa: E402
 from harness.files import write_json  # noqa: E402
 from harness.patch import apply_patch  # noqa: E402
 from harness.paths import cache_dir  # noqa: E402
-from harness.results import CellResult  # noqa: E402
+from harness.results import CellResult, EarlierAttempt, WorkaroundRecord  # noqa: E402
 from harness.run import EnvRun, Options, choose_source, probe_env  # noqa: E402
 from harness.source import Checkout, get_checkout  # noqa: E402
 
@@ -122,7 +122,7 @@ def stage_breakdown(found: list[CellResult]) -> dict[str, float]:
     """Seconds per stage summed over every attempt of every cell: out of the box, each earlier rerun, the last one.
     Steps shared by cells count once: checkout and checkpoint per ref, the patch per ref x variant, an attempt
     another cell ran (``shared_from``) not again."""
-    total: dict[str, float] = {}
+    total: defaultdict[str, float] = defaultdict(float)
     once: dict[tuple[str, ...], float] = {}
     for result in found:
         for stage in ("checkout", "checkpoint"):
@@ -131,14 +131,14 @@ def stage_breakdown(found: list[CellResult]) -> dict[str, float]:
         if not result.shared_from:
             for k, v in result.timings.items():
                 if k not in ("checkout", "checkpoint", "patch"):
-                    total[f"out-of-the-box {k}"] = total.get(f"out-of-the-box {k}", 0.0) + v
+                    total[f"out-of-the-box {k}"] += v
         if result.workaround:
-            attempts: list[Any] = [*result.workaround.earlier, result.workaround]  # each has .timings
+            attempts: list[EarlierAttempt | WorkaroundRecord] = [*result.workaround.earlier, result.workaround]
             for attempt in attempts:
                 for k, v in attempt.timings.items():
-                    total[f"workaround {k}"] = total.get(f"workaround {k}", 0.0) + v
+                    total[f"workaround {k}"] += v
     for (stage, *_), seconds in once.items():
-        total[stage] = total.get(stage, 0.0) + seconds
+        total[stage] += seconds
     return {k: round(v, 1) for k, v in sorted(total.items(), key=lambda kv: -kv[1])}
 
 
@@ -295,18 +295,16 @@ def part_full(bench: Bench, config: Config, cache: Path, config_arg: list[str], 
     reports = keep or Path(tempfile.mkdtemp(prefix="bench-full-"))
     started = time.time()
     print(f"(full) the default matrix, {len(config.envs)} envs, from an empty {reports}", flush=True)
-    harness_s: dict[str, float] = {}
-    peak: dict[str, int] = {}
+    env_rows: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(config.envs, 1):
         row = bench.timed(f"(full) harness, {name}", [*HARNESS, "run", "--env", name, "--reports", str(reports),
                                                        *config_arg], )
         found = [r for r in results.load_results(reports) if r.env == name]
         row.update(cells=len(found), outcomes=dict(Counter(r.outcome() for r in found)),
                    stages=stage_breakdown(found), env_position=f"{k}/{len(config.envs)}")
-        harness_s[name] = row["seconds"]
-        peak[name] = row["peak_memory_mb"]
+        env_rows[name] = row
     facts["full_s"] = round(time.time() - started, 1)
-    facts["full_peak_memory_mb"] = max(peak.values(), default=0)
+    facts["full_peak_memory_mb"] = max((row["peak_memory_mb"] for row in env_rows.values()), default=0)
     source = choose_source(config, cache, print)
     floors: dict[str, float] = {}
     for name in config.envs:
@@ -320,10 +318,10 @@ def part_full(bench: Bench, config: Config, cache: Path, config_arg: list[str], 
             print(f"  {row['name']}: {row['seconds']} s", flush=True)
             floors[name] += row["seconds"]
     facts["full_floor_sum_s"] = round(sum(floors.values()), 1)
-    facts["full_per_env"] = {n: {"harness_s": harness_s[n], "floor_sum_s": round(floors[n], 1),
-                                 "peak_memory_mb": peak[n],
-                                 "ratio": round(harness_s[n] / floors[n], 2) if floors[n] else None}
-                             for n in config.envs}
+    facts["full_per_env"] = {n: {"harness_s": row["seconds"], "floor_sum_s": round(floors[n], 1),
+                                 "peak_memory_mb": row["peak_memory_mb"],
+                                 "ratio": round(row["seconds"] / floors[n], 2) if floors[n] else None}
+                             for n, row in env_rows.items()}
     if keep is None:
         shutil.rmtree(reports, ignore_errors=True)
 

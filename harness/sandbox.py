@@ -88,10 +88,10 @@ class Box:
             return "off"
         if not self.on:
             return "none available"
-        parts = [self.version or self.tool or ""] if self.tool else []
+        parts = [self.version or self.tool] if self.tool else []
         parts += [f"Landlock ABI {self.landlock}"] if self.landlock else []
         parts += ["PID namespace"] if self.pids else []
-        return " + ".join(p for p in parts if p)
+        return " + ".join(parts)
 
     def describe(self) -> str:
         """One line for the run's first lines: what is in force, and what is not."""

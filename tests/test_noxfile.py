@@ -133,8 +133,12 @@ def test_matrix_session_leaves_the_report_behind(mirror_repo: Path, env_python: 
     """The README's narrowed first command, through nox: one env, one ref, variant 3, onnx -> reports/index.html;
     rerun with nothing changed it keeps the page, and a newer result makes it render again."""
     reports = tmp_path / "reports"
-    proc = nox("-s", f"matrix({quick_env})", "--", "--refs", "v7.0", "--variants", "3", "--formats", "onnx",
-               "--repo", str(mirror_repo), "--reports", str(reports), timeout=1800)
+
+    def narrowed_matrix(timeout: float) -> subprocess.CompletedProcess[str]:
+        return nox("-s", f"matrix({quick_env})", "--", "--refs", "v7.0", "--variants", "3", "--formats", "onnx",
+                   "--repo", str(mirror_repo), "--reports", str(reports), timeout=timeout)
+
+    proc = narrowed_matrix(1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(list((reports / "results").glob("*.json"))) == 1
     page = (reports / "index.html").read_text()
@@ -143,15 +147,13 @@ def test_matrix_session_leaves_the_report_behind(mirror_repo: Path, env_python: 
     assert re.search(r"report: 1 cells \(1 (works|workaround)\)", proc.stdout), proc.stdout[-2000:]
     # Again with nothing changed: the cell is kept and so is the page (rendering it again would write the same).
     rendered = (reports / "index.html").stat().st_mtime_ns
-    again = nox("-s", f"matrix({quick_env})", "--", "--refs", "v7.0", "--variants", "3", "--formats", "onnx",
-                "--repo", str(mirror_repo), "--reports", str(reports), timeout=600)
+    again = narrowed_matrix(600)
     assert again.returncode == 0 and "unchanged, kept" in again.stdout + again.stderr
     assert "index.html is newer than every result" in again.stderr, again.stderr[-2000:]
     assert (reports / "index.html").stat().st_mtime_ns == rendered
     # A result newer than the page (a compile verdict joined, a merged shard): rendered again.
     result = next((reports / "results").glob("*.json"))
     os.utime(result, ns=(rendered + 10**9, rendered + 10**9))
-    third = nox("-s", f"matrix({quick_env})", "--", "--refs", "v7.0", "--variants", "3", "--formats", "onnx",
-                "--repo", str(mirror_repo), "--reports", str(reports), timeout=600)
+    third = narrowed_matrix(600)
     assert third.returncode == 0 and "report: 1 cells" in third.stdout, third.stderr[-2000:]
     assert (reports / "index.html").stat().st_mtime_ns > rendered

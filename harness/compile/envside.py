@@ -31,7 +31,7 @@ def inspect(job):
     info = {
         "ir_version": model.ir_version,
         "opset": max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0]),
-        "producer": (f"{model.producer_name} {model.producer_version}").strip(),
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "inputs": [{"name": i.name, "shape": _dims(i)} for i in model.graph.input
                    if i.name not in {t.name for t in model.graph.initializer}],
         "outputs": [{"name": o.name, "shape": _dims(o)} for o in model.graph.output],
