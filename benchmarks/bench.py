@@ -48,7 +48,7 @@ from harness.envs import ensure_env  # noqa: E402
 from harness.files import write_json  # noqa: E402
 from harness.patch import apply_patch  # noqa: E402
 from harness.paths import cache_dir  # noqa: E402
-from harness.results import CellResult, EarlierAttempt, WorkaroundRecord  # noqa: E402
+from harness.results import CellResult  # noqa: E402
 from harness.run import EnvRun, Options, choose_source, probe_env  # noqa: E402
 from harness.source import Checkout, get_checkout  # noqa: E402
 
@@ -128,15 +128,12 @@ def stage_breakdown(found: list[CellResult]) -> dict[str, float]:
         for stage in ("checkout", "checkpoint"):
             once[(stage, result.ref)] = result.timings.get(stage, 0.0)
         once[("patch", result.ref, result.variant)] = result.timings.get("patch", 0.0)
-        if not result.shared_from:
-            for k, v in result.timings.items():
-                if k not in ("checkout", "checkpoint", "patch"):
-                    total[f"out-of-the-box {k}"] += v
-        if result.workaround:
-            attempts: list[EarlierAttempt | WorkaroundRecord] = [*result.workaround.earlier, result.workaround]
-            for attempt in attempts:
-                for k, v in attempt.timings.items():
-                    total[f"workaround {k}"] += v
+        if not result.first.shared_from:
+            for k, v in result.first.timings.items():
+                total[f"out-of-the-box {k}"] += v
+        for attempt in result.reruns:
+            for k, v in attempt.timings.items():
+                total[f"workaround {k}"] += v
     for (stage, *_), seconds in once.items():
         total[stage] += seconds
     return {k: round(v, 1) for k, v in sorted(total.items(), key=lambda kv: -kv[1])}
@@ -152,7 +149,7 @@ def floor_jobs(config: Config, checkout: Checkout, weights: Path, found: list[Ce
         by_variant.setdefault(result.variant, []).append(result)
     jobs = []
     for variant, cells in sorted(by_variant.items()):
-        fixes = [r.workaround for r in cells if r.status != "pass" and r.workaround]
+        fixes = [r.deciding for r in cells if r.decided]
         form = next((f.patch_form for f in fixes if f.patch_form), None) or "guide"
         # The harness's patched copy (reused).
         tree = cache_dir() / "patched" / checkout.commit / (variant if form == "guide" else f"{variant}+{form}")
@@ -162,7 +159,7 @@ def floor_jobs(config: Config, checkout: Checkout, weights: Path, found: list[Ce
         shims: list[str] = []
         specs = []
         for result in sorted(cells, key=lambda r: r.format):
-            fix = result.workaround if result.status != "pass" else None
+            fix = result.deciding if result.decided else None
             if fix:
                 env.update(fix.env)
                 shims += [s for s in fix.shims if s not in shims]

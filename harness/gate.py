@@ -24,6 +24,7 @@ from harness.files import write_json
 from harness.results import CellResult
 from harness.upgrade import advice
 from harness.upgrade.compare import Facts, OutputFacts, Pair, Slot, group, reading, scope
+from harness.verdict import read_v1_line
 
 BASELINE_KIND = "yolov5-export-matrix baseline"
 # 2: each cell is the comparison's Facts (verdict, workaround, outputs with dtypes and declared dims, ONNX opset / IR /
@@ -67,14 +68,13 @@ def baseline_facts(cell_id: str, cell: Mapping[str, Any], schema: int) -> Facts:
     """One baseline cell as Facts; a schema 1 cell has no dtypes, ONNX facts or compile verdict (not compared)."""
     if schema != 1:
         return Facts.from_json({**cell, "cell": cell.get("cell") or cell_id})
-    outcome = str(cell.get("outcome", "error"))
-    verdict = str(cell.get("verdict", ""))
-    fix = verdict.removeprefix("works with workaround ").split(" (out of the box")[0] if outcome == "workaround" \
-        else None
-    cause = verdict.removeprefix("broken: ").split(" (with ")[0] if outcome not in ("works", "workaround") else None
+    line = str(cell.get("verdict", ""))
+    old = read_v1_line(str(cell.get("outcome", "error")), line)
+    fix = old.fix if old.outcome == "workaround" else None
+    cause = None if old.works or old.outcome == "skipped" else old.cause
     return Facts(cell=cell_id, ref=cell["ref"], env=cell["env"], variant=cell["variant"], format=cell["format"],
-                 commit=cell.get("commit"), source=cell.get("source"), standin=cell.get("standin"), outcome=outcome,
-                 verdict=verdict, reading=reading(outcome, fix, cause), fix=fix, cause=cause,
+                 commit=cell.get("commit"), source=cell.get("source"), standin=cell.get("standin"),
+                 outcome=old.outcome, verdict=line, reading=reading(old.outcome, fix, cause), fix=fix, cause=cause,
                  outputs=[OutputFacts(name, list(shape)) for name, shape in cell.get("outputs") or []],
                  parity_pass=cell.get("parity_pass"), min_tolerance=cell.get("min_tolerance"))
 

@@ -59,15 +59,13 @@ class Progress:
             if result.cell in self.seen:
                 return
             self.seen.add(result.cell)
-            if not kept:
-                result.refresh_verdict()
             self.done += 1
             self.kept += kept
             line = (f"[{self.label}] [{self.done}/{self.total}] {result.ref} variant {result.variant} "
                     f"{result.format}{' [stand-in]' if result.standin else ''}: "
                     f"{'unchanged, kept (' + result.verdict + ')' if kept else result.verdict}")
             if not kept:
-                message = result.final_attempt().message
+                message = result.deciding.message
                 line += f" — {message[:160]}" if message else ""
             self.log(f"{line} · {self.timing()}")
 

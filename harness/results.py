@@ -2,10 +2,15 @@
 
 Every producer (the supervisor, the compile check) builds these classes and every reader (report, gate, upgrade,
 JUnit, benchmark) reads them; nothing else spells out a result's keys. A field is added here, once, with a default,
-so older files still load. The JSON is the public contract (README, "Result schema", is checked against
-``schema_table()`` by a test): ``to_json`` / ``from_json`` convert, with cattrs doing the nesting.
+so older files still load. The JSON is the public contract (docs/schema.md is generated from ``schema_markdown()``
+and checked by a test): ``to_json`` / ``from_json`` convert, with cattrs doing the nesting.
 
-``SCHEMA_VERSION`` changes when a key changes meaning; a file of another version is skipped with a warning.
+A cell holds its ``attempts`` (out of the box first, then each workaround tried) and ``decided``, the index of the one
+its verdict is about (``Attempts``: the same shape serves any judged thing). ``outcome``, ``judgement`` (the
+verdict as a value, harness/verdict.py) and ``verdict`` (its line) are derived from them.
+
+``SCHEMA_VERSION`` changes when a key changes meaning; a schema 1 file is migrated on read (``migrate_v1``), a file
+of any other version is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -16,23 +21,21 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Generic, Literal, Protocol, TypeVar, get_args, get_origin
 
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from harness.errors import HarnessError
 from harness.files import write_json
+from harness.verdict import Judged, Outcome, Verdict, decide
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Status = Literal["pass", "fail", "error", "skip"]
 # Where an attempt stopped. Export: checkout -> patch -> checkpoint -> export -> load -> run -> compare; the compile
 # check (tpu-mlir) has its own transform -> deploy -> compare.
 Stage = Literal["checkout", "patch", "checkpoint", "export", "load", "run", "compare", "transform", "deploy"]
 STATUSES: tuple[str, ...] = get_args(Status)
-# Outcome classes, in the order reports list them: the verdict line reduced to one word.
-Outcome = Literal["works", "workaround", "broken", "error", "skipped"]
-OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 
 @dataclass
@@ -100,10 +103,74 @@ class DetectInfo:
     stride: list[float] = field(default_factory=list)
 
 
+class NamedAttempt(Judged, Protocol):
+    """An attempt in a run of attempts: out of the box (``name`` empty), or with the workaround ``name``."""
+
+    @property
+    def name(self) -> str: ...
+
+
+A = TypeVar("A", bound=NamedAttempt)
+
+
+class Attempts(Generic[A]):
+    """The shape every judged thing shares (a cell's export, a downstream target's compile): ``attempts`` in the
+    order they ran, out of the box first, then each workaround tried; ``decided``, the index of the one that decides
+    the verdict. A subclass (a dataclass) declares both as fields with its own attempt type; these readings derive
+    everything else, so nothing is stored twice and no reader indexes the list."""
+
+    attempts: list[A]
+    decided: int
+
+    @property
+    def first(self) -> A:
+        """The out-of-the-box attempt."""
+        return self.attempts[0]
+
+    @property
+    def deciding(self) -> A:
+        """The attempt the verdict is about: the first, or the workaround rerun that decided."""
+        return self.attempts[self.decided] if 0 <= self.decided < len(self.attempts) else self.attempts[-1]
+
+    @property
+    def reruns(self) -> list[A]:
+        """The workaround attempts, in the order they ran."""
+        return self.attempts[1:]
+
+    @property
+    def judgement(self) -> Verdict:
+        """The verdict, as a value."""
+        deciding = self.deciding
+        return decide(self.first, deciding, deciding.name if deciding is not self.first else None)
+
+    @property
+    def verdict(self) -> str:
+        """The verdict's line, for people (``str(self.judgement)``)."""
+        return self.judgement.line()
+
+    def outcome(self) -> Outcome:
+        """works, workaround, broken, error or skipped: see Verdict."""
+        return self.judgement.outcome
+
+    def record(self, attempt: A) -> A:
+        """Add a workaround attempt; it decides now. A chain that ran before (the same name) decides again in its
+        place instead of running twice in the list."""
+        for i, old in enumerate(self.attempts[1:], start=1):
+            if old.name == attempt.name:
+                self.attempts[i] = attempt
+                self.decided = i
+                return attempt
+        self.attempts.append(attempt)
+        self.decided = len(self.attempts) - 1
+        return attempt
+
+
 @dataclass
 class Attempt:
-    """One run of a cell's export + verify: the out-of-the-box attempt (a CellResult's own fields) or a rerun."""
+    """One run of a cell's export + verify: out of the box (``name`` empty), or with a workaround (harness/causes.py)
+    and what that workaround changed."""
 
+    name: str = ""  # the workaround chain, e.g. "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + dynamo=False"; "" out of the box
     status: Status = "error"
     stage: Stage | None = "export"
     cause: str | None = None
@@ -119,26 +186,7 @@ class Attempt:
     shared_from: str | None = None  # the cell whose identical attempt this is (a failure before the model runs)
     # The decode check of the raw per-level outputs (harness/worker/decode.py): constants, output order, NMS match.
     decode: dict[str, Any] | None = None
-
-
-@dataclass
-class EarlierAttempt:
-    """An intermediate workaround rerun that the next one replaced."""
-
-    name: str = ""
-    status: Status = "error"
-    stage: Stage | None = None
-    cause: str | None = None
-    message: str = ""
-    learned_from: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class WorkaroundRecord(Attempt):
-    """The latest rerun with workarounds (harness/causes.py), what it changed, and the reruns before it."""
-
-    name: str = ""
+    # What a workaround changed (empty out of the box):
     env: dict[str, str] = field(default_factory=dict)
     shims: list[str] = field(default_factory=list)
     opset: int | None = None
@@ -146,13 +194,13 @@ class WorkaroundRecord(Attempt):
     patch_form: str | None = None  # "adapted": the patch table's form of the variant instead of the guide's line
     patch_diff: str | None = None  # that form's diff of models/yolo.py
     hint: str = ""
-    earlier: list[EarlierAttempt] = field(default_factory=list)
     learned_from: str | None = None  # the cell whose step-by-step search found this chain (borrowed whole)
     not_tried: list[str] | None = None  # the intermediate steps a borrowed chain skipped
 
-    def as_earlier(self) -> EarlierAttempt:
-        return EarlierAttempt(self.name, self.status, self.stage, self.cause, self.message, self.learned_from,
-                              dict(self.timings))
+    def seconds(self, shared_export: bool = True) -> float:
+        """Time this attempt took; without an export another cell ran for it when ``shared_export`` is False."""
+        skip_export = not shared_export and self.export is not None and self.export.shared_with is not None
+        return sum(v for k, v in self.timings.items() if not (skip_export and k == "export"))
 
 
 @dataclass
@@ -193,18 +241,28 @@ class CompileSection(CompileAttempt):
     verdict: str = ""
     more: list[CompileSection] = field(default_factory=list)  # further quantize modes
 
-    def refresh_verdict(self) -> str:
-        """Set and return the verdict; ``status``/``cause`` are the deciding attempt's, ``out_of_the_box`` the first
+    @property
+    def judgement(self) -> Verdict:
+        """The verdict as a value: ``status``/``cause`` are the deciding attempt's, ``out_of_the_box`` the first
         attempt's when a workaround reran it."""
         first = self.out_of_the_box or self
-        fix = (self.workaround or {}).get("name")
-        self.verdict = verdict_line(first.status, first.cause, self.message, fix, self.status, self.cause)
+        return decide(first, self, (self.workaround or {}).get("name"))
+
+    def refresh_verdict(self) -> str:
+        """Set and return the verdict's line."""
+        self.verdict = self.judgement.line()
         return self.verdict
 
 
+# Steps a cell waits for that its attempts share (per ref, per ref x variant): timed on the cell, not an attempt.
+CELL_STEPS = ("checkout", "patch", "checkpoint")
+# Keys of a cell's JSON derived from its attempts: written for readers, recomputed on read.
+DERIVED = {"outcome": "Outcome", "judgement": "Verdict", "verdict": "str"}
+
+
 @dataclass
-class CellResult(Attempt):
-    """One cell (ref x env x variant x format): the out-of-the-box attempt, the workaround rerun, and their inputs."""
+class CellResult(Attempts[Attempt]):
+    """One cell (ref x env x variant x format): its inputs and its attempts, out of the box first."""
 
     schema: int = SCHEMA_VERSION
     cell: str = ""
@@ -220,7 +278,9 @@ class CellResult(Attempt):
     tolerances: dict[str, float] | None = None  # None in results older than the field
     variant: str = ""
     format: str = ""
-    workaround: WorkaroundRecord | None = None
+    attempts: list[Attempt] = field(default_factory=lambda: [Attempt()])
+    decided: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # the shared steps (CELL_STEPS) the cell waited for
     patch_diff: str = ""
     artifacts_dir: str | None = None
     harness_version: str | None = None
@@ -228,72 +288,77 @@ class CellResult(Attempt):
     created: float = 0.0
     inputs_key: str | None = None
     sandbox: str | None = None  # the box env processes ran in (harness/sandbox.py), e.g. "bubblewrap 0.8.0 + ..."
-    verdict: str = ""
     compile: CompileSection | None = None
 
     # -- readings --------------------------------------------------------------------------------------------
-    def final_attempt(self) -> Attempt:
-        """The attempt that decides the verdict: the workaround rerun when the out-of-the-box attempt did not pass."""
-        return self.workaround if self.status != "pass" and self.workaround else self
-
-    def outcome(self) -> Outcome:
-        """works, workaround (works with one), broken (ran, wrong outputs or parity), error (a stage could not
-        finish), skipped."""
-        if self.status == "pass":
-            return "works"
-        if self.status == "skip":
-            return "skipped"
-        last = self.final_attempt()
-        if last is not self and last.status == "pass":
-            return "workaround"
-        return "broken" if last.status == "fail" else "error"
-
     def signature(self) -> list[tuple[str | None, list[Any]]]:
         """The exported outputs as (name, shape) pairs, from the deciding attempt: what a compiler config names."""
-        return [(o.name, list(o.shape)) for o in self.final_attempt().outputs]
+        return [(o.name, list(o.shape)) for o in self.deciding.outputs]
+
+    def seconds(self) -> float:
+        """Every second the cell took: its shared steps and each attempt."""
+        return sum(self.timings.values()) + sum(a.seconds() for a in self.attempts)
+
+    # -- the v1 reading API, for harness/upgrade/compare.py until it reads first/deciding/judgement -----------------
+    def final_attempt(self) -> Attempt:
+        return self.deciding
+
+    @property
+    def workaround(self) -> Attempt | None:
+        return self.deciding if self.decided else None
+
+    @property
+    def cause(self) -> str | None:
+        return self.first.cause
 
     def refresh_verdict(self) -> str:
-        """Set and return the one-line reading: works / works with workaround X / broken: cause."""
-        fix = self.workaround
-        self.verdict = verdict_line(self.status, self.cause, self.message, fix.name if fix else None,
-                                    fix.status if fix else None, fix.cause if fix else None)
         return self.verdict
 
+    # -- JSON ------------------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = _CONVERTER.unstructure(self)
         if self.compile is None:
-            del data["compile"]  # "absent: not compiled" (README)
+            del data["compile"]  # "absent: not compiled" (docs/schema.md)
+        judgement = self.judgement
+        data.update(outcome=judgement.outcome, judgement=_CONVERTER.unstructure(judgement), verdict=judgement.line())
         return data
 
     @classmethod
     def from_json(cls, data: Any) -> CellResult:
-        """A result from its JSON form; raises HarnessError naming the first field that does not fit."""
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION or "status" not in data:
-            raise HarnessError(f"not a schema {SCHEMA_VERSION} cell result")
+        """A result from its JSON form (schema 1 migrated); raises HarnessError naming the first field that does
+        not fit."""
+        if isinstance(data, dict) and data.get("schema") == 1 and "status" in data:
+            data = migrate_v1(data)
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION or not data.get("attempts"):
+            raise HarnessError(f"not a schema {SCHEMA_VERSION} (or 1) cell result")
         try:
-            return _CONVERTER.structure(data, cls)
+            return _CONVERTER.structure({k: v for k, v in data.items() if k not in DERIVED}, cls)
         except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
             raise HarnessError(f"not a schema {SCHEMA_VERSION} cell result: {_first_problem(exc)}") from None
 
 
-def verdict_line(first_status: str, first_cause: str | None, message: str, fix_name: str | None = None,
-                 final_status: str | None = None, final_cause: str | None = None) -> str:
-    """The one-line reading shared by exports and compiles: works / works with workaround X / broken: cause.
+# The keys of a schema 1 cell that held its out-of-the-box attempt (its rerun sat under "workaround", the reruns
+# before that under "workaround.earlier").
+V1_ATTEMPT_KEYS = ("status", "stage", "cause", "message", "log_tail", "outputs", "expected_outputs", "parity",
+                   "export", "timings", "detect", "image", "shared_from", "decode")
 
-    Args:
-        first_status, first_cause, message: the out-of-the-box attempt.
-        fix_name, final_status, final_cause: the workaround rerun, when one ran.
-    """
-    if first_status == "pass":
-        return "works"
-    if fix_name and final_status == "pass":
-        return f"works with workaround {fix_name} (out of the box: {first_cause or 'unclassified'})"
-    if first_status == "skip":
-        return f"skipped: {message}"
-    if fix_name:
-        return (f"broken: {final_cause or 'unclassified'} (with {fix_name}; out of the box: "
-                f"{first_cause or 'unclassified'})")
-    return f"broken: {first_cause or 'unclassified'}"
+
+def migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema 1 cell as schema 2: the top-level attempt first, then each earlier rerun, then the last rerun; the
+    rerun decides when the first did not pass. The shared steps' timings stay on the cell; the verdict line is
+    derived again."""
+    cell = {k: v for k, v in data.items() if k not in (*V1_ATTEMPT_KEYS, "workaround", "verdict")}
+    first = {k: data[k] for k in V1_ATTEMPT_KEYS if k in data}
+    timings = data.get("timings") or {}
+    cell["timings"] = {k: v for k, v in timings.items() if k in CELL_STEPS}
+    first["timings"] = {k: v for k, v in timings.items() if k not in CELL_STEPS}
+    attempts = [first]
+    rerun = data.get("workaround")
+    if isinstance(rerun, dict):
+        attempts += [dict(e) for e in rerun.get("earlier") or []]
+        attempts.append({k: v for k, v in rerun.items() if k != "earlier"})
+    decided = len(attempts) - 1 if rerun and data.get("status") != "pass" else 0
+    return {**cell, "schema": SCHEMA_VERSION, "attempts": attempts, "decided": decided}
 
 
 def _first_problem(exc: BaseException) -> str:
@@ -441,14 +506,30 @@ def merge_results(roots: list[Path]) -> list[CellResult]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The schema as the README shows it.
+# The schema as docs/schema.md shows it.
+
+SCHEMA_RECORDS: tuple[type, ...] = (CellResult, Attempt, Verdict, ExportFacts, OnnxFacts, Output, Parity, DetectInfo,
+                                    CompileSection, CompileAttempt)
 
 
 def schema_table() -> dict[str, list[str]]:
-    """Field names per record, as written to JSON: what README's "Result schema" documents."""
-    def names(cls: type) -> list[str]:
-        renamed = {"passed": "pass"}
-        return [renamed.get(f.name, f.name) for f in dataclasses.fields(cls)]
+    """Keys per record, as written to JSON (a cell's derived keys included)."""
+    return {cls.__name__: [key for key, _ in _keys(cls)] for cls in SCHEMA_RECORDS}
 
-    return {cls.__name__: names(cls) for cls in (CellResult, Attempt, WorkaroundRecord, EarlierAttempt, ExportFacts,
-                                                 OnnxFacts, Output, Parity, DetectInfo, CompileSection)}
+
+def _keys(cls: type) -> list[tuple[str, str]]:
+    renamed = {"passed": "pass"}
+    keys = [(renamed.get(f.name, f.name), str(f.type)) for f in dataclasses.fields(cls)]
+    if cls is CellResult:
+        keys += [(key, f"{kind} (derived from the attempts)") for key, kind in DERIVED.items()]
+    return keys
+
+
+def schema_markdown() -> str:
+    """The key reference of docs/schema.md: per record its purpose and each key with its type."""
+    parts = []
+    for cls in SCHEMA_RECORDS:
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        rows = "\n".join(f"| `{key}` | `{kind}` |".replace(" | None", " \\| None") for key, kind in _keys(cls))
+        parts.append(f"### {cls.__name__}\n\n{doc}\n\n| key | type |\n| --- | --- |\n{rows}\n")
+    return "\n".join(parts)

@@ -31,9 +31,10 @@ from harness.envs import ensure_env
 from harness.errors import HarnessError, SourceError
 from harness.files import write_json
 from harness.progress import Progress, outer_from_env
-from harness.results import CellResult
+from harness.results import Attempt, CellResult
 from harness.source import Checkout, get_checkout, is_reachable, repo_label
 from harness.variant import Known, run_variant
+from harness.verdict import OUTCOMES
 from harness.warm import WarmPool
 from harness.worker import FONTS
 
@@ -228,7 +229,7 @@ class EnvRun:
             repo=checkout.url if checkout else self.source_url, standin=checkout.standin if checkout else None,
             env=self.spec.name, pins=self.spec.requirements(), versions=self.versions,
             model=asdict(self.config.model), tolerances=asdict(self.config.tolerances),
-            variant=cell.variant, format=cell.format, stage="checkout",
+            variant=cell.variant, format=cell.format, attempts=[Attempt(stage="checkout")],
             harness_version=__version__, harness_fingerprint=self.fingerprint, created=time.time(),
             sandbox=self.box.label)
 
@@ -238,7 +239,6 @@ class EnvRun:
 
     def save(self, result: CellResult) -> None:
         proc.check_interrupt(f"before saving {result.cell}")  # a cell whose steps were killed is not a result
-        result.refresh_verdict()
         result.created = time.time()  # when it was made: merges and concurrent runs keep the newer one
         try:
             results.save_result(self.opts.reports, result)
@@ -339,10 +339,11 @@ class EnvRun:
             result.timings["checkpoint"] = seconds
         if failure or weights is None:
             for result in batch:
-                result.stage = "checkpoint"
-                result.message = (failure or {}).get("message", "")
-                result.log_tail = (failure or {}).get("log_tail", "")
-                result.cause = causes.name_of(result.message, result.log_tail)
+                first = result.first
+                first.stage = "checkpoint"
+                first.message = (failure or {}).get("message", "")
+                first.log_tail = (failure or {}).get("log_tail", "")
+                first.cause = causes.name_of(first.message, first.log_tail)
         else:
             run_variant(self.ctx, self.known, checkout, variant, weights, batch, self.opts.learn, self.progress.cell)
         for result in batch:
@@ -352,7 +353,8 @@ class EnvRun:
     def fail_all(self, cell: Cell, checkout: Checkout | None, stage: str, message: str,
                  cause: str | None = None) -> CellResult:
         result = self.new_result(cell, checkout)
-        result.stage, result.message, result.cause = stage, message, cause or stage  # type: ignore[assignment]
+        first = result.first
+        first.stage, first.message, first.cause = stage, message, cause or stage  # type: ignore[assignment]
         self.save(result)
         return result
 
@@ -440,7 +442,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def summary(done: list[CellResult]) -> str:
     """Cells per outcome, in the report's order: "10 works, 12 workaround, 2 broken"."""
     counts = Counter(result.outcome() for result in done)
-    return ", ".join(f"{counts[o]} {o}" for o in results.OUTCOMES if counts[o]) or "no cells"
+    return ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o]) or "no cells"
 
 
 def log_stderr(message: str) -> None:

@@ -1,8 +1,8 @@
 """One ref x variant batch: patch once, run every format out of the box, then search workarounds for the cells
 that broke (harness/search.py decides what to run next; harness/batch.py runs it).
 
-A result's top-level fields hold the out-of-the-box attempt; ``workaround`` the latest rerun, with the reruns before
-it in ``workaround.earlier``. Cells that want the same chain next run together in one worker.
+A result's ``attempts`` hold the out-of-the-box attempt, then each rerun in the order it ran; the latest decides
+(``CellResult.record``). Cells that want the same chain next run together in one worker.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from harness.batch import BatchRunner, EnvContext, failed, name_cause
 from harness.envs import derive, ensure_env
 from harness.errors import EnvError, HarnessError, PatchError, UnknownShapeError
 from harness.patch import YOLO_PY, adaptation_of, apply_patch
-from harness.results import Attempt, CellResult, WorkaroundRecord
+from harness.results import Attempt, CellResult
 from harness.search import Learned, Reuse, Run, WorkaroundSearch, learn_key
 from harness.source import Checkout
 
@@ -89,7 +89,7 @@ class CellSearch:
 
     result: CellResult
     search: WorkaroundSearch
-    tried: dict[tuple[str, ...], WorkaroundRecord]
+    tried: dict[tuple[str, ...], Attempt]
 
 
 def patched_tree(ctx: EnvContext, checkout: Checkout, variant: str, form: str = "guide") -> tuple[Path, str]:
@@ -111,7 +111,8 @@ def patch_variant(ctx: EnvContext, checkout: Checkout, variant: str, batch: list
         message = (f"{exc} — unsupported: add this Detect.forward shape to harness/patch.py (_SHAPES) or drop the "
                    f"ref" if unsupported else str(exc))
         for result in batch:
-            result.stage, result.message, result.cause = "patch", message, "unsupported" if unsupported else "patch"
+            first = result.first
+            first.stage, first.message, first.cause = "patch", message, "unsupported" if unsupported else "patch"
         return None
     for result in batch:
         result.patch_diff = diff
@@ -135,21 +136,22 @@ def run_variant(ctx: EnvContext, known: Known, checkout: Checkout, variant: str,
     chains = known.chains
     cells: dict[str, CellSearch] = {}
     for result in batch:
-        _take_first(result, first[result.cell])
-        start = name_cause(result, with_hint=True)
-        if not result.shared_from:
+        # A copy: naming the cause edits the cell's attempt, and the pristine one may stand for other variants.
+        result.attempts, result.decided = [copy.deepcopy(first[result.cell])], 0
+        start = name_cause(result.first, with_hint=True)
+        if not result.first.shared_from:
             known.failures.remember(result, first[result.cell], start)
         key = learn_key(result.commit, result.format, start)
-        borrowed = chains.get(key) if learn and result.status != "pass" else None
+        borrowed = chains.get(key) if learn and result.first.status != "pass" else None
         if borrowed and not adaptable and any(causes.WORKAROUNDS[n].patch_form for n in borrowed.names):
             borrowed = None  # found on a variant whose guide line needs adapting; this one's does not
-        cells[result.cell] = CellSearch(result, WorkaroundSearch(start, result.status == "pass", borrowed), {})
+        cells[result.cell] = CellSearch(result, WorkaroundSearch(start, result.first.status == "pass", borrowed), {})
     for _ in range(2 * len(causes.WORKAROUNDS) + 2):  # each step adds a fix: bounded by the table
         wanted: dict[tuple[str, ...], list[CellSearch]] = defaultdict(list)
         for cell in cells.values():
             step = cell.search.propose()
             if isinstance(step, Reuse):  # that chain already ran (borrowed) and failed: it stays the verdict
-                record(cell.result, WorkaroundRecord(**{**vars(cell.tried[step.names]), "not_tried": []}))
+                cell.result.record(dataclasses.replace(cell.tried[step.names], not_tried=[]))
             elif isinstance(step, Run):
                 wanted[step.names].append(cell)
             if cell.search.done:
@@ -177,14 +179,6 @@ def first_attempts(runner: BatchRunner, failures: SharedFailures, patched: Path,
     return attempts
 
 
-def _take_first(result: CellResult, attempt: Attempt) -> None:
-    """Copy the out-of-the-box attempt into the result's own fields, keeping the per-ref timings beside its own."""
-    timings = {**result.timings, **attempt.timings}
-    for name in Attempt.__dataclass_fields__:
-        setattr(result, name, getattr(attempt, name))
-    result.timings = timings
-
-
 def rerun(ctx: EnvContext, runner: BatchRunner, checkout: Checkout, patched: Path, weights: Path,
           group: list[CellSearch], names: tuple[str, ...]) -> None:
     """Run ``group`` again with the workarounds ``names`` applied together, and tell each search the outcome."""
@@ -203,20 +197,11 @@ def rerun(ctx: EnvContext, runner: BatchRunner, checkout: Checkout, patched: Pat
     for cell in group:
         attempt = again[cell.result.cell]
         step = cell.search.borrowed if cell.search.borrowed and cell.search.borrowed.names == names else None
-        rec = WorkaroundRecord(**vars(attempt), name=fix.name, env=fix.env, shims=list(fix.shims), opset=fix.opset,
-                               pins=fix.pins, patch_form=fix.patch_form, patch_diff=diff, hint=fix.hint,
-                               learned_from=step.found_by if step else None,
-                               not_tried=list(step.skipped) if step else None)
+        rec = dataclasses.replace(attempt, name=fix.name, env=dict(fix.env), shims=list(fix.shims), opset=fix.opset,
+                                  pins=dict(fix.pins), patch_form=fix.patch_form, patch_diff=diff, hint=fix.hint,
+                                  learned_from=step.found_by if step else None,
+                                  not_tried=list(step.skipped) if step else None)
         cause = name_cause(rec, with_hint=False)
-        cell.tried[names] = record(cell.result, rec)
+        cell.tried[names] = cell.result.record(rec)
         cell.search.tell(names, cause, rec.status == "pass")
 
-
-def record(result: CellResult, attempt: WorkaroundRecord) -> WorkaroundRecord:
-    """Make ``attempt`` the cell's ``workaround`` (its latest rerun); the one it replaces moves to
-    ``workaround.earlier``, in the order they ran."""
-    earlier = result.workaround
-    history = [*earlier.earlier, earlier.as_earlier()] if earlier else []
-    attempt.earlier = [h for h in history if h.name != attempt.name]  # an attempt made final again is not earlier
-    result.workaround = attempt
-    return attempt

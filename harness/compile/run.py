@@ -53,7 +53,7 @@ class Target:
 
 def passing_attempt(result: CellResult) -> Attempt | None:
     """The attempt (out of the box, or the workaround rerun) that passed, or None."""
-    last = result.final_attempt()
+    last = result.deciding
     return last if last.status == "pass" else None
 
 
@@ -80,7 +80,7 @@ def find_targets(reports: Path, variants: tuple[str, ...], *, envs: list[str] | 
             missing = folder / (names[0] if names else "*.onnx")
             skipped.append((path, result, f"no ONNX to compile: {missing} is gone — rerun `nox -s matrix` for it"))
             continue
-        label = "out-of-the-box" if attempt is result else "workaround"
+        label = "out-of-the-box" if attempt is result.first else "workaround"
         ready.append(Target(path, result, folder / names[0], attempt.image, label))
     return ready, skipped
 

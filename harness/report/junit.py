@@ -23,10 +23,6 @@ def _clean(text: object) -> str:
     return _NOT_XML.sub("\ufffd", str(text))
 
 
-def _seconds(result: CellResult) -> float:
-    return sum(result.timings.values()) + (sum(result.workaround.timings.values()) if result.workaround else 0.0)
-
-
 def build(found: list[CellResult]) -> ET.Element:
     """The <testsuites> element for ``found`` results."""
     by_env: dict[str, list[CellResult]] = defaultdict(list)
@@ -39,13 +35,13 @@ def build(found: list[CellResult]) -> ET.Element:
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         time_total = 0.0
         for result in sorted(by_env[env], key=lambda r: r.cell):
-            seconds = _seconds(result)
+            seconds = result.seconds()
             time_total += seconds
             name = f"variant {result.variant} {result.format}"
             case = ET.SubElement(suite, "testcase", classname=_clean(f"{result.ref}.{env}"), name=_clean(name),
                                  time=f"{seconds:.3f}")
             kind = result.outcome()
-            last = result.final_attempt()
+            last = result.deciding
             text = f"{last.stage}: {last.message}\n\n{last.log_tail}"
             counts["tests"] += 1
             if kind == "broken":
@@ -57,7 +53,7 @@ def build(found: list[CellResult]) -> ET.Element:
                               type=_clean(last.cause)).text = _clean(text)
                 counts["errors"] += 1
             elif kind == "skipped":
-                ET.SubElement(case, "skipped", message=_clean(result.message))
+                ET.SubElement(case, "skipped", message=_clean(result.judgement.reason or ""))
                 counts["skipped"] += 1
             ET.SubElement(case, "system-out").text = _clean(
                 f"{result.verdict}\nsource: {result.source}\ncommit: {result.commit}")

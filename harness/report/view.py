@@ -17,7 +17,8 @@ from harness.axes import FORMAT_NAMES, FORMATS, VARIANTS
 from harness.causes import WORKAROUNDS
 from harness.patch import GUIDE_RETURNS
 from harness.report import charts
-from harness.results import Attempt, CellResult, CompileSection, Outcome
+from harness.results import Attempt, CellResult, CompileSection
+from harness.verdict import Outcome
 
 # Text next to the colour, never colour alone: (symbol, short label, long label).
 OUTCOME_LABELS: dict[str, tuple[str, str, str]] = {
@@ -137,10 +138,13 @@ def env_sort_key(env: str, entries: list[Entry]) -> tuple[Version, str]:
 
 
 def attempts(result: CellResult) -> list[tuple[str, Attempt]]:
-    """The attempts of a cell with their labels: out of the box, then the workaround rerun if one ran."""
-    found: list[tuple[str, Attempt]] = [("out of the box", result)]
-    if result.workaround:
-        found.append((f"with {result.workaround.name}", result.workaround))
+    """The attempts of a cell with their labels: out of the box, then each workaround rerun in the order it ran
+    (the one that decided marked when it is not the last)."""
+    found: list[tuple[str, Attempt]] = [("out of the box", result.first)]
+    last = len(result.attempts) - 1
+    for i, attempt in enumerate(result.reruns, start=1):
+        decided = " (decided)" if i == result.decided and i != last else ""
+        found.append((f"with {attempt.name}{decided}", attempt))
     return found
 
 
@@ -196,8 +200,8 @@ def guide_lines(view: View) -> list[GuideLine]:
             needed: dict[str, None] = {}
             written = False
             for entry in entries:
-                fix = entry.result.workaround
-                forms = [n for n in fix.name.split(" + ") if _is_patch_form(n)] if fix else []
+                fix = entry.result.judgement.fix
+                forms = [n for n in fix.split(" + ") if _is_patch_form(n)] if fix else []
                 if entry.outcome == "workaround" and forms:
                     needed.update(dict.fromkeys(forms))
                 elif entry.outcome in ("works", "workaround"):
@@ -257,7 +261,7 @@ def parity_points(view: View) -> list[charts.ParityPoint]:
     points: list[charts.ParityPoint] = []
     for entry in view.entries:
         r = entry.result
-        worst = worst_tolerance(r.final_attempt())
+        worst = worst_tolerance(r.deciding)
         if worst is None:
             continue
         limits = _limits(r.tolerances or view.tolerances)
@@ -274,8 +278,8 @@ def stage_seconds(view: View) -> list[tuple[str, dict[str, float]]]:
     """Seconds per env and stage, summed over its cells, with shared work counted once.
 
     Every cell of a ref x env carries the checkout and checkpoint time it waited for, and every cell of a variant the
-    patch time; an export another cell ran for it (``export.shared_with``) is that cell's. Workaround reruns are one
-    extra stage.
+    patch time; an export another cell ran for it (``export.shared_with``) is that cell's. Workaround reruns (every
+    one that ran) are one extra stage.
     """
     per_env: dict[str, dict[str, float]] = {env: defaultdict(float) for env in view.envs}
     shared: dict[tuple[str, ...], float] = {}
@@ -289,12 +293,12 @@ def stage_seconds(view: View) -> list[tuple[str, dict[str, float]]]:
             elif stage == "patch":
                 key = (r.env, stage, r.ref, r.variant)
                 shared[key] = max(shared.get(key, 0.0), seconds)
-            elif not (stage == "export" and r.export and r.export.shared_with):
+        first = r.first
+        for stage, seconds in first.timings.items():
+            if not (stage == "export" and first.export and first.export.shared_with):
                 totals[stage] += seconds
-        if r.workaround:
-            fix = r.workaround
-            totals[charts.WORKAROUND] += sum(v for k, v in fix.timings.items()
-                                             if not (k == "export" and fix.export and fix.export.shared_with))
+        if r.reruns:
+            totals[charts.WORKAROUND] += sum(a.seconds(shared_export=False) for a in r.reruns)
     for (env, stage, *_), seconds in shared.items():
         per_env[env][stage] += seconds
     return [(env, dict(per_env[env])) for env in view.envs]

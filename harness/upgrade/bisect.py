@@ -402,8 +402,8 @@ class CellProbe:
         cached = result.created < started
         seen = self.value(result)
         if seen is None:
-            message = (result.final_attempt().message.splitlines() or [""])[0][:200]
-            reason = (result.verdict or result.refresh_verdict()) + (f": {message}" if message else "")
+            message = (result.deciding.message.splitlines() or [""])[0][:200]
+            reason = result.verdict + (f": {message}" if message else "")
             return Observation("skip", reason, cached)
         if seen == self.before:
             return Observation("old", self.show(seen), cached)
