@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import HOSTILE, SMALL_RUN_REFS, SmallRun
 from markupsafe import escape
-from matrix_data import ENVS, REFS, SPECIAL, full_matrix
+from matrix_data import ENVS, REFS, SPECIAL, full_matrix, out_of_the_box
 
 from harness import results
 from harness.report import charts, html, junit, view
@@ -131,15 +131,16 @@ def test_parity_shows_the_tolerances_a_result_was_judged_with(found: list[CellRe
 def test_stage_seconds_count_shared_work_once(found: list[CellResult]) -> None:
     onnx, ts = (next(r for r in found if r.cell == f"v6.2__py311-torch2.14__native__{f}")
                 for f in ("onnx", "torchscript"))
-    assert onnx.workaround and onnx.export and ts.export
-    first = dataclasses.replace(onnx, timings={"checkout": 2.0, "checkpoint": 10.0, "patch": 0.5, "export": 20.0,
-                                               "load": 1.0},
-                                workaround=dataclasses.replace(onnx.workaround, timings={"export": 5.0, "run": 1.0}))
+    assert onnx.decided and onnx.first.export and ts.first.export
+    shared = {"checkout": 2.0, "checkpoint": 10.0, "patch": 0.5}
+    first = dataclasses.replace(onnx, timings=shared, decided=2, attempts=[
+        dataclasses.replace(onnx.first, timings={"export": 20.0, "load": 1.0}),
+        dataclasses.replace(onnx.deciding, name="A", timings={"export": 2.0}),  # every rerun counts
+        dataclasses.replace(onnx.deciding, timings={"export": 3.0, "run": 1.0})])
     # The TorchScript cell waited for the same checkout, checkpoint and patch, and its export was the ONNX cell's.
-    second = dataclasses.replace(ts, timings={"checkout": 2.0, "checkpoint": 10.0, "patch": 0.5, "export": 20.0,
-                                              "run": 3.0},
-                                 export=dataclasses.replace(ts.export, shared_with="../v6.2__native__onnx"),
-                                 workaround=None)
+    second = dataclasses.replace(out_of_the_box(
+        ts, timings={"export": 20.0, "run": 3.0},
+        export=dataclasses.replace(ts.first.export, shared_with="../v6.2__native__onnx")), timings=shared)
     assert view.stage_seconds(build([first, second])) == [("py311-torch2.14", {
         "checkout": 2.0, "checkpoint": 10.0, "patch": 0.5, "export": 20.0, "load": 1.0, "run": 3.0,
         charts.WORKAROUND: 6.0})]
@@ -148,12 +149,12 @@ def test_stage_seconds_count_shared_work_once(found: list[CellResult]) -> None:
 def test_parity_points_take_the_worst_check_and_the_results_own_tolerances(found: list[CellResult]) -> None:
     base = next(r for r in found if r.cell == "v6.2__py311-torch2.14__native__onnx")
     checks = [Parity(backend="onnxruntime", min_tolerance=t, passed=True) for t in (1e-7, 5e-3, None)]
-    own = dataclasses.replace(base, status="pass", workaround=None, parity=checks,
+    own = dataclasses.replace(out_of_the_box(base, status="pass", parity=checks),
                               tolerances={"atol": 1e-2, "rtol": 1e-2, "min_cosine": 0.99})
-    older = dataclasses.replace(base, cell="v7.0__py311-torch2.14__native__onnx", ref="v7.0", status="pass",
-                                workaround=None, parity=checks, tolerances=None)
-    none = dataclasses.replace(base, cell="v6.0__py311-torch2.14__native__onnx", ref="v6.0", status="error",
-                               workaround=None, parity=[])
+    older = dataclasses.replace(out_of_the_box(base, status="pass", parity=checks),
+                                cell="v7.0__py311-torch2.14__native__onnx", ref="v7.0", tolerances=None)
+    none = dataclasses.replace(out_of_the_box(base, status="error", parity=[]),
+                               cell="v6.0__py311-torch2.14__native__onnx", ref="v6.0")
     model = build([own, older, none], tolerances={"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.9999})
     points = {p.cell: p for p in view.parity_points(model)}
     assert set(points) == {own.cell, older.cell} and model.parity_missing == 1
@@ -187,8 +188,7 @@ def test_signature_diff_skips_earlier_refs_without_outputs(found: list[CellResul
     matrix = full_matrix(found)
     # v6.2's same cell stopped before writing outputs too: the diff is against v6.1, the nearest ref that wrote some.
     blank = "v6.2__py38-torch1.8__native__onnx"
-    matrix = [dataclasses.replace(r, status="error", outputs=[], parity=[], workaround=None) if r.cell == blank else r
-              for r in matrix]
+    matrix = [out_of_the_box(r, status="error", outputs=[], parity=[]) if r.cell == blank else r for r in matrix]
     model = build(matrix)
     diffs = model.signature_diffs
     assert diffs["v7.0__py38-torch1.8__native__onnx"].before_title == "v6.1 (earlier ref)"
@@ -202,8 +202,8 @@ def test_chart_strings_are_escaped(found: list[CellResult], tmp_path: Path) -> N
     # Output names come from the exported file: a hostile one reaches the signature diff's SVG as text only.
     matrix = full_matrix(found)
     cell = "v7.0__py311-torch2.1__native__onnx"
-    matrix = [dataclasses.replace(r, outputs=[Output(HOSTILE, [1, 25200, 85], "float32")],
-                                  verdict=f"broken: {HOSTILE}") if r.cell == cell else r for r in matrix]
+    matrix = [out_of_the_box(r, outputs=[Output(HOSTILE, [1, 25200, 85], "float32")], cause=HOSTILE)
+              if r.cell == cell else r for r in matrix]
     text = html.render(matrix)
     assert text.count("<script>") == 1 and "<script>alert" not in text
     assert f'<tspan class="sdchanged">{HOSTILE}' not in text
@@ -212,7 +212,7 @@ def test_chart_strings_are_escaped(found: list[CellResult], tmp_path: Path) -> N
 
 def test_no_pictures_without_numbers(found: list[CellResult]) -> None:
     # Cells skipped before anything ran: no parity, no timings. The page says so with no empty chart.
-    skipped = [dataclasses.replace(r, status="skip", workaround=None, parity=[], timings={}) for r in found]
+    skipped = [dataclasses.replace(out_of_the_box(r, status="skip", parity=[], timings={}), timings={}) for r in found]
     model = build(skipped)
     assert (model.parity, model.timing, model.parity_missing) == (None, None, len(found))
     text = html.render(skipped)
@@ -468,8 +468,9 @@ def test_script_tags_from_a_real_run_reach_the_page_as_text(hostile_run, browser
     reports, proc = hostile_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = results.merge_results([reports])
-    assert len(found) == 4 and {r.stage for r in found} == {"checkpoint"}
-    assert all(HOSTILE in (r.repo or "") and HOSTILE in r.message for r in found)  # the real strings came through
+    assert len(found) == 4 and {r.first.stage for r in found} == {"checkpoint"}
+    assert {r.outcome() for r in found} == {"error"} and all(r.verdict.startswith("error: ") for r in found)
+    assert all(HOSTILE in (r.repo or "") and HOSTILE in r.first.message for r in found)  # the real strings came through
     out = subprocess.run([sys.executable, "-m", "harness", "report", "--reports", str(reports)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
