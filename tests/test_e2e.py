@@ -19,7 +19,7 @@ import pytest
 from conftest import UPSTREAM_URL, Yolov5Source, result_files
 
 from harness import gate
-from harness.results import SCHEMA_VERSION, CellResult
+from harness.results import SCHEMA_VERSION, CellResult, to_json
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -27,8 +27,10 @@ pytestmark = pytest.mark.slow
 REFS = ("v5.0", "v7.0")
 VARIANTS = ("native", "1", "3", "4")
 FORMATS = ("onnx", "onnx-dynamic", "torchscript")
-REQUIRED_KEYS = {"ref", "commit", "source", "env", "versions", "model", "variant", "format", "status", "stage",
-                 "message", "log_tail", "outputs", "expected_outputs", "parity", "timings", "workaround", "verdict"}
+REQUIRED_KEYS = {"ref", "commit", "source", "env", "versions", "model", "variant", "format", "attempts", "decided",
+                 "timings", "outcome", "judgement", "verdict"}
+ATTEMPT_KEYS = {"name", "status", "stage", "cause", "message", "log_tail", "outputs", "expected_outputs", "parity",
+                "export", "timings"}
 
 # yolov5s at 640: strides 8/16/32, 3 anchors, 80 classes + 5.
 RAW = [[1, 3, 80, 80, 85], [1, 3, 40, 40, 85], [1, 3, 20, 20, 85]]
@@ -59,9 +61,14 @@ def run(yolov5_source: Yolov5Source, env_python: Path, quick_env: str,
     return {"results": results, "stdout": proc.stdout, "stderr": proc.stderr, "reports": reports, "env": quick_env}
 
 
+def first(result: dict) -> dict:
+    """The out-of-the-box attempt."""
+    return result["attempts"][0]
+
+
 def final(result: dict) -> dict:
-    """The attempt that decides the verdict: the workaround's when one ran."""
-    return result["workaround"] if result["status"] != "pass" and result["workaround"] else result
+    """The attempt that decides the verdict: a workaround rerun's when one decided."""
+    return result["attempts"][result["decided"]]
 
 
 def test_every_cell_has_a_complete_result(run: dict, yolov5_source: Yolov5Source) -> None:
@@ -80,8 +87,13 @@ def test_every_cell_has_a_complete_result(run: dict, yolov5_source: Yolov5Source
                 assert result["source"] == f"bundle:{Path(yolov5_source.repo).resolve()}"
                 assert result["repo"] == str(Path(yolov5_source.repo).resolve())
         assert result["versions"]["torch"].startswith("2.14.1")
-        assert result["verdict"] == CellResult.from_json(result).refresh_verdict()
-        assert {"checkout", "checkpoint", "patch", "export"} <= set(result["timings"])
+        assert all(set(a) >= ATTEMPT_KEYS for a in result["attempts"]) and first(result)["name"] == ""
+        typed = CellResult.from_json(result)
+        assert (result["verdict"], result["outcome"]) == (typed.verdict, typed.outcome())
+        assert result["judgement"] == to_json(typed.judgement) and result["judgement"]["outcome"] == result["outcome"]
+        # One word per cell: the verdict line starts with the outcome (a workaround's line with "works with").
+        assert result["verdict"].startswith("works with" if result["outcome"] == "workaround" else result["outcome"])
+        assert {"checkout", "checkpoint", "patch"} == set(result["timings"]) and "export" in first(result)["timings"]
         if final(result)["status"] != "pass":
             # Anything that does not work names its cause.
             assert "unclassified" not in result["verdict"], (result["verdict"], final(result)["message"])
@@ -98,9 +110,9 @@ def test_results_are_valid_json_files(run: dict) -> None:
 def test_out_of_the_box_fails_at_torch_load_and_the_workaround_is_named(run: dict) -> None:
     # torch 2.14 loads with weights_only=True by default: every tag's exporter fails before exporting anything.
     for result in run["results"].values():
-        assert result["status"] == "error" and result["stage"] == "export"
-        assert result["cause"] == "torch.load weights_only"
-        assert result["workaround"]["name"].startswith("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1")
+        assert first(result)["status"] == "error" and first(result)["stage"] == "export"
+        assert first(result)["cause"] == "torch.load weights_only"
+        assert result["decided"] >= 1 and final(result)["name"].startswith("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1")
 
 
 @pytest.mark.parametrize("variant", ["1", "3", "4"])
@@ -167,17 +179,17 @@ def test_v5_causes_named_from_real_failures(run: dict, yolov5_source: Yolov5Sour
     # torch 2.14 x v5.0: its dynamo ONNX export rejects the fused weights, its TorchScript export needs what
     # V5_TORCHSCRIPT says, and its --dynamic graph keeps Detect's grid at the export size (decoded variants only).
     results = run["results"]
-    onnx = results[("v5.0", "3", "onnx")]["workaround"]
+    onnx = final(results[("v5.0", "3", "onnx")])
     assert onnx["name"] == "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + dynamo=False" and onnx["status"] == "pass"
     for variant in VARIANTS:
-        ts = results[("v5.0", variant, "torchscript")]["workaround"]
+        ts = final(results[("v5.0", variant, "torchscript")])
         # Variants 1 and 4 also need the adapted patch form: the guide's edited return is never reached on v5.0.
         want = set(V5_TORCHSCRIPT[yolov5_source.kind].split(" + ")) | (
             {"patch form: export switch off"} if variant in ("1", "4") else set())
         assert (set(ts["name"].split(" + ")), ts["status"]) == (want, "pass"), variant
     for variant in ("1", "4"):
         dynamic = results[("v5.0", variant, "onnx-dynamic")]
-        assert dynamic["workaround"]["status"] == "fail" and dynamic["workaround"]["stage"] == "run"
+        assert final(dynamic)["status"] == "fail" and final(dynamic)["stage"] == "run"
         assert dynamic["verdict"].startswith("broken: ONNX dynamic: grid fixed at export size")
 
 
@@ -217,7 +229,7 @@ def test_the_guide_lines_are_tried_as_written_first(run: dict) -> None:
         if variant == "native":
             continue
         assert f"yolov5-export-matrix: variant={variant} (was:" in result["patch_diff"]  # the guide's line, as written
-        fix = result["workaround"] or {}
+        fix = final(result) if result["decided"] else {}
         forms = [n for n in fix.get("name", "").split(" + ") if n.startswith("patch form")]
         if (ref, variant) in ADAPTED and fmt != "onnx-dynamic":
             assert forms == [ADAPTED[(ref, variant)]], (ref, variant, fmt, fix.get("name"))
@@ -225,5 +237,5 @@ def test_the_guide_lines_are_tried_as_written_first(run: dict) -> None:
         elif (ref, variant) not in ADAPTED:
             assert forms == [], (ref, variant, fmt, fix.get("name"))
     # The first attempt of v7.0 variant 3 names what the guide's line does there (after weights_only, or at once).
-    history = [e["cause"] for e in run["results"][("v7.0", "3", "onnx")]["workaround"]["earlier"]]
-    assert "guide line: exporter reads .shape of a list" in [*history, run["results"][("v7.0", "3", "onnx")]["cause"]]
+    history = [a["cause"] for a in run["results"][("v7.0", "3", "onnx")]["attempts"]]
+    assert "guide line: exporter reads .shape of a list" in history

@@ -139,9 +139,9 @@ def test_regressions_and_parity_fail_fixes_pass() -> None:
     good = next(r for r in found if r.cell == "v6.1__py311-torch2.14__native__onnx")
     base = {"schema": gate.BASELINE_SCHEMA, "cells": {good.cell: gate.summarize(good)}}
     broken = CellResult.from_json(good.to_json())
-    assert broken.workaround is not None
-    broken.workaround.status, broken.workaround.parity[0].passed = "fail", False
-    broken.workaround.cause = "parity beyond tolerance"
+    assert broken.decided
+    broken.deciding.status, broken.deciding.parity[0].passed = "fail", False
+    broken.deciding.cause = "parity beyond tolerance"
     model = gate.answer(base, [broken], label="gate")
     kinds = [(g["kind"], g["failing"]) for g in model["groups"]]
     assert kinds == [("broken", True), ("parity", True)] and model["exit_code"] == 1
