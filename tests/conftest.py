@@ -394,3 +394,13 @@ def small_run(yolov5_source: Yolov5Source, make_config, env_python: Path, tmp_pa
     run.run(run.reports)
     return run
 
+
+
+def first_attempt(result: dict) -> dict:
+    """A result file's out-of-the-box attempt."""
+    return dict(result["attempts"][0])
+
+
+def deciding_attempt(result: dict) -> dict:
+    """A result file's deciding attempt: the workaround rerun's when one decided."""
+    return dict(result["attempts"][result["decided"]])

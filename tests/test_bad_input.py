@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import repo_from_tag, result_files
+from conftest import first_attempt, repo_from_tag, result_files
 
 from harness.config import Cell
 from harness.errors import ConfigError, HarnessError
 from harness.preflight import check_weights
-from harness.results import CellResult, result_path, results_dir, save_result
+from harness.results import Attempt, CellResult, result_path, results_dir, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -159,7 +159,7 @@ def test_results_dir_not_writable_fails_before_any_work(tmp_path: Path, small_co
 
 def test_disk_full_keeps_the_old_result_and_leaves_no_partial_file(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "tiny", "size=64k") as reports:
-        old = CellResult(cell="v7.0__e__1__onnx", status="pass", message="old")
+        old = CellResult(cell="v7.0__e__1__onnx", attempts=[Attempt(status="pass", message="old")])
         save_result(reports, old)
         filler = results_dir(reports) / "filler"
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
@@ -167,7 +167,8 @@ def test_disk_full_keeps_the_old_result_and_leaves_no_partial_file(tmp_path: Pat
             while True:  # fill the file system for real, until the kernel says ENOSPC
                 os.write(fd, b"\0" * 1024)
         os.close(fd)
-        new = dataclasses.replace(old, message="new", log_tail="x" * 20000)  # a result bigger than what is left
+        bigger = dataclasses.replace(old.first, message="new", log_tail="x" * 20000)
+        new = dataclasses.replace(old, attempts=[bigger])  # a result bigger than what is left
         with pytest.raises(HarnessError) as info:
             save_result(reports, new)
         message = str(info.value)
@@ -175,8 +176,9 @@ def test_disk_full_keeps_the_old_result_and_leaves_no_partial_file(tmp_path: Pat
         assert "free space there or pass --reports a writable directory" in message
         files = sorted(p.name for p in results_dir(reports).iterdir())
         assert files == ["filler", "v7.0__e__1__onnx.json"]  # no temp file left behind
-        assert json.loads(result_path(reports, old.cell).read_text())["message"] == "old"  # untouched, whole
-        assert [r["message"] for r in result_files(reports)] == ["old"]
+        saved = json.loads(result_path(reports, old.cell).read_text())
+        assert first_attempt(saved)["message"] == "old"  # untouched, whole
+        assert [first_attempt(r)["message"] for r in result_files(reports)] == ["old"]
 
 
 # -- refs: validated before they become part of a path
@@ -234,7 +236,8 @@ def test_refs_that_cannot_run_are_clear_cells(odd_repo: Path, env_python: Path, 
     argv, env = harness_run(config, tmp_path / "reports")
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    results = {r["ref"]: r for r in result_files(tmp_path / "reports")}
+    found = {r["ref"]: r for r in result_files(tmp_path / "reports")}
+    results = {ref: {**first_attempt(r), "verdict": r["verdict"], "outcome": r["outcome"]} for ref, r in found.items()}
     unknown = results["v9.9"]
     assert (unknown["status"], unknown["stage"]) == ("error", "checkout")
     assert "unknown ref 'v9.9'" in unknown["message"] and "closest tags: good" in unknown["message"]
@@ -244,7 +247,9 @@ def test_refs_that_cannot_run_are_clear_cells(odd_repo: Path, env_python: Path, 
     old = results["old-detect"]
     assert (old["status"], old["stage"]) == ("error", "patch")
     assert "Detect.forward return not recognised at old-detect — unsupported: add this" in old["message"]
-    assert (old["cause"], old["verdict"]) == ("unsupported", "broken: unsupported")
+    assert (old["cause"], old["verdict"]) == ("unsupported", "error: unsupported")
+    # A stage that could not finish reads "error" in the JSON's outcome and the verdict alike.
+    assert {r["outcome"] for r in results.values()} == {"error"}
 
 
 @pytest.mark.torch

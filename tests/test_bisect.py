@@ -366,7 +366,7 @@ def history_weights(history: Path, env_python: Path, tmp_path_factory: pytest.Te
 
 def output_count(result: CellResult) -> int | None:
     """The group's attribute here: how many outputs the deciding attempt exported; None when it did not export."""
-    return len(result.final_attempt().outputs) if result.outcome() in ("works", "workaround") else None
+    return len(result.deciding.outputs) if result.outcome() in ("works", "workaround") else None
 
 
 @pytest.mark.slow

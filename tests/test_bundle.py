@@ -184,7 +184,7 @@ def test_a_source_that_cannot_be_opened_stops_the_run(real_bundle: Path, small_c
     empty_cache.mkdir()
     kept = results.result_path(reports, "v7.0__quick__1__torchscript")  # an earlier run's result: nothing is lost
     results.write_json(kept, {"schema": results.SCHEMA_VERSION, "cell": "v7.0__quick__1__torchscript",
-                              "status": "pass", "verdict": "works"})
+                              "attempts": [{"status": "pass"}]})
     before = kept.read_bytes()
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--env", quick_env, "--config", str(config), "--repo", source,

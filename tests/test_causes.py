@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import result_files
+from conftest import deciding_attempt, first_attempt, result_files
 
 from harness import causes
 from harness.patch import FORMS
@@ -65,10 +65,11 @@ def test_torch_2_14_weights_only_then_dynamo_opset(tmp_path: Path, mirror_repo: 
                                                    quick_env: str) -> None:
     found = run_cells(tmp_path, mirror_repo, quick_env, "v7.0", "native,1", "onnx")
     result = found["native"]  # the first batch: it searches step by step
-    assert result["status"] == "error" and result["cause"] == "torch.load weights_only"
-    fix = result["workaround"]
+    out = first_attempt(result)
+    assert out["status"] == "error" and out["cause"] == "torch.load weights_only"
+    fix = deciding_attempt(result)
     # The first rerun exported and ran fine, but the file is opset 18: the dynamo exporter ignored --opset's 12.
-    (earlier,) = fix["earlier"]
+    (earlier,) = result["attempts"][1:-1]
     assert earlier["name"] == "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
     assert earlier["cause"] == "ONNX dynamo: opset differs from requested"
     assert re.search(r"ONNX opset (\d+) written, 12 requested", earlier["message"])
@@ -79,11 +80,13 @@ def test_torch_2_14_weights_only_then_dynamo_opset(tmp_path: Path, mirror_repo: 
     # Variant 1 failed out of the box the same way, before the model ran (torch.load), so native's attempt stands for
     # it; and it tried variant native's chain whole, skipping the middle.
     borrower = found["1"]
-    assert borrower["cause"] == "torch.load weights_only" and borrower["shared_from"] == result["cell"]
-    assert borrower["workaround"]["learned_from"] == result["cell"]
-    assert borrower["workaround"]["not_tried"] == ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"]
-    assert borrower["workaround"]["earlier"] == []
-    assert borrower["workaround"]["export"]["opset_written"] == 12
+    borrowed = deciding_attempt(borrower)
+    assert first_attempt(borrower)["cause"] == "torch.load weights_only"
+    assert first_attempt(borrower)["shared_from"] == result["cell"]
+    assert borrowed["learned_from"] == result["cell"]
+    assert borrowed["not_tried"] == ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"]
+    assert len(borrower["attempts"]) == 2  # out of the box, then the borrowed chain: nothing in between
+    assert borrowed["export"]["opset_written"] == 12
     assert borrower["verdict"] == result["verdict"]
 
 
@@ -97,8 +100,8 @@ def test_a_borrowed_chain_that_meets_the_guide_line_problem_is_extended(
     found = run_cells(tmp_path, mirror_repo, quick_env, "v5.0", "native,1", "onnx-dynamic")
     assert found["native"]["verdict"].startswith(
         "works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + dynamo=False (out of the box: ")
-    fix = found["1"]["workaround"]
-    [borrowed] = fix["earlier"]
+    fix = deciding_attempt(found["1"])
+    [borrowed] = found["1"]["attempts"][1:-1]
     assert borrowed["learned_from"] == found["native"]["cell"]
     assert borrowed["name"] == "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 + dynamo=False"
     assert borrowed["cause"] == "guide line: edited return never reached", borrowed["message"]
@@ -121,8 +124,8 @@ def test_torch_1_8_numpy_alias_is_named_and_pinned_back(tmp_path: Path, mirror_r
                       .replace('numpy = "1.23.5"', 'numpy = "1.24.4"'))
     result = run_harness(tmp_path, mirror_repo, "py38-numpy1.24", "v5.0", "3", "onnx", config=config)
     assert result["versions"]["numpy"] == "1.24.4" and result["versions"]["onnx"] is None  # import onnx broke
-    assert result["cause"] == "numpy alias removed", result["message"]
-    fix = result["workaround"]
+    assert first_attempt(result)["cause"] == "numpy alias removed", first_attempt(result)["message"]
+    fix = deciding_attempt(result)
     assert fix["name"] == "numpy==1.23.5" and fix["pins"] == {"numpy": "1.23.5"}
     assert fix["status"] == "pass", fix["message"]
     assert result["verdict"] == "works with workaround numpy==1.23.5 (out of the box: numpy alias removed)"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import QUICK_ENV, repo_from_tag, result_files
+from conftest import QUICK_ENV, deciding_attempt, repo_from_tag, result_files
 
 from harness import axes, exporters, proc
 from harness.batch import WEIGHTS_NAME
@@ -276,7 +276,7 @@ def mismatch_run(repo: str, env_python: Path, config: Any, harness_run: Any,
 def deciding(result: dict[str, Any]) -> dict[str, Any]:
     """The attempt that decides the verdict: the guide's list x aborts v7.0's export.py, the adapted tuple(x)
     exports, and its decode is what is wrong."""
-    return result["workaround"] if result["status"] != "pass" and result["workaround"] else result
+    return deciding_attempt(result)
 
 
 @pytest.mark.slow

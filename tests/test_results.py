@@ -96,7 +96,7 @@ def _v1_outcome(data: dict[str, Any]) -> str:
     if data["status"] == "skip":
         return "skipped"
     fix = data.get("workaround")
-    last = fix if fix else data
+    last = fix or data
     if fix and last["status"] == "pass":
         return "workaround"
     return "broken" if last["status"] == "fail" else "error"
@@ -128,7 +128,7 @@ def test_corrupt_foreign_and_malformed_files_are_skipped_with_a_warning(tmp_path
 def test_from_json_refuses_what_is_not_a_result() -> None:
     with pytest.raises(HarnessError, match="not a schema 2 cell result"):
         CellResult.from_json({"schema": SCHEMA_VERSION, "attempts": [{"status": "pass", "parity": "lots"}]})
-    with pytest.raises(HarnessError, match="not a schema 2 .or 1. cell result"):
+    with pytest.raises(HarnessError, match=r"not a schema 2 \(or 1\) cell result"):
         CellResult.from_json({"schema": SCHEMA_VERSION, "attempts": []})
 
 

@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import QUICK_ENV, repo_from_tag, result_files
+from conftest import QUICK_ENV, deciding_attempt, repo_from_tag, result_files
 
 from harness import proc, sandbox
 from harness.config import load_config
@@ -381,7 +381,8 @@ def test_the_run_says_which_sandbox_and_every_cell_gets_its_verdict(hostile: dic
     assert done.stderr.splitlines()[0] == BOX.describe()
     assert set(hostile["results"]) == {"hostile", "clean"}
     for ref, result in hostile["results"].items():
-        assert result["status"] == "pass", (ref, result["message"], result["log_tail"][-2000:])
+        attempt = deciding_attempt(result)
+        assert attempt["status"] == "pass", (ref, attempt["message"], attempt["log_tail"][-2000:])
 
 
 @pytest.mark.slow

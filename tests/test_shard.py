@@ -82,7 +82,8 @@ def test_bad_shard_on_the_command_line(quick_env: str) -> None:
 def test_merge_keeps_the_newest_duplicate_and_refuses_a_missing_dir(tmp_path: Path) -> None:
     for name, created in (("one", 1.0), ("two", 2.0)):
         write_json(results.result_path(tmp_path / name, "c"),
-                   {"schema": results.SCHEMA_VERSION, "cell": "c", "status": "pass", "created": created})
+                   {"schema": results.SCHEMA_VERSION, "cell": "c", "attempts": [{"status": "pass"}],
+                    "created": created})
     assert [r.created for r in results.merge_results([tmp_path / "two", tmp_path / "one"])] == [2.0]
     assert len(results.merge_results([tmp_path])) == 1  # results/ folders found below the root
     # Overlapping roots read each folder once (no duplicate warning for the same file).
@@ -93,17 +94,18 @@ def test_merge_keeps_the_newest_duplicate_and_refuses_a_missing_dir(tmp_path: Pa
 
 # What the report and the gate read of a result. Other fields differ between any two runs of one cell (when it was
 # made, timings, the work folder of its reports folder, exporter seconds and log lines).
-COMPARED = ("cell", "ref", "commit", "source", "standin", "env", "pins", "model", "variant", "format", "status",
-            "stage", "cause", "verdict", "outputs", "expected_outputs", "inputs_key")
+COMPARED = ("cell", "ref", "commit", "source", "standin", "env", "pins", "model", "variant", "format", "outcome",
+            "judgement", "verdict", "decided", "inputs_key")
 
 
 def comparable(found: list[CellResult]) -> dict[str, dict]:
-    def attempt(a: Attempt | None) -> dict | None:
-        return a and {"name": getattr(a, "name", None), "status": a.status, "stage": a.stage,
-                      "outputs": results.to_json(a.outputs), "parity": [(p.case, p.output, p.passed) for p in a.parity]}
+    def attempt(a: Attempt) -> dict:
+        return {"name": a.name, "status": a.status, "stage": a.stage, "cause": a.cause,
+                "outputs": results.to_json(a.outputs), "expected_outputs": a.expected_outputs,
+                "parity": [(p.case, p.output, p.passed) for p in a.parity]}
 
-    return {r.cell: {**{k: r.to_json().get(k) for k in COMPARED}, "parity": attempt(r)["parity"],  # type: ignore[index]
-                     "workaround": attempt(r.workaround)} for r in found}
+    return {r.cell: {**{k: r.to_json().get(k) for k in COMPARED}, "attempts": [attempt(a) for a in r.attempts]}
+            for r in found}
 
 
 @pytest.mark.torch
