@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from harness.progress import Progress, duration, outer_from_env
+from harness.report import junit, view
 from harness.results import Attempt, CellResult
 from harness.run import summary
+from harness.verdict import OUTCOMES
 
 
 class Clock:
@@ -75,3 +77,13 @@ def test_the_progress_line_the_summary_and_the_json_use_one_word_per_cell() -> N
     assert [r.to_json()["outcome"] for r in (stopped, rerun, wrong, fixed)] == ["error", "error", "broken",
                                                                                "workaround"]
     assert lines[3].split(": ", 1)[1].startswith("works with workaround W (out of the box: x)")
+    # The report: its legend has one entry per outcome, and each square's label and count use the same word.
+    model = view.build([stopped, rerun, wrong, fixed])
+    assert tuple(view.OUTCOME_LABELS) == OUTCOMES
+    assert model.counts == {"error": 2, "broken": 1, "workaround": 1}
+    labels = {e.cell: e.label.split(": ", 1)[1] for e in model.entries}
+    assert labels["a"].startswith("error: ") and labels["b"].startswith("error: ") and labels["c"].startswith("broken")
+    # JUnit: error cells are <error>, the broken one a <failure>, and the message is the same line.
+    suite = junit.build([stopped, rerun, wrong, fixed])
+    assert (suite.get("errors"), suite.get("failures")) == ("2", "1")
+    assert [e.get("message") for e in suite.iter("error")] == [stopped.verdict, rerun.verdict]
