@@ -92,17 +92,15 @@ def decide(first: Judged, deciding: Judged, fix: str | None) -> Verdict:
 def read_v1_line(outcome: str, line: str) -> Verdict:
     """A verdict from the words of a file written before verdicts were values (a schema 1 gate baseline keeps only
     its outcome and line). The one reader of verdict text; it knows exactly the v1 renderer's forms."""
-    if outcome not in OUTCOMES:
-        outcome = "error"
-    if outcome == "works":
+    kind: Outcome = outcome if outcome in OUTCOMES else "error"
+    if kind == "works":
         return Verdict("works")
-    if outcome == "skipped":
+    if kind == "skipped":
         return Verdict("skipped", reason=line.removeprefix("skipped: "))
-    if outcome == "workaround":
+    if kind == "workaround":
         fix, _, first = line.removeprefix("works with workaround ").partition(" (out of the box: ")
         return Verdict("workaround", fix=fix, first_cause=first.removesuffix(")") or None)
     body = line.split(": ", 1)[1] if ": " in line else line
     cause, _, rest = body.partition(" (with ")
     fix, _, first = rest.partition("; out of the box: ")
-    return Verdict(outcome, cause=cause or None, fix=fix or None,  # type: ignore[arg-type]
-                   first_cause=first.removesuffix(")") or None)
+    return Verdict(kind, cause=cause or None, fix=fix or None, first_cause=first.removesuffix(")") or None)
