@@ -130,7 +130,7 @@ class Attempts(Generic[A]):
     @property
     def deciding(self) -> A:
         """The attempt the verdict is about: the first, or the workaround rerun that decided."""
-        return self.attempts[self.decided] if 0 <= self.decided < len(self.attempts) else self.attempts[-1]
+        return self.attempts[self.decided]
 
     @property
     def reruns(self) -> list[A]:
@@ -332,9 +332,13 @@ class CellResult(Attempts[Attempt]):
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION or not data.get("attempts"):
             raise HarnessError(f"not a schema {SCHEMA_VERSION} (or 1) cell result")
         try:
-            return _CONVERTER.structure({k: v for k, v in data.items() if k not in DERIVED}, cls)
+            result = _CONVERTER.structure({k: v for k, v in data.items() if k not in DERIVED}, cls)
         except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
             raise HarnessError(f"not a schema {SCHEMA_VERSION} cell result: {_first_problem(exc)}") from None
+        if not 0 <= result.decided < len(result.attempts):
+            raise HarnessError(f"not a schema {SCHEMA_VERSION} cell result: decided {result.decided} is not the index "
+                               f"of one of its {len(result.attempts)} attempts")
+        return result
 
 
 # The keys of a schema 1 cell that held its out-of-the-box attempt (its rerun sat under "workaround", the reruns

@@ -130,6 +130,8 @@ def test_from_json_refuses_what_is_not_a_result() -> None:
         CellResult.from_json({"schema": SCHEMA_VERSION, "attempts": [{"status": "pass", "parity": "lots"}]})
     with pytest.raises(HarnessError, match=r"not a schema 2 \(or 1\) cell result"):
         CellResult.from_json({"schema": SCHEMA_VERSION, "attempts": []})
+    with pytest.raises(HarnessError, match="decided 1 is not the index of one of its 1 attempts"):
+        CellResult.from_json({"schema": SCHEMA_VERSION, "attempts": [{"status": "error"}], "decided": 1})
 
 
 def cell(*attempts: Attempt, decided: int | None = None) -> CellResult:
