@@ -66,6 +66,15 @@ class Verdict:
             line += f" (with {self.fix}; out of the box: {self.first_cause or 'unclassified'})"
         return line
 
+    def reading(self) -> str:
+        """The line without the out-of-the-box cause: how the cell stands for a deployer (works · works with
+        workaround X · broken: C · error: C · skipped); two cells with the same reading stand the same way."""
+        if self.outcome == "workaround":
+            return f"works with workaround {self.fix}"
+        if self.outcome in ("broken", "error"):
+            return f"{self.outcome}: {self.cause or 'unclassified'}"
+        return self.outcome
+
     def __str__(self) -> str:
         return self.line()
 

@@ -155,6 +155,9 @@ def test_verdicts_are_values_with_one_line_each() -> None:
     assert cell(Attempt(status="error", stage="checkpoint", cause="c")).verdict == "error: c"
     skipped = cell(Attempt(status="skip", message="why"))
     assert (skipped.verdict, skipped.judgement.reason, skipped.outcome()) == ("skipped: why", "why", "skipped")
+    # The reading leaves out the out-of-the-box cause: what a comparison of two cells looks at.
+    assert [r.judgement.reading() for r in (works, fixed, errs, broken, skipped)] == [
+        "works", "works with workaround A + B", "error: y", "broken: unclassified", "skipped"]
     # Every outcome's line starts with its own word: what the progress line, summary, legend and JSON share.
     for result in (works, fixed, errs, broken, skipped):
         assert result.verdict.split(" ")[0].rstrip(":") in (result.outcome(), "works")
