@@ -55,16 +55,14 @@ class Verdict:
     def line(self) -> str:
         """works · works with workaround X (out of the box: C) · broken: C · error: C (with X; out of the box: C0) ·
         skipped: why."""
-        if self.outcome == "works":
-            return "works"
-        if self.outcome == "workaround":
-            return f"works with workaround {self.fix} (out of the box: {self.first_cause or 'unclassified'})"
+        first = self.first_cause or "unclassified"
         if self.outcome == "skipped":
             return f"skipped: {self.reason or ''}"
-        line = f"{self.outcome}: {self.cause or 'unclassified'}"
-        if self.fix:
-            line += f" (with {self.fix}; out of the box: {self.first_cause or 'unclassified'})"
-        return line
+        if self.outcome == "workaround":
+            return f"{self.reading()} (out of the box: {first})"
+        if self.fix and self.outcome != "works":
+            return f"{self.reading()} (with {self.fix}; out of the box: {first})"
+        return self.reading()
 
     def reading(self) -> str:
         """The line without the out-of-the-box cause: how the cell stands for a deployer (works · works with
