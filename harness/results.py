@@ -230,6 +230,8 @@ class CellResult(Attempt):
     sandbox: str | None = None  # the box env processes ran in (harness/sandbox.py), e.g. "bubblewrap 0.8.0 + ..."
     verdict: str = ""
     compile: CompileSection | None = None
+    # How the harness built its own checkpoint when not as the ref's train.py does; None: as it does, or the user's.
+    checkpoint: CheckpointNote | None = None
 
     # -- readings --------------------------------------------------------------------------------------------
     def final_attempt(self) -> Attempt:
@@ -274,6 +276,14 @@ class CellResult(Attempt):
             return _CONVERTER.structure(data, cls)
         except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
             raise HarnessError(f"not a schema {SCHEMA_VERSION} cell result: {_first_problem(exc)}") from None
+
+
+@dataclass
+class CheckpointNote:
+    """The harness's checkpoint was built another way that gives the same model, e.g. "torch.no_grad()" where the
+    ref's Model() fails on this torch (harness/worker/checkpoint.py BUILD_WAYS): about the checkpoint, not the export."""
+
+    built_with: str = ""
 
 
 def verdict_line(first_status: str, first_cause: str | None, message: str, fix_name: str | None = None,

@@ -31,7 +31,7 @@ from harness.envs import ensure_env
 from harness.errors import HarnessError, SourceError
 from harness.files import write_json
 from harness.progress import Progress, outer_from_env
-from harness.results import CellResult
+from harness.results import CellResult, CheckpointNote
 from harness.source import Checkout, get_checkout, is_reachable, repo_label
 from harness.variant import Known, run_variant
 from harness.warm import WarmPool
@@ -68,7 +68,9 @@ CHECKPOINT_SOURCES = ("worker/checkpoint.py",)
 CHECKPOINT_TREE = ("models", "utils")
 PROBE_FILE = "harness-probe.json"  # beside the env's build marker: the versions it imports, probed once
 FOLDER_MARK = "results-folder.txt"  # in each cell root: the results folder its artifacts belong to
-Checkpoint = tuple[Path | None, float, dict[str, str] | None]  # weights, seconds to build, failure
+# weights, seconds to build, failure, and how the harness built it when not as the ref's train.py does
+# (results.CheckpointNote): a note on the checkpoint, never a workaround of the export.
+Checkpoint = tuple[Path | None, float, dict[str, str] | None, CheckpointNote | None]
 
 
 def harness_fingerprint(sources: tuple[str, ...] = FINGERPRINT_SOURCES) -> str:
@@ -334,9 +336,10 @@ class EnvRun:
 
     def finish_variant(self, checkout: Checkout, variant: str, batch: list[CellResult],
                        checkpoint: Checkpoint) -> list[CellResult]:
-        weights, seconds, failure = checkpoint
+        weights, seconds, failure, note = checkpoint
         for result in batch:
             result.timings["checkpoint"] = seconds
+            result.checkpoint = note
         if failure or weights is None:
             for result in batch:
                 result.stage = "checkpoint"
@@ -360,20 +363,21 @@ class EnvRun:
         """Build (or reuse) this ref's checkpoint in this env, from the unpatched tree: once per ref x env."""
         model = self.config.model
         if model.weights:
-            return Path(model.weights).resolve(), 0.0, None
+            return Path(model.weights).resolve(), 0.0, None, None
         # Keyed by everything it depends on: the ref's model code (not its commit: the commits a bisect probes share
         # a checkpoint while models/ and utils/ stay the same), the env, the model config and the harness's code.
         fingerprint = harness_fingerprint(CHECKPOINT_SOURCES)
         code = tree_digest(checkout.path, CHECKPOINT_TREE)
         folder = self.opts.cache / "checkpoints" / code / f"{self.spec.key()}-{fingerprint[:8]}"
         weights = folder / f"{Path(model.cfg).stem}-nc{model.nc}-seed{model.seed}.pt".lower()
+        sidecar = weights.with_suffix(".json")  # how it was built (a note), beside it for the runs that reuse it
         if weights.exists():
-            return weights, 0.0, None
+            return weights, 0.0, None, read_note(sidecar)
         # One builder per checkpoint across runs: a second run waits, then finds it built.
         with lock.hold(lock.lock_path(self.opts.cache, "checkpoint", str(weights)),
                        f"checkpoint of {checkout.ref} ({weights.name})", self.log):
             if weights.exists():
-                return weights, 0.0, None
+                return weights, 0.0, None, read_note(sidecar)
             # Built in the env's work folder (the only place a sandboxed env process writes), then moved into place.
             build = self.ctx.workroot / "checkpoints" / f"{checkout.commit[:12]}-{fingerprint[:8]}"
             shutil.rmtree(build, ignore_errors=True)
@@ -383,11 +387,21 @@ class EnvRun:
                                                       watch=proc.Watch(self.config.timeouts.checkpoint))
             if answer and answer.get("ok") and (build / weights.name).is_file():
                 folder.mkdir(parents=True, exist_ok=True)
+                sidecar.write_text(json.dumps({"built_with": answer.get("built_with")}))
                 os.replace(build / weights.name, weights)
         if answer and answer.get("ok") and weights.exists():
-            return weights, round(ran.seconds, 3), None
+            return weights, round(ran.seconds, 3), None, read_note(sidecar)
         message = (answer or {}).get("error", {}).get("message") or ran.failure() or "no checkpoint written"
-        return None, round(ran.seconds, 3), {"message": f"checkpoint: {message}", "log_tail": ran.tail()}
+        return None, round(ran.seconds, 3), {"message": f"checkpoint: {message}", "log_tail": ran.tail()}, None
+
+
+def read_note(sidecar: Path) -> CheckpointNote | None:
+    """The note of a checkpoint the harness built another way than the ref's train.py (None: built as it does)."""
+    try:
+        built_with = json.loads(sidecar.read_text()).get("built_with")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return CheckpointNote(built_with=str(built_with)) if built_with else None
 
 
 def warm_pool(config: Config, env: str, cache: Path, box: sandbox.Box | None = None) -> WarmPool:
