@@ -211,6 +211,12 @@ CAUSES: tuple[Cause, ...] = (
     Cause("font download offline", r"Arial(\.Unicode)?\.ttf",
           "YOLOv5 downloads Arial.ttf at import time; set YOLOV5_CONFIG_DIR to a folder holding any TTF as Arial.ttf",
           before_forward=True),
+    # Upstream master (2026-08-21 on) imports the ultralytics package: the harness adds it to the env that runs a ref
+    # whose requirements.txt asks for it (harness/envs.py REF_PACKAGES); this is when that install failed.
+    Cause("master needs `ultralytics`: add it to an env's extra or run `--env py311-torch2.14`",
+          r"No module named 'ultralytics'",
+          "this ref imports the ultralytics package, which this env does not have and could not install "
+          "(the harness adds ultralytics==8.4.190 for refs whose requirements.txt lists it)", before_forward=True),
     # Exporters try optional back ends (CoreML, TF, TensorRT, ...) and log their absence: not a cause.
     Cause("missing module", r"No module named '(?!coremltools|tensorflow|tensorrt|openvino|paddle|onnxsim)([^']+)'",
           "a module the ref imports is not installed in the env: add it to the env's extra pins"),

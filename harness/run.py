@@ -19,16 +19,16 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness import __version__, causes, lock, preflight, proc, results, sandbox, shard
 from harness.axes import VARIANTS
 from harness.batch import EnvContext
-from harness.config import Cell, Config, is_local_repo, plan
-from harness.envs import ensure_env
-from harness.errors import HarnessError, SourceError
+from harness.config import Cell, Config, EnvSpec, is_local_repo, plan
+from harness.envs import ensure_env, extend, ref_packages
+from harness.errors import EnvError, HarnessError, SourceError
 from harness.files import write_json
 from harness.progress import Progress, outer_from_env
 from harness.results import CellResult, CheckpointNote
@@ -434,16 +434,59 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        env_run = EnvRun(config, env, opts, log, workers, box)
-        try:
-            return env_run.run()
-        except KeyboardInterrupt:
-            if env_run.fatal:  # the other steps were stopped because of it: report the cause, not the stop
-                raise env_run.fatal from None
-            raise
+        done: list[CellResult] = []
+        for part_config, part_opts in by_packages(config, env, opts, log):
+            # A caller's pool runs the configured env's python: a ref that needs more packages gets its own pool.
+            env_run = EnvRun(part_config, env, part_opts, log, workers if part_config is config else None, box)
+            try:
+                done += env_run.run()
+            except KeyboardInterrupt:
+                if env_run.fatal:  # the other steps were stopped because of it: report the cause, not the stop
+                    raise env_run.fatal from None
+                raise
+        return done
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def by_packages(config: Config, env: str, opts: Options, log: Log) -> list[tuple[Config, Options]]:
+    """The env's refs split by the packages their requirements.txt need beyond the env's (harness/envs.py
+    REF_PACKAGES, e.g. master's `ultralytics`): those refs run in the env extended by them, the others as configured.
+    A ref that cannot be checked out stays with the others (its cells say why)."""
+    refs = list(dict.fromkeys(cell.ref for cell in plan(config, refs=opts.refs, envs=[env])))
+    spec = config.envs[env]
+    url = choose_source(config, opts.cache, log)
+    groups: dict[EnvSpec, list[str]] = defaultdict(list)
+    for ref in refs:
+        try:
+            checkout = get_checkout(url, ref, cache=opts.cache, fetch=opts.fetch or is_local_repo(url))
+        except HarnessError:
+            groups[spec].append(ref)
+            continue
+        needed = ref_packages(checkout.path, spec)
+        groups[extended_env(spec, ref, needed, opts.cache, log) if needed else spec].append(ref)
+    if len(groups) <= 1:  # the usual case: every ref in one env, the selection (and its shard) as asked
+        group = next(iter(groups), spec)
+        return [(config if group == spec else replace(config, envs={**config.envs, env: group}), opts)]
+    return [(config if group == spec else replace(config, envs={**config.envs, env: group}),
+             replace(opts, refs=group_refs)) for group, group_refs in groups.items()]
+
+
+def extended_env(spec: EnvSpec, ref: str, needed: dict[str, tuple[str, ...]], cache: Path, log: Log) -> EnvSpec:
+    """``spec`` extended by the packages ``ref`` needs, built now; ``spec`` itself when that cannot be installed there
+    (the ref's cells then fail on the import, and harness/causes.py names the package)."""
+    pins = ", ".join(pin for group in needed.values() for pin in group)
+    extended = extend(spec, needed)
+    try:
+        with lock.hold(lock.lock_path(cache, "env", extended.name, extended.key()), f"env {spec.name} + {pins}", log):
+            ensure_env(extended, cache, log=log)
+    except EnvError as exc:
+        log(f"[{spec.name}] {ref} needs {', '.join(f'`{name}`' for name in needed)}, which cannot be installed in "
+            f"this env ({exc}): its cells run without it")
+        return spec
+    log(f"[{spec.name}] {ref} needs {', '.join(f'`{name}`' for name in needed)}: its cells run in {spec.name} + {pins}")
+    return extended
 
 
 def _interrupt(signum: int, frame: object) -> None:
