@@ -145,6 +145,13 @@ CAUSES: tuple[Cause, ...] = (
           r"a view of a leaf Variable that requires grad is being used in an in-place operation",
           "this ref's Model() adds to a view of its Detect biases in place, which torch >= 1.8 refuses (fixed "
           "upstream in v4.0, 9922c11): its checkpoints are built with torch <= 1.7.1; pass one as [model] weights"),
+    # [model] weights saved by another ref's code (trained on one release, exported with another): the pickle names a
+    # class this ref's models/ lack, e.g. SPPF (v6.0+) loaded by v5.0's code, C3 loaded by v3.1's.
+    Cause("weights from another ref: class not in this ref's code",
+          r"Can't get attribute '\w+' on <module '(models|utils)\.",
+          "the checkpoint was saved by another ref's code and names a class (see the message) this ref's models/ do "
+          "not have: export it with the ref it was trained on, or a later one that still has that class",
+          before_forward=True),
     # A checkpoint pickled by torch<1.11 and loaded by torch>=1.11 (e.g. an old [model] weights file).
     Cause("Upsample.recompute_scale_factor", r"'Upsample' object has no attribute 'recompute_scale_factor'",
           "a checkpoint saved with torch<1.11 lacks nn.Upsample.recompute_scale_factor, which torch>=1.11 reads",
