@@ -125,7 +125,11 @@ def v61_weights(upstream: Yolov5Source, env_python: Path, tmp_path_factory: pyte
     out = tmp_path_factory.mktemp("weights") / "yolov5s-v6.1.pt"
     job = {"task": "checkpoint", "tree": str(tree), "cfg": "yolov5s.yaml", "nc": 80, "seed": 0,
            "weights_out": str(out)}
-    answer, ran = proc.run_worker(env_python, job, workdir=out.parent / "job", watch=proc.Watch(600))
+    # v6.x download Arial.ttf at import unless YOLOV5_CONFIG_DIR has it: the harness's offline copy (its env probe)
+    probe = {"task": "probe", "yolov5_config_dir": str(cache_dir() / "yolov5-config")}
+    proc.run_worker(env_python, probe, workdir=out.parent / "probe", watch=proc.Watch(300))
+    answer, ran = proc.run_worker(env_python, job, workdir=out.parent / "job", watch=proc.Watch(600),
+                                  env_extra={"YOLOV5_CONFIG_DIR": str(cache_dir() / "yolov5-config")})
     assert answer and answer.get("ok") and out.is_file(), ran.tail()
     return out
 
@@ -139,5 +143,7 @@ def test_weights_saved_at_one_ref_exported_at_another(upstream: Yolov5Source, ma
     later, earlier = found["v7.0/native"], found["v5.0/native"]
     assert later["verdict"].startswith("works"), later["verdict"]
     assert later["checkpoint"] is None  # the user's weights: no harness note
-    assert earlier["cause"] == "weights from another ref: class not in this ref's code", earlier["verdict"]
-    assert "Can't get attribute 'SPPF'" in earlier["message"] + earlier["log_tail"]
+    # torch 2.14 first refuses the pickle (weights_only); the rerun that allows it meets the missing class
+    deciding = earlier.get("workaround") or earlier
+    assert deciding["cause"] == "weights from another ref: class not in this ref's code", earlier["verdict"]
+    assert "Can't get attribute 'SPPF'" in deciding["message"] + deciding["log_tail"]
