@@ -132,8 +132,8 @@ CAUSES: tuple[Cause, ...] = (
     Cause("needs network: attempt_download", r"api\.github\.com/repos/ultralytics/yolov5/releases",
           "the ref's attempt_download asks GitHub's API on every model load, even for a checkpoint on disk: offline "
           "(or sandboxed) it fails", NO_DOWNLOAD, before_forward=True),
-    # The worker's checkpoint builder says so when the ref's Model() failed on this torch and every way of building the
-    # same model otherwise (harness/worker/checkpoint.py BUILD_WAYS) failed too: the harness's problem, not the export's.
+    # The worker's checkpoint builder says so when the ref's Model() failed on this torch and so did every other way
+    # of building the same model (harness/worker/checkpoint.py BUILD_WAYS): the harness's problem, not the export's.
     Cause("the harness could not build a checkpoint from cfg on this torch: pass your own weights (`[model] weights`)",
           r"the harness could not build a checkpoint from cfg on this torch",
           "the checkpoint the harness builds from [model] cfg runs the ref's training-time init, which this torch "
@@ -141,6 +141,8 @@ CAUSES: tuple[Cause, ...] = (
     # Found on upstream v3.1 (yolov5s.yaml) in every env here, torch 1.8 to 2.14: Model() -> _initialize_biases does
     # `b = mi.bias.view(na, -1); b[:, 4] += ...`, which torch 1.8.0 made an error (1.7.1 allows it, measured);
     # upstream fixed it in v4.0 with `b.data[:, 4] += ...` (9922c11, "leaf Variable inplace bug fix (#1759)").
+    # The harness's own checkpoint builder sidesteps it (torch.no_grad(), harness/worker/checkpoint.py): this row
+    # names it where the ref's own code builds a Model on this torch.
     Cause("model init: in-place on a leaf view (torch>=1.8)",
           r"a view of a leaf Variable that requires grad is being used in an in-place operation",
           "this ref's Model() adds to a view of its Detect biases in place, which torch >= 1.8 refuses (fixed "

@@ -281,7 +281,8 @@ class CellResult(Attempt):
 @dataclass
 class CheckpointNote:
     """The harness's checkpoint was built another way that gives the same model, e.g. "torch.no_grad()" where the
-    ref's Model() fails on this torch (harness/worker/checkpoint.py BUILD_WAYS): about the checkpoint, not the export."""
+    ref's Model() fails on this torch (harness/worker/checkpoint.py BUILD_WAYS): a note on the checkpoint, not on the
+    export."""
 
     built_with: str = ""
 

@@ -420,7 +420,7 @@ def test_apply_patch_never_replaces_foreign_dirs(checkout: Path, tmp_path: Path)
 
 def test_apply_patch_refuses_before_copying(checkout: Path, tmp_path: Path) -> None:
     (checkout / "models" / "yolo.py").write_text(_module("return x"), encoding="utf-8")
-    with pytest.raises(PatchError, match=r"^patch: Detect\.forward at v9\.9 ends in `return x` \(line \d+\), not a return "):
+    with pytest.raises(PatchError, match=r"^patch: Detect\.forward at v9\.9 ends in `return x` \(line \d+\), not a "):
         apply_patch(checkout, tmp_path / "d", "3", "v9.9")
     assert not (tmp_path / "d").exists()
     with pytest.raises(PatchError, match=r"models/yolo\.py missing at v9\.9"):

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import QUICK_ENV, Yolov5Source, repo_from_tag, result_files
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
@@ -94,8 +93,8 @@ def test_fork_detect_gets_the_guide_edit(upstream: Yolov5Source, make_config, tm
     assert native["verdict"].startswith("works"), native["verdict"]
     changed = [line for line in raw["patch_diff"].splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
     assert changed == ["-        return x if self.training else (torch.cat(z, 1), x)",
-                       "+        return x if self.training else x  # yolov5-export-matrix: variant=3 (was: return x if "
-                       "self.training else (torch.cat(z, 1), x))"], changed
+                       ("+        return x if self.training else x  # yolov5-export-matrix: variant=3 (was: return x "
+                        "if self.training else (torch.cat(z, 1), x))")], changed
     assert raw["verdict"].startswith("works"), raw["verdict"]
     # Variant 1's guide line is dead code behind `self.training |= ...` (as on v4.0); the fix that rewrites that
     # switch does not know the fork's form of it, and says so.

@@ -25,7 +25,7 @@ NO_BUILD = ("the harness could not build a checkpoint from cfg on this torch: pa
             "(`[model] weights`)")
 
 
-class CannotBuild(RuntimeError):
+class CannotBuildError(RuntimeError):
     """Every way of building the checkpoint failed on this torch (harness/causes.py names it)."""
 
 
@@ -40,7 +40,7 @@ def build(make, seed):
     built_with is None when Model() worked as the ref's train.py runs it."""
     tried = []
     first = None
-    for pattern, name, kind in ((None, None, None),) + BUILD_WAYS:
+    for pattern, name, kind in ((None, None, None), *BUILD_WAYS):
         if pattern is not None and not (first and re.search(pattern, first)):
             continue
         _seed(seed)
@@ -54,7 +54,7 @@ def build(make, seed):
                 if not any(re.search(p, line) for p, _, _ in BUILD_WAYS):
                     raise  # no way sidesteps it: the failure as it is, for harness/causes.py to name
             tried.append(f"{name or 'plain'}: {line}")
-    raise CannotBuild(f"{NO_BUILD} (tried {'; '.join(tried)})")
+    raise CannotBuildError(f"{NO_BUILD} (tried {'; '.join(tried)})")
 
 
 def _seed(seed):
