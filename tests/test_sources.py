@@ -146,3 +146,50 @@ def test_weights_saved_at_one_ref_exported_at_another(upstream: Yolov5Source, ma
     deciding = earlier.get("workaround") or earlier
     assert deciding["cause"] == "weights from another ref: class not in this ref's code", earlier["verdict"]
     assert "Can't get attribute 'SPPF'" in deciding["message"] + deciding["log_tail"]
+
+
+BUILD_PROBE = """
+import json, sys, torch
+from harness.worker.checkpoint import CannotBuildError, build
+
+def leaf_view_init():  # what v1.0-v3.1's _initialize_biases does to a Detect bias
+    bias = torch.nn.Parameter(torch.zeros(6))
+    bias.view(2, 3)[:, 1] += 1.0
+    return bias
+
+def fails_anyway():
+    leaf_view_init()
+    raise RuntimeError("this init fails without grad too")
+
+def other_failure():
+    raise ValueError("not a failure any way sidesteps")
+
+out = {}
+bias, out["built_with"] = build(leaf_view_init, 0)
+out["bias"] = bias.tolist()
+for name, make in (("fails_anyway", fails_anyway), ("other", other_failure)):
+    try:
+        build(make, 0)
+    except CannotBuildError as exc:
+        out[name] = "CannotBuildError: " + str(exc)
+    except Exception as exc:
+        out[name] = type(exc).__name__ + ": " + str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_checkpoint_build_ways(env_python: Path) -> None:
+    """The same init under torch.no_grad() where torch refuses it; when no way works, the error names the harness's
+    checkpoint and the fix (never the export); a failure no way sidesteps comes out as it is."""
+    from harness import causes
+    from harness.worker.checkpoint import NO_BUILD
+
+    proc = subprocess.run([str(env_python), "-c", BUILD_PROBE], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["built_with"] == "torch.no_grad()"
+    assert out["bias"] == [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+    assert out["fails_anyway"].startswith(f"CannotBuildError: {NO_BUILD} (tried plain: RuntimeError: a view of a leaf")
+    assert "torch.no_grad(): RuntimeError: this init fails without grad too" in out["fails_anyway"]
+    assert causes.name_of(out["fails_anyway"], "") == NO_BUILD
+    assert out["other"] == "ValueError: not a failure any way sidesteps"
