@@ -193,3 +193,22 @@ def test_checkpoint_build_ways(env_python: Path) -> None:
     assert "torch.no_grad(): RuntimeError: this init fails without grad too" in out["fails_anyway"]
     assert causes.name_of(out["fails_anyway"], "") == NO_BUILD
     assert out["other"] == "ValueError: not a failure any way sidesteps"
+
+
+def test_ref_packages_from_requirements(tmp_path: Path, config) -> None:
+    """A ref whose requirements.txt names ultralytics gets it added to the env (once); one that does not, nothing;
+    a run whose install failed names the package and the fix."""
+    from harness import causes
+    from harness.envs import extend, ref_packages
+
+    spec = config.envs[QUICK_ENV]
+    (tmp_path / "requirements.txt").write_text("torch>=1.8.0  # see ...\nultralytics>=8.4.118  # https://...\n")
+    needed = ref_packages(tmp_path, spec)
+    assert needed == {"ultralytics": ("ultralytics==8.4.190", "ultralytics-thop")}
+    extended = extend(spec, needed)
+    assert extended.name == spec.name and extended.key() != spec.key()
+    assert ref_packages(tmp_path, extended) == {}
+    (tmp_path / "requirements.txt").write_text("torch>=1.7.0\n")
+    assert ref_packages(tmp_path, spec) == {}
+    assert causes.name_of("ModuleNotFoundError: No module named 'ultralytics'") == (
+        "master needs `ultralytics`: add it to an env's extra or run `--env py311-torch2.14`")
