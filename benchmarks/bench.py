@@ -176,7 +176,7 @@ def checkpoint_of(config: Config, env: str, checkout: Checkout, cache: Path) -> 
     """The checkpoint both sides start from (cached per commit x env; built here if missing)."""
     run = EnvRun(config, env, Options(reports=Path(tempfile.mkdtemp()), cache=cache), log=lambda m: None)
     try:
-        weights, _, failure = run.checkpoint(checkout)
+        weights, _, failure, _ = run.checkpoint(checkout)
     finally:
         run.ctx.workers.close()
     if failure or weights is None:

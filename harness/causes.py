@@ -132,13 +132,28 @@ CAUSES: tuple[Cause, ...] = (
     Cause("needs network: attempt_download", r"api\.github\.com/repos/ultralytics/yolov5/releases",
           "the ref's attempt_download asks GitHub's API on every model load, even for a checkpoint on disk: offline "
           "(or sandboxed) it fails", NO_DOWNLOAD, before_forward=True),
+    # The worker's checkpoint builder says so when the ref's Model() failed on this torch and so did every other way
+    # of building the same model (harness/worker/checkpoint.py BUILD_WAYS): the harness's problem, not the export's.
+    Cause("the harness could not build a checkpoint from cfg on this torch: pass your own weights (`[model] weights`)",
+          r"the harness could not build a checkpoint from cfg on this torch",
+          "the checkpoint the harness builds from [model] cfg runs the ref's training-time init, which this torch "
+          "refuses; the export was not tried: set [model] weights to a checkpoint of this ref (e.g. your trained .pt)"),
     # Found on upstream v3.1 (yolov5s.yaml) in every env here, torch 1.8 to 2.14: Model() -> _initialize_biases does
     # `b = mi.bias.view(na, -1); b[:, 4] += ...`, which torch 1.8.0 made an error (1.7.1 allows it, measured);
     # upstream fixed it in v4.0 with `b.data[:, 4] += ...` (9922c11, "leaf Variable inplace bug fix (#1759)").
+    # The harness's own checkpoint builder sidesteps it (torch.no_grad(), harness/worker/checkpoint.py): this row
+    # names it where the ref's own code builds a Model on this torch.
     Cause("model init: in-place on a leaf view (torch>=1.8)",
           r"a view of a leaf Variable that requires grad is being used in an in-place operation",
           "this ref's Model() adds to a view of its Detect biases in place, which torch >= 1.8 refuses (fixed "
           "upstream in v4.0, 9922c11): its checkpoints are built with torch <= 1.7.1; pass one as [model] weights"),
+    # [model] weights saved by another ref's code (trained on one release, exported with another): the pickle names a
+    # class this ref's models/ lack, e.g. SPPF (v6.0+) loaded by v5.0's code, C3 loaded by v3.1's.
+    Cause("weights from another ref: class not in this ref's code",
+          r"Can't get attribute '\w+' on <module '(models|utils)\.",
+          "the checkpoint was saved by another ref's code and names a class (see the message) this ref's models/ do "
+          "not have: export it with the ref it was trained on, or a later one that still has that class",
+          before_forward=True),
     # A checkpoint pickled by torch<1.11 and loaded by torch>=1.11 (e.g. an old [model] weights file).
     Cause("Upsample.recompute_scale_factor", r"'Upsample' object has no attribute 'recompute_scale_factor'",
           "a checkpoint saved with torch<1.11 lacks nn.Upsample.recompute_scale_factor, which torch>=1.11 reads",
@@ -205,6 +220,12 @@ CAUSES: tuple[Cause, ...] = (
     Cause("font download offline", r"Arial(\.Unicode)?\.ttf",
           "YOLOv5 downloads Arial.ttf at import time; set YOLOV5_CONFIG_DIR to a folder holding any TTF as Arial.ttf",
           before_forward=True),
+    # Upstream master (2026-08-21 on) imports the ultralytics package: the harness adds it to the env that runs a ref
+    # whose requirements.txt asks for it (harness/envs.py REF_PACKAGES); this is when that install failed.
+    Cause("master needs `ultralytics`: add it to an env's extra or run `--env py311-torch2.14`",
+          r"No module named 'ultralytics'",
+          "this ref imports the ultralytics package, which this env does not have and could not install "
+          "(the harness adds ultralytics==8.4.190 for refs whose requirements.txt lists it)", before_forward=True),
     # Exporters try optional back ends (CoreML, TF, TensorRT, ...) and log their absence: not a cause.
     Cause("missing module", r"No module named '(?!coremltools|tensorflow|tensorrt|openvino|paddle|onnxsim)([^']+)'",
           "a module the ref imports is not installed in the env: add it to the env's extra pins"),

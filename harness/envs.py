@@ -178,6 +178,31 @@ def derive(spec: EnvSpec, pins: dict[str, str]) -> EnvSpec:
     return dataclasses.replace(spec, name=f"{spec.name}+{label}", extra=tuple(extra), **changes)
 
 
+# Packages a ref's requirements.txt asks for that the matrix's envs do not carry, and what the harness installs for
+# them in the env that runs that ref (the same env, extended): upstream master imports `ultralytics` (from
+# 2026-08-21); 8.4.190 with ultralytics-thop is what its cells were measured with on py311-torch2.14.
+REF_PACKAGES: dict[str, tuple[str, ...]] = {
+    "ultralytics": ("ultralytics==8.4.190", "ultralytics-thop"),
+}
+
+
+def ref_packages(tree: Path, spec: EnvSpec) -> dict[str, tuple[str, ...]]:
+    """The REF_PACKAGES the ref at ``tree`` requires (its requirements.txt) and ``spec`` lacks."""
+    try:
+        lines = (tree / "requirements.txt").read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    wanted = {_requirement_name(line.split("#")[0].strip()) for line in lines if line.split("#")[0].strip()}
+    present = {_requirement_name(line) for line in spec.extra}
+    return {name: pins for name, pins in REF_PACKAGES.items() if name in wanted and name not in present}
+
+
+def extend(spec: EnvSpec, packages: dict[str, tuple[str, ...]]) -> EnvSpec:
+    """``spec`` with the pins of ``packages`` added to its extra: same name (its cells keep their ids; their results
+    list the pins), its own venv (keyed by its pins like any env's)."""
+    return dataclasses.replace(spec, extra=(*spec.extra, *(pin for pins in packages.values() for pin in pins)))
+
+
 def ensure_env(spec: EnvSpec, cache: Path, *, log: Callable[[str], None] = print) -> Path:
     """Return the env's python, building the venv first unless an identical one is already complete. Threads of
     one run that need the same venv (a pin workaround's sibling env) wait for one build."""

@@ -171,7 +171,7 @@ def patch_source(source: str, variant: str, ref: str, form: str = "guide") -> st
     if variant == "native":
         return source
     refused = UnknownShapeError(f"patch: Detect.forward return not recognised at {ref}")
-    forward, ret = _locate(source, refused)
+    forward, ret = _locate(source, ref)
     lines = source.splitlines(keepends=True)
     label = f"{variant}" if form == "guide" else f"{variant}+{form}"
     done = {m.group(1) for m in _TAG_RE.finditer("".join(lines[forward.lineno - 1 : forward.end_lineno]))}
@@ -181,7 +181,7 @@ def patch_source(source: str, variant: str, ref: str, form: str = "guide") -> st
         raise PatchError(f"patch: models/yolo.py at {ref} is already patched for variant {', '.join(sorted(done))}; "
                          "patch a clean checkout")
     switches = list(_export_switches(forward, ret))
-    shape = _shape_of(ret, switches, refused)
+    shape = _shape_of(ret, switches, ref, form)
     adaptation = shape.adapted.get(variant) if form == "adapted" else None
     if form == "adapted" and adaptation is None:
         raise PatchError(f"patch: no adapted form of variant {variant} at {ref}: the guide's line is the only one "
@@ -205,36 +205,52 @@ def intended_return(shape: _Shape, variant: str, form: str) -> str:
 def adaptation_of(source: str, variant: str) -> str | None:
     """Why and how the harness adapts the guide's line of ``variant`` on this models/yolo.py, or None when the
     guide's line is the only form (or the forward is not one the table knows)."""
-    refused = UnknownShapeError("")
     try:
-        forward, ret = _locate(source, refused)
-        shape = _shape_of(ret, list(_export_switches(forward, ret)), refused)
+        forward, ret = _locate(source, "")
+        shape = _shape_of(ret, list(_export_switches(forward, ret)), "", "adapted")
     except UnknownShapeError:
         return None
     adaptation = shape.adapted.get(variant)
     return adaptation.why if adaptation else None
 
 
-def _locate(source: str, refused: UnknownShapeError) -> tuple[ast.FunctionDef, ast.Return]:
+def _locate(source: str, ref: str) -> tuple[ast.FunctionDef, ast.Return]:
+    """Detect.forward and its last top-level return; an UnknownShapeError naming the one that is missing."""
     try:
         tree = _parse(source)
     except SyntaxError as e:
-        raise refused from e
+        raise UnknownShapeError(f"patch: {YOLO_PY} at {ref} does not parse ({e.msg}, line {e.lineno})") from e
     forward = _detect_forward(tree)
     if forward is None:
-        raise refused
+        raise UnknownShapeError(f"patch: no `def forward` in a module-level `class Detect` of {YOLO_PY} at {ref} "
+                                f"(expected the guide's edit point: the last `return` of Detect.forward)")
     ret = next((s for s in reversed(forward.body) if isinstance(s, ast.Return)), None)
     if ret is None:
-        raise refused
+        raise UnknownShapeError(f"patch: Detect.forward at {ref} has no top-level `return` (expected one such as "
+                                f"`{_SHAPES[0].returns_now}` as its last statement)")
     return forward, ret
 
 
-def _shape_of(ret: ast.Return, switches: list[ast.stmt], refused: UnknownShapeError) -> _Shape:
-    key = (ast.unparse(ret), tuple(ast.unparse(s) for s in switches))
-    shape = next((s for s in _SHAPES if (s.returns_now, s.export_switches) == key), None)
-    if shape is None:
-        raise refused
-    return shape
+def _shape_of(ret: ast.Return, switches: list[ast.stmt], ref: str, form: str) -> _Shape:
+    """The row of this forward. The guide's form needs only its return to be one the table knows (a fork's own
+    flags, early `continue`s and other statements stay as they are: the guide edits the return alone); the adapted
+    form also needs the row's export switches, since it rewrites them."""
+    found, found_switches = ast.unparse(ret), tuple(ast.unparse(s) for s in switches)
+    same_return = [s for s in _SHAPES if s.returns_now == found]
+    if not same_return:
+        expected = " or ".join(sorted({f"`{s.returns_now}`" for s in _SHAPES}))
+        raise UnknownShapeError(f"patch: Detect.forward at {ref} ends in `{found}` (line {ret.lineno}), not a return "
+                                f"the guide's edit applies to (expected {expected})")
+    shape = next((s for s in same_return if s.export_switches == found_switches), None)
+    if shape is not None:
+        return shape
+    if form == "guide":
+        return same_return[0]  # the guide's line does not depend on the row
+    expected = " or ".join(f"[{', '.join(f'`{x}`' for x in s.export_switches) or 'none'}]" for s in same_return)
+    raise UnknownShapeError(f"patch: Detect.forward at {ref} reads self.export in "
+                            f"[{', '.join(f'`{x.splitlines()[0]}`' for x in found_switches) or 'none'}], not in the "
+                            f"statements the "
+                            f"adapted form rewrites (expected {expected})")
 
 
 def apply_patch(checkout: Path, dest: Path, variant: str, ref: str, form: str = "guide") -> str:

@@ -289,6 +289,8 @@ class CellResult(Attempts[Attempt]):
     inputs_key: str | None = None
     sandbox: str | None = None  # the box env processes ran in (harness/sandbox.py), e.g. "bubblewrap 0.8.0 + ..."
     compile: CompileSection | None = None
+    # How the harness built its own checkpoint when not as the ref's train.py does; None: as it does, or the user's.
+    checkpoint: CheckpointNote | None = None
 
     # -- readings --------------------------------------------------------------------------------------------
     def signature(self) -> list[tuple[str | None, list[Any]]]:
@@ -339,6 +341,15 @@ class CellResult(Attempts[Attempt]):
             raise HarnessError(f"not a schema {SCHEMA_VERSION} cell result: decided {result.decided} is not the index "
                                f"of one of its {len(result.attempts)} attempts")
         return result
+
+
+@dataclass
+class CheckpointNote:
+    """The harness's checkpoint was built another way that gives the same model, e.g. "torch.no_grad()" where the
+    ref's Model() fails on this torch (harness/worker/checkpoint.py BUILD_WAYS): a note on the checkpoint, not on the
+    export."""
+
+    built_with: str = ""
 
 
 # The keys of a schema 1 cell that held its out-of-the-box attempt (its rerun sat under "workaround", the reruns

@@ -19,19 +19,19 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness import __version__, causes, lock, preflight, proc, results, sandbox, shard
 from harness.axes import VARIANTS
 from harness.batch import EnvContext
-from harness.config import Cell, Config, is_local_repo, plan
-from harness.envs import ensure_env
-from harness.errors import HarnessError, SourceError
+from harness.config import Cell, Config, EnvSpec, is_local_repo, plan
+from harness.envs import ensure_env, extend, ref_packages
+from harness.errors import EnvError, HarnessError, SourceError
 from harness.files import write_json
 from harness.progress import Progress, outer_from_env
-from harness.results import Attempt, CellResult
+from harness.results import Attempt, CellResult, CheckpointNote
 from harness.source import Checkout, get_checkout, is_reachable, repo_label
 from harness.variant import Known, run_variant
 from harness.verdict import OUTCOMES
@@ -69,7 +69,9 @@ CHECKPOINT_SOURCES = ("worker/checkpoint.py",)
 CHECKPOINT_TREE = ("models", "utils")
 PROBE_FILE = "harness-probe.json"  # beside the env's build marker: the versions it imports, probed once
 FOLDER_MARK = "results-folder.txt"  # in each cell root: the results folder its artifacts belong to
-Checkpoint = tuple[Path | None, float, dict[str, str] | None]  # weights, seconds to build, failure
+# weights, seconds to build, failure, and how the harness built it when not as the ref's train.py does
+# (results.CheckpointNote): a note on the checkpoint, never a workaround of the export.
+Checkpoint = tuple[Path | None, float, dict[str, str] | None, CheckpointNote | None]
 
 
 def harness_fingerprint(sources: tuple[str, ...] = FINGERPRINT_SOURCES) -> str:
@@ -334,9 +336,10 @@ class EnvRun:
 
     def finish_variant(self, checkout: Checkout, variant: str, batch: list[CellResult],
                        checkpoint: Checkpoint) -> list[CellResult]:
-        weights, seconds, failure = checkpoint
+        weights, seconds, failure, note = checkpoint
         for result in batch:
             result.timings["checkpoint"] = seconds
+            result.checkpoint = note
         if failure or weights is None:
             for result in batch:
                 first = result.first
@@ -362,20 +365,21 @@ class EnvRun:
         """Build (or reuse) this ref's checkpoint in this env, from the unpatched tree: once per ref x env."""
         model = self.config.model
         if model.weights:
-            return Path(model.weights).resolve(), 0.0, None
+            return Path(model.weights).resolve(), 0.0, None, None
         # Keyed by everything it depends on: the ref's model code (not its commit: the commits a bisect probes share
         # a checkpoint while models/ and utils/ stay the same), the env, the model config and the harness's code.
         fingerprint = harness_fingerprint(CHECKPOINT_SOURCES)
         code = tree_digest(checkout.path, CHECKPOINT_TREE)
         folder = self.opts.cache / "checkpoints" / code / f"{self.spec.key()}-{fingerprint[:8]}"
         weights = folder / f"{Path(model.cfg).stem}-nc{model.nc}-seed{model.seed}.pt".lower()
+        sidecar = weights.with_suffix(".json")  # how it was built (a note), beside it for the runs that reuse it
         if weights.exists():
-            return weights, 0.0, None
+            return weights, 0.0, None, read_note(sidecar)
         # One builder per checkpoint across runs: a second run waits, then finds it built.
         with lock.hold(lock.lock_path(self.opts.cache, "checkpoint", str(weights)),
                        f"checkpoint of {checkout.ref} ({weights.name})", self.log):
             if weights.exists():
-                return weights, 0.0, None
+                return weights, 0.0, None, read_note(sidecar)
             # Built in the env's work folder (the only place a sandboxed env process writes), then moved into place.
             build = self.ctx.workroot / "checkpoints" / f"{checkout.commit[:12]}-{fingerprint[:8]}"
             shutil.rmtree(build, ignore_errors=True)
@@ -385,11 +389,21 @@ class EnvRun:
                                                       watch=proc.Watch(self.config.timeouts.checkpoint))
             if answer and answer.get("ok") and (build / weights.name).is_file():
                 folder.mkdir(parents=True, exist_ok=True)
+                sidecar.write_text(json.dumps({"built_with": answer.get("built_with")}))
                 os.replace(build / weights.name, weights)
         if answer and answer.get("ok") and weights.exists():
-            return weights, round(ran.seconds, 3), None
+            return weights, round(ran.seconds, 3), None, read_note(sidecar)
         message = (answer or {}).get("error", {}).get("message") or ran.failure() or "no checkpoint written"
-        return None, round(ran.seconds, 3), {"message": f"checkpoint: {message}", "log_tail": ran.tail()}
+        return None, round(ran.seconds, 3), {"message": f"checkpoint: {message}", "log_tail": ran.tail()}, None
+
+
+def read_note(sidecar: Path) -> CheckpointNote | None:
+    """The note of a checkpoint the harness built another way than the ref's train.py (None: built as it does)."""
+    try:
+        built_with = json.loads(sidecar.read_text()).get("built_with")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return CheckpointNote(built_with=str(built_with)) if built_with else None
 
 
 def warm_pool(config: Config, env: str, cache: Path, box: sandbox.Box | None = None) -> WarmPool:
@@ -422,16 +436,59 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        env_run = EnvRun(config, env, opts, log, workers, box)
-        try:
-            return env_run.run()
-        except KeyboardInterrupt:
-            if env_run.fatal:  # the other steps were stopped because of it: report the cause, not the stop
-                raise env_run.fatal from None
-            raise
+        done: list[CellResult] = []
+        for part_config, part_opts in by_packages(config, env, opts, log):
+            # A caller's pool runs the configured env's python: a ref that needs more packages gets its own pool.
+            env_run = EnvRun(part_config, env, part_opts, log, workers if part_config is config else None, box)
+            try:
+                done += env_run.run()
+            except KeyboardInterrupt:
+                if env_run.fatal:  # the other steps were stopped because of it: report the cause, not the stop
+                    raise env_run.fatal from None
+                raise
+        return done
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def by_packages(config: Config, env: str, opts: Options, log: Log) -> list[tuple[Config, Options]]:
+    """The env's refs split by the packages their requirements.txt need beyond the env's (harness/envs.py
+    REF_PACKAGES, e.g. master's `ultralytics`): those refs run in the env extended by them, the others as configured.
+    A ref that cannot be checked out stays with the others (its cells say why)."""
+    refs = list(dict.fromkeys(cell.ref for cell in plan(config, refs=opts.refs, envs=[env])))
+    spec = config.envs[env]
+    url = choose_source(config, opts.cache, log)
+    groups: dict[EnvSpec, list[str]] = defaultdict(list)
+    for ref in refs:
+        try:
+            checkout = get_checkout(url, ref, cache=opts.cache, fetch=opts.fetch or is_local_repo(url))
+        except HarnessError:
+            groups[spec].append(ref)
+            continue
+        needed = ref_packages(checkout.path, spec)
+        groups[extended_env(spec, ref, needed, opts.cache, log) if needed else spec].append(ref)
+    if len(groups) <= 1:  # the usual case: every ref in one env, the selection (and its shard) as asked
+        group = next(iter(groups), spec)
+        return [(config if group == spec else replace(config, envs={**config.envs, env: group}), opts)]
+    return [(config if group == spec else replace(config, envs={**config.envs, env: group}),
+             replace(opts, refs=group_refs)) for group, group_refs in groups.items()]
+
+
+def extended_env(spec: EnvSpec, ref: str, needed: dict[str, tuple[str, ...]], cache: Path, log: Log) -> EnvSpec:
+    """``spec`` extended by the packages ``ref`` needs, built now; ``spec`` itself when that cannot be installed there
+    (the ref's cells then fail on the import, and harness/causes.py names the package)."""
+    pins = ", ".join(pin for group in needed.values() for pin in group)
+    extended = extend(spec, needed)
+    try:
+        with lock.hold(lock.lock_path(cache, "env", extended.name, extended.key()), f"env {spec.name} + {pins}", log):
+            ensure_env(extended, cache, log=log)
+    except EnvError as exc:
+        log(f"[{spec.name}] {ref} needs {', '.join(f'`{name}`' for name in needed)}, which cannot be installed in "
+            f"this env ({exc}): its cells run without it")
+        return spec
+    log(f"[{spec.name}] {ref} needs {', '.join(f'`{name}`' for name in needed)}: its cells run in {spec.name} + {pins}")
+    return extended
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -246,7 +246,8 @@ def test_refs_that_cannot_run_are_clear_cells(odd_repo: Path, env_python: Path, 
     assert "has no models/yolo.py: not a YOLOv5 tree — point [source] repo" in not_yolo["message"]
     old = results["old-detect"]
     assert (old["status"], old["stage"]) == ("error", "patch")
-    assert "Detect.forward return not recognised at old-detect — unsupported: add this" in old["message"]
+    assert ("Detect.forward at old-detect ends in `return (torch.cat(z, 1), x) if not self.training else x` (line"
+            in old["message"]) and "— unsupported: add this" in old["message"]
     assert (old["cause"], old["verdict"]) == ("unsupported", "error: unsupported")
     # A stage that could not finish reads "error" in the JSON's outcome and the verdict alike.
     assert {r["outcome"] for r in results.values()} == {"error"}

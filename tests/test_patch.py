@@ -275,37 +275,52 @@ def test_multiline_return_replaced_whole() -> None:
     assert len(after.splitlines()) == len(src.splitlines()) - 2
 
 
-MESSAGE = "patch: Detect.forward return not recognised at vX"
-
-
 @pytest.mark.parametrize(
-    "source",
+    ("source", "says"),
     [
-        pytest.param(_module("return x if self.training else torch.cat(z, 1)"), id="unknown-return"),
-        pytest.param(_module("return y if self.training else (torch.cat(z, 1), y)"), id="other-names"),
-        pytest.param(
-            _module("self.training |= self.export", "return x if self.training else (torch.cat(z, 1),) if self.export "
-                    "else (torch.cat(z, 1), x)"),
-            id="known-return-unknown-switch-combo",
-        ),
-        pytest.param(
-            _module("if self.export:\n    z = z[:1]", "return x if self.training else (torch.cat(z, 1), x)"),
-            id="unknown-export-switch",
-        ),
+        pytest.param(_module("return x if self.training else torch.cat(z, 1)"),
+                     "ends in `return x if self.training else torch.cat(z, 1)` (line", id="unknown-return"),
+        pytest.param(_module("return y if self.training else (torch.cat(z, 1), y)"),
+                     "not a return the guide's edit applies to (expected `return x if", id="other-names"),
         pytest.param(_module("x = x", "return x if self.training else (torch.cat(z, 1), x)").replace(
-            "class Detect(", "class Detector("), id="no-detect-class"),
+            "class Detect(", "class Detector("), "no `def forward` in a module-level `class Detect`",
+            id="no-detect-class"),
         pytest.param(SYNTHETIC["v6.0"].replace("    def forward(self, x):\n        z = []", "    def fwd(self, x):\n"
-                                               "        z = []"), id="no-forward"),
-        pytest.param(_module("x = x", "pass"), id="no-return"),
-        pytest.param(SYNTHETIC["v6.0"].replace("return x if", "y = 1; return x if"), id="return-shares-a-line"),
-        pytest.param("class Detect(:\n", id="syntax-error"),
+                                               "        z = []"), "no `def forward`", id="no-forward"),
+        pytest.param(_module("x = x", "pass"), "has no top-level `return`", id="no-return"),
+        pytest.param(SYNTHETIC["v6.0"].replace("return x if", "y = 1; return x if"),
+                     "Detect.forward return not recognised", id="return-shares-a-line"),
+        pytest.param("class Detect(:\n", "does not parse", id="syntax-error"),
     ],
 )
 @pytest.mark.parametrize("variant", PATCHED)
-def test_unrecognised_forward_is_refused(source: str, variant: str) -> None:
+def test_unrecognised_forward_is_refused(source: str, says: str, variant: str) -> None:
+    """One line naming the statement it could not find or did not know, and what it expected."""
     with pytest.raises(PatchError) as info:
         patch_source(source, variant, "vX")
-    assert str(info.value) == MESSAGE
+    message = str(info.value)
+    assert message.startswith("patch: ") and " vX" in message and "\n" not in message
+    assert says in message
+
+
+@pytest.mark.parametrize(
+    ("source", "adapted"),
+    [
+        pytest.param(_module("self.training |= self.export", "return x if self.training else (torch.cat(z, 1),) if "
+                             "self.export else (torch.cat(z, 1), x)"), "3", id="known-return-unknown-switch-combo"),
+        pytest.param(_module("if self.export:\n    z = z[:1]", "self.training |= self.export",
+                             "return x if self.training else (torch.cat(z, 1), x)"), "1", id="unknown-export-switch"),
+    ],
+)
+@pytest.mark.parametrize("variant", PATCHED)
+def test_fork_switches_keep_the_guide_edit(source: str, adapted: str, variant: str) -> None:
+    """A fork's own export switches: the guide's edit still goes to the real return (the switches stay as written);
+    the adapted form, which rewrites the switches, is refused naming the ones it found and the ones it expected."""
+    after = patch_source(source, variant, "fork")
+    _check_patched(source, after, variant)
+    with pytest.raises(PatchError, match=r"^patch: Detect.forward at fork reads self.export in \[`.*`\], not in the "
+                                         r"statements the adapted form rewrites \(expected \[.*\]\)$"):
+        patch_source(source, adapted, "fork", form="adapted")
 
 
 def test_repatching_another_variant_is_refused() -> None:
@@ -405,7 +420,7 @@ def test_apply_patch_never_replaces_foreign_dirs(checkout: Path, tmp_path: Path)
 
 def test_apply_patch_refuses_before_copying(checkout: Path, tmp_path: Path) -> None:
     (checkout / "models" / "yolo.py").write_text(_module("return x"), encoding="utf-8")
-    with pytest.raises(PatchError, match=r"^patch: Detect\.forward return not recognised at v9\.9$"):
+    with pytest.raises(PatchError, match=r"^patch: Detect\.forward at v9\.9 ends in `return x` \(line \d+\), not a "):
         apply_patch(checkout, tmp_path / "d", "3", "v9.9")
     assert not (tmp_path / "d").exists()
     with pytest.raises(PatchError, match=r"models/yolo\.py missing at v9\.9"):
