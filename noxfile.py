@@ -182,12 +182,13 @@ def gate(session: nox.Session) -> None:
 
 @nox.session
 def upgrade(session: nox.Session) -> None:
-    """Ref A -> ref B: grouped changes, each one's first commit, the edits to make (`-- --from A --to B`).
+    """Ref A -> ref B (or env X -> Y, or both): one group per change, where each comes from, the edits to make.
 
-    Runs what is missing of both sides, groups identical changes, bisects each failing group (probes are cached
-    cells) and writes reports/upgrade.md, upgrade.json and the "Upgrade A -> B" section of index.html. Posargs:
-    --from A --to B, --envs, --variants, --formats, --from-env X --to-env Y (a torch upgrade on one ref),
-    --accept-workarounds, --no-bisect, --repo, --reports. nox exits with the harness's own code (see run_harness):
+    Runs what is missing of both sides, groups the changes, finds each failing group's first commit or first env
+    (probes are cached cells) and writes reports/upgrade.md, upgrade.json and the "Upgrade A -> B" section of
+    index.html. Posargs: --from A --to B, --envs, --variants, --formats, --from-env X --to-env Y (a torch upgrade;
+    with --to too: both at once), --accept-workarounds, --no-bisect, --no-pin-names, --format json, --repo,
+    --reports. nox exits with the harness's own code (see run_harness):
     0 no failing group, 1 failing groups, 2 a usage error, 3 an internal error. See README, "Upgrading".
     """
     install_harness(session)

@@ -226,7 +226,12 @@ def _add_upgrade(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--to-env", default=None, metavar="Y", help="a torch upgrade: the env to upgrade to")
     parser.add_argument("--accept-workarounds", action="store_true",
                         help="a newly needed workaround is a note, not a failing change")
-    parser.add_argument("--no-bisect", action="store_true", help="do not search the first commit of each group")
+    parser.add_argument("--no-bisect", action="store_true",
+                        help="do not search where each group comes from (its first commit, or its first env)")
+    parser.add_argument("--no-pin-names", action="store_true",
+                        help="compare ONNX output names as exported, also the ones the exporter made up")
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="stdout: the answer as text (default), or upgrade.json for scripts")
     parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
     parser.add_argument("--repo", default=None, help="YOLOv5 git URL or path (overrides $YOLOV5_REPO and the file)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
@@ -234,6 +239,7 @@ def _add_upgrade(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _run_upgrade(args: argparse.Namespace) -> int:
+    import json
     from dataclasses import asdict
 
     from harness import config as config_mod
@@ -251,14 +257,20 @@ def _run_upgrade(args: argparse.Namespace) -> int:
                         envs=tuple(args.envs) if args.envs else None,
                         variants=tuple(args.variants) if args.variants else None,
                         formats=tuple(args.formats) if args.formats else None,
-                        accept_workarounds=args.accept_workarounds, bisect=not args.no_bisect)
+                        accept_workarounds=args.accept_workarounds, bisect=not args.no_bisect,
+                        pin_names=not args.no_pin_names)
     answer = ask(config, question, args.reports, cache_dir(), log=run.log_stderr)
     model = answer.to_json()
     written = render.write(model, args.reports)
     page = html.write(args.reports / "index.html", results.merge_results([args.reports]),
                       tolerances=asdict(config.tolerances), upgrade=model)
-    print(render.console(model))
-    print(f"upgrade: exit {answer.exit_code}; written {', '.join(str(p) for p in [*written, page])}")
+    summary = render.step_summary(model)  # in GitHub Actions: the job's summary page
+    if args.format == "json":
+        print(json.dumps(model, indent=1, ensure_ascii=False))
+    else:
+        print(render.console(model))
+    written += [page, *([summary] if summary else [])]
+    print(f"upgrade: exit {answer.exit_code}; written {', '.join(map(str, written))}", file=sys.stderr)
     return answer.exit_code
 
 

@@ -43,6 +43,7 @@ class EnvContext:
     workers: WarmPool
     log: Callable[[str], None]
     threads: int | None = None  # intra-op threads per job (None: torch's and ONNX Runtime's default)
+    options: tuple[causes.Workaround, ...] = ()  # export options applied to every attempt (run.Options options)
 
 
 def failed(stage: str = "export", message: str = "", log_tail: str = "") -> Attempt:
@@ -114,7 +115,10 @@ class BatchRunner:
 
     def attempt(self, tree: Path, weights: Path, batch: list[CellResult], label: str, fix: causes.Workaround,
                 python: Path | None = None) -> dict[str, Attempt]:
-        """Export + verify every cell of ``batch`` from ``tree`` with ``fix`` applied; the attempt per cell id."""
+        """Export + verify every cell of ``batch`` from ``tree`` with ``fix`` applied (and the run's export options);
+        the attempt per cell id."""
+        if self.ctx.options:
+            fix = causes.combine([fix, *self.ctx.options])
         try:
             shape = exporters.detect_exporter(tree, batch[0].ref)
         except HarnessError as exc:

@@ -251,6 +251,20 @@ CAUSES: tuple[Cause, ...] = (
 
 WORKAROUNDS = {c.workaround.name: c.workaround for c in CAUSES if c.workaround}
 
+# Export options: changes to the export call the harness can apply to every attempt of a cell on request (run.Options
+# options), like a workaround (shims, env), but that fix no cause: a deployer chooses them. Each is checked where it
+# runs like any workaround: the cell's export is judged with it applied.
+PINNED_NAMES = Workaround(
+    name="pinned output names", shims=("pin-output-names",),
+    hint="name every output in the export call: torch.onnx.export(..., output_names=['output0', 'output1', ...]), "
+         "one name per output, so no name is made up by the exporter (names it makes up change with any graph edit)",
+)
+EXPORT_OPTIONS = {o.name: o for o in (PINNED_NAMES,)}
+# What the names of the pinned export are: output0, output1, ... (what the shim passes as output_names).
+PINNED_NAME = "output{}"
+
+CHAIN = " + "  # joins the names of workarounds applied together (combine); chain_names splits them again
+
 
 def classify(*texts: str) -> Cause | None:
     """The first cause found in the first text that has one: pass the failure's own message before the log tail,
@@ -273,9 +287,18 @@ def combine(fixes: list[Workaround]) -> Workaround:
         pins.update(fix.pins)
         opset = fix.opset or opset
         patch_form = fix.patch_form or patch_form
-    return Workaround(name=" + ".join(f.name for f in fixes), env=env,
+    return Workaround(name=CHAIN.join(f.name for f in fixes), env=env,
                       shims=tuple(s for f in fixes for s in f.shims), opset=opset, pins=pins, patch_form=patch_form,
                       hint="; ".join(f.hint for f in fixes))
+
+
+def chain_names(name: str | None) -> tuple[str, ...]:
+    """The workarounds a chain's name (``combine``) joins, in the order applied; a name no chain of known
+    workarounds makes stays whole."""
+    if not name:
+        return ()
+    parts = tuple(name.split(CHAIN))
+    return parts if all(p in WORKAROUNDS for p in parts) else (name,)
 
 
 # torch's dynamo exporter logs, and then ignores, a failure to convert its graph to the requested opset.

@@ -1,7 +1,7 @@
 """The regression gate: today's results against a saved baseline, and an exit code a CI job can stop on.
 
 The gate is the upgrade question asked of a baseline: "the cells as they were" against "the cells as they are", with
-the same comparison (harness/upgrade/compare.py) and the same groups. A group fails the gate when a deploy config
+the same comparison (harness/diff/) and the same groups. A group fails the gate when a deploy config
 written against the baseline breaks or must be checked: a cell that worked and does not now; one that now needs a
 workaround it did not (unless --accept-workarounds); outputs renamed, added, dropped or reshaped; the ONNX file's
 opset, IR version or external data changed; parity that held and does not; a compile verdict that passed and fails;
@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.axes import FORMAT_NAMES, VARIANTS
+from harness.diff import Facts, OutputFacts, Pair, Slot, group
 from harness.errors import HarnessError
 from harness.files import write_json
 from harness.results import CellResult
 from harness.upgrade import advice
-from harness.upgrade.compare import Facts, OutputFacts, Pair, Slot, group, reading, scope
+from harness.upgrade.question import grouped
 from harness.verdict import read_v1_line
 
 BASELINE_KIND = "yolov5-export-matrix baseline"
@@ -35,7 +36,7 @@ READABLE_SCHEMAS = (1, 2)
 
 def summarize(result: CellResult) -> dict[str, Any]:
     """What the baseline keeps of one result: enough to compare, small enough to commit next to your deploy code."""
-    return Facts.of(result).to_json()
+    return Facts.from_result(result).to_json()
 
 
 def write_baseline(path: Path, current: Iterable[CellResult]) -> int:
@@ -74,7 +75,7 @@ def baseline_facts(cell_id: str, cell: Mapping[str, Any], schema: int) -> Facts:
     cause = None if old.works or old.outcome == "skipped" else old.cause
     return Facts(cell=cell_id, ref=cell["ref"], env=cell["env"], variant=cell["variant"], format=cell["format"],
                  commit=cell.get("commit"), source=cell.get("source"), standin=cell.get("standin"),
-                 outcome=old.outcome, verdict=line, reading=reading(old.outcome, fix, cause), fix=fix, cause=cause,
+                 outcome=old.outcome, verdict=line, reading=old.reading(), fix=fix, cause=cause,
                  outputs=[OutputFacts(name, list(shape)) for name, shape in cell.get("outputs") or []],
                  parity_pass=cell.get("parity_pass"), min_tolerance=cell.get("min_tolerance"))
 
@@ -102,7 +103,7 @@ def pairs(baseline: Mapping[str, Any], current: Iterable[CellResult], *, refs: M
             continue
         facts = baseline_facts(cid, cell, schema)
         before[(refs.get(facts.ref, facts.ref), envs.get(facts.env, facts.env), facts.variant, facts.format)] = facts
-    now = {(f.ref, f.env, f.variant, f.format): f for f in (Facts.of(r) for r in current)}
+    now = {(f.ref, f.env, f.variant, f.format): f for f in (Facts.from_result(r) for r in current)}
     found: list[Pair] = []
     for key in sorted(set(before) | set(now), key=_order):
         old, cur = before.get(key), now.get(key)
@@ -136,13 +137,13 @@ def answer(baseline: Mapping[str, Any], current: list[CellResult], *, label: str
     variants = [v for v in VARIANTS if any(p.slot.variant == v for p in found)]
     formats = [f for f in FORMAT_NAMES if any(p.slot.format == f for p in found)]
     after = {(p.slot.env, p.slot.variant, p.slot.format): p.after for p in found if p.after}
-    sides = advice.Sides("the baseline", "today's results", after, env_axis, variants, formats)
+    ref_axis = list(dict.fromkeys(p.slot.ref for p in found))
+    answers, edits = grouped(groups, advice.Sides("the baseline", "today's results", after, env_axis, variants,
+                                                  formats, ref_axis))
     failing = sum(1 for g in groups if g.failing)
     return {"question": {"title": label}, "pairs": len(found), "envs": env_axis, "variants": variants,
             "formats": formats, "failing": failing, "exit_code": 1 if failing else 0,
-            "groups": [g.to_json() | {"scope": scope(g.slots, env_axis, variants, formats),
-                                      "edits": [e.to_json() for e in advice.edits(g, sides)], "bisect": None,
-                                      "not_bisected": None} for g in groups]}
+            "groups": [a.to_json() for a in answers], "edits": [e.to_json() for e in edits]}
 
 
 def parse_renames(items: list[str] | None, what: str) -> dict[str, str]:

@@ -278,6 +278,9 @@ class CellResult(Attempts[Attempt]):
     tolerances: dict[str, float] | None = None  # None in results older than the field
     variant: str = ""
     format: str = ""
+    # Export options every attempt ran with, chosen rather than needed (harness/causes.py EXPORT_OPTIONS): e.g.
+    # "pinned output names" when an upgrade compares pinned names. Empty in the matrix's own cells.
+    options: list[str] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=lambda: [Attempt()])
     decided: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # the shared steps (CELL_STEPS) the cell waited for
@@ -300,21 +303,6 @@ class CellResult(Attempts[Attempt]):
     def seconds(self) -> float:
         """Every second the cell took: its shared steps and each attempt."""
         return sum(self.timings.values()) + sum(a.seconds() for a in self.attempts)
-
-    # -- the v1 reading API, for harness/upgrade/compare.py until it reads first/deciding/judgement -----------------
-    def final_attempt(self) -> Attempt:
-        return self.deciding
-
-    @property
-    def workaround(self) -> Attempt | None:
-        return self.deciding if self.decided else None
-
-    @property
-    def cause(self) -> str | None:
-        return self.first.cause
-
-    def refresh_verdict(self) -> str:
-        return self.verdict
 
     # -- JSON ------------------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

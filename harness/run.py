@@ -54,6 +54,11 @@ class Options:
     threads: int | None = None  # intra-op threads per job (torch, ONNX Runtime); None: the cores shared among jobs
     shard: tuple[int, int] | None = None  # (k, n): only block k of n of the planned cells (harness.shard)
     learn: bool = True  # try a workaround chain found on another variant of the same ref whole (harness/search.py)
+    options: tuple[str, ...] = ()  # export options applied to every attempt (harness/causes.py EXPORT_OPTIONS)
+    # A caller that makes many runs (an upgrade: both sides, then bisect probes) says the sandbox line once itself,
+    # and reports each probe in one line of its own: these turn the run's own lines off.
+    announce: bool = True  # the sandbox (and weights) lines
+    cell_lines: bool = True  # one progress line per cell
 
 
 # The harness code a cell's result depends on, beyond what its inputs_key names by value (commit, pins, model,
@@ -198,7 +203,8 @@ class EnvRun:
                 # Cell artifacts (exports, logs) per results folder: a result points at its files, so a run that
                 # writes its results elsewhere on the same cache must not overwrite them.
                 self._ctx = EnvContext(self.config, spec, python, opts.cache, workroot,
-                                       cell_root(workroot, opts.reports), workers, self.log, threads or None)
+                                       cell_root(workroot, opts.reports), workers, self.log, threads or None,
+                                       tuple(causes.EXPORT_OPTIONS[name] for name in opts.options))
             return self._ctx
 
     @property
@@ -222,6 +228,7 @@ class EnvRun:
             model["weights_stat"] = [weights.stat().st_size, weights.stat().st_mtime] if weights.exists() else None
         parts = [commit, cell.variant, cell.format, self.spec.key(), repr(model),
                  repr(asdict(self.config.tolerances)), self.fingerprint]
+        parts += [repr(self.opts.options)] if self.opts.options else []  # without: the keys results already hold
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
     def new_result(self, cell: Cell, checkout: Checkout | None) -> CellResult:
@@ -231,7 +238,8 @@ class EnvRun:
             repo=checkout.url if checkout else self.source_url, standin=checkout.standin if checkout else None,
             env=self.spec.name, pins=self.spec.requirements(), versions=self.versions,
             model=asdict(self.config.model), tolerances=asdict(self.config.tolerances),
-            variant=cell.variant, format=cell.format, attempts=[Attempt(stage="checkout")],
+            variant=cell.variant, format=cell.format, options=list(self.opts.options),
+            attempts=[Attempt(stage="checkout")],
             harness_version=__version__, harness_fingerprint=self.fingerprint, created=time.time(),
             sandbox=self.box.label)
 
@@ -255,7 +263,8 @@ class EnvRun:
         cells = plan(self.config, refs=self.opts.refs, variants=self.opts.variants, formats=self.opts.formats,
                      envs=[self.spec.name])
         cells = shard.select(cells, self.opts.shard)
-        self.progress = Progress(self.spec.name, len(cells), self.log, outer_from_env())
+        self.progress = Progress(self.spec.name, len(cells), self.log if self.opts.cell_lines else _silent,
+                                 outer_from_env())
         self.source_url = choose_source(self.config, self.opts.cache, self.log)
         # A local repository (the stand-in mirror above all, which is rebuilt when its table changes) is cheap to
         # fetch, and a stale clone of it would resolve tags to old commits.
@@ -427,10 +436,8 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     preflight.check_reports(opts.reports)
     preflight.check_weights(config.model.weights, str(config.path))
     preflight.check_source(config.source.repo, opts.cache, config.source.fallback)
-    log(box.describe())
-    if config.model.weights:
-        log(f"weights: {config.model.weights} is a pickle: only the env's processes load it, never this one — use "
-            f"files you trust (README, Security)")
+    if opts.announce:
+        say_box(config, log, box)
     proc.STOP.clear()
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -450,6 +457,18 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def say_box(config: Config, log: Log, box: sandbox.Box | None = None) -> None:
+    """The run's first lines: the sandbox in force, and a warning when the model is a user's pickle."""
+    log((box or sandbox.choose(config.limits.sandbox)).describe())
+    if config.model.weights:
+        log(f"weights: {config.model.weights} is a pickle: only the env's processes load it, never this one — use "
+            f"files you trust (README, Security)")
+
+
+def _silent(line: str) -> None:
+    """A log that drops its lines (a caller reports them its own way)."""
 
 
 def by_packages(config: Config, env: str, opts: Options, log: Log) -> list[tuple[Config, Options]]:

@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.paths import cache_dir
 from harness.results import CellResult, CompileSection
 from harness.source import open_repo
-from harness.upgrade.compare import WORKING
+from harness.verdict import WORKING
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -56,17 +56,15 @@ def test_upgrading_v6_1_to_v6_2_groups_the_changes(baseline: Path) -> None:
     proc = harness("gate", "--reports", str(DATA), "--baseline", str(baseline), "--ref", "v6.1=v6.2")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
-    assert fails == ["FAIL  works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 → no result now",
-                     "FAIL  output count 4 → 1",
-                     "FAIL  ONNX external-data files: model.onnx.data → none"]
+    assert fails == ["FAIL  [1] no result now", "FAIL  [2] output count 4 → 1",
+                     "FAIL  [3] ONNX external-data files: model.onnx.data → none"]
     assert "2 cells: ref v6.1 → v6.2 · env py311-torch2.14 · variant native · formats onnx/torchscript" in proc.stdout
-    assert ("edit: tpu-mlir model_transform (format onnx): `--output_names output,clone,clone_1,clone_2` → "
-            "`--output_names output`") in proc.stdout
+    assert ("  [2] tpu-mlir model_transform (ref v6.1 → v6.2 · variant native · format onnx): `--output_names "
+            "output,clone,clone_1,clone_2` → `--output_names output`") in proc.stdout
     allowed = harness("gate", "--reports", str(DATA), "--baseline", str(baseline), "--ref", "v6.1=v6.2",
                       "--allow-missing")
-    assert allowed.returncode == 1 and "FAIL  works with workaround" not in allowed.stdout
-    assert ("note  works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 → no result now (failing without "
-            "--allow-missing)") in allowed.stdout
+    assert allowed.returncode == 1 and "FAIL  [1] no result now" not in allowed.stdout
+    assert "note  [3] no result now (failing without --allow-missing)" in allowed.stdout
 
 
 def test_a_missing_cell_fails_and_allow_missing_passes_it(baseline: Path, tmp_path: Path) -> None:
@@ -78,7 +76,7 @@ def test_a_missing_cell_fails_and_allow_missing_passes_it(baseline: Path, tmp_pa
             (reports / path.name).write_bytes(path.read_bytes())
     missing = harness("gate", "--reports", str(reports.parent), "--baseline", str(baseline))
     assert missing.returncode == 1, missing.stdout + missing.stderr
-    assert "FAIL  works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 → no result now" in missing.stdout
+    assert "FAIL  [1] no result now" in missing.stdout
     assert "1 cell: ref v7.0 · env py311-torch2.14 · variant native · format torchscript" in missing.stdout
     allowed = harness("gate", "--reports", str(reports.parent), "--baseline", str(baseline), "--allow-missing")
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
@@ -102,8 +100,8 @@ def test_a_compile_regression_fails(tmp_path: Path) -> None:
     assert json.loads(base.read_text())["cells"][cell.cell]["compile_reading"] == "works"
     proc = harness("gate", "--reports", str(tmp_path / "after"), "--baseline", str(base))
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "FAIL  tpu-mlir compile: works → broken: onnx IR version > 9" in proc.stdout
-    assert ("edit: add to the tpu-mlir step: ir_version=9 — tpu-mlir's onnxruntime 1.16.3 loads ONNX IR <= 9; "
+    assert "FAIL  [1] tpu-mlir compile worked, now broken: onnx IR version > 9" in proc.stdout
+    assert ("  [1] add to the tpu-mlir step: ir_version=9 — tpu-mlir's onnxruntime 1.16.3 loads ONNX IR <= 9; "
             "torch's dynamo exporter writes IR 10: rewrite the model's IR version field to 9") in proc.stdout
     fixed = harness("gate", "--reports", str(tmp_path / "before"), "--baseline", str(base))
     assert fixed.returncode == 0
@@ -111,8 +109,9 @@ def test_a_compile_regression_fails(tmp_path: Path) -> None:
 
 def test_a_newly_needed_workaround_fails_unless_accepted(tmp_path: Path) -> None:
     """Real upstream v7.0 results in torch 2.4 (baseline) and 2.14 (today), compared with --env: every cell now needs
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (ONNX also dynamo=False). The deploy script breaks until edited: exit 1 with
-    the edit; --accept-workarounds makes those groups notes and the gate passes."""
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (ONNX also dynamo=False): two groups, one per workaround, whatever else the
+    cells need. The deploy script breaks until edited: exit 1 with the edits; --accept-workarounds makes those
+    groups notes and the gate passes."""
     upgrade_data = DATA.parent / "data-upgrade" / "results"
     for env in ("py311-torch2.4", "py311-torch2.14"):
         folder = tmp_path / env / "results"
@@ -126,11 +125,14 @@ def test_a_newly_needed_workaround_fails_unless_accepted(tmp_path: Path) -> None
             "py311-torch2.4=py311-torch2.14"]
     proc = harness(*args)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "FAIL  newly needs a workaround: works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1\n" in proc.stdout
-    assert "edit: add to the export's environment: `export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`" in proc.stdout
+    fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert fails == ["FAIL  [1] newly needs workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1",
+                     "FAIL  [2] newly needs workaround dynamo=False"]
+    assert "12 cells: ref v7.0 · env py311-torch2.4 → py311-torch2.14 · every variant · every format" in proc.stdout
+    assert "  [1] add to the export's environment: `export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`" in proc.stdout
     accepted = harness(*args, "--accept-workarounds")
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
-    assert "0 failing group(s), 4 note(s)" in accepted.stdout
+    assert "0 failing group(s), 2 note(s)" in accepted.stdout
     assert "(failing without --accept-workarounds)" in accepted.stdout
 
 
@@ -145,8 +147,9 @@ def test_regressions_and_parity_fail_fixes_pass() -> None:
     model = gate.answer(base, [broken], label="gate")
     kinds = [(g["kind"], g["failing"]) for g in model["groups"]]
     assert kinds == [("broken", True), ("parity", True)] and model["exit_code"] == 1
-    assert model["groups"][0]["title"] == ("works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 → broken: parity "
-                                           "beyond tolerance")
+    assert model["groups"][0]["title"] == "worked, now broken: parity beyond tolerance"
+    assert model["groups"][0]["cells"][0]["detail"] == (
+        "works with workaround TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 → broken: parity beyond tolerance")
     fixed = gate.answer({"schema": 2, "cells": {good.cell: gate.summarize(broken)}}, [good], label="gate")
     assert [(g["kind"], g["failing"]) for g in fixed["groups"]] == [("fixed", False)] and fixed["exit_code"] == 0
 
@@ -244,6 +247,6 @@ def test_gate_on_a_real_upgrade(yolov5_source: Yolov5Source, make_config, quick_
     assert after.commit == upgrade and len(after.signature()) == 1
     changed = harness("gate", "--reports", str(tmp_path / "after"), "--baseline", str(base))
     assert changed.returncode == 1, changed.stdout + changed.stderr
-    assert [line for line in changed.stdout.splitlines() if line.startswith("FAIL")] == ["FAIL  output count 4 → 1"]
+    assert [line for line in changed.stdout.splitlines() if line.startswith("FAIL")] == ["FAIL  [1] output count 4 → 1"]
     assert f"1 cell: ref deploy · env {quick_env} · variant native · format torchscript" in changed.stdout
     assert "1 output(s) now: 1x1575x85 (was 4: 1x1575x85, 1x3x20x20x85" in changed.stdout  # yolov5n at 160

@@ -1,5 +1,7 @@
 """What a deployer edits, per group of changes: text to paste where there is some, the words of harness/causes.py
-(and harness/compile/causes.py) where there is not, and "nothing to edit" where that is true.
+(and harness/compile/causes.py) where there is not, and "nothing to edit" where that is true. An edit several groups
+call for (a cell's count and name changes ask for the same --output_names) is written once, with every cell and group
+it serves (``plan``).
 
 The edits are read off the results themselves: the tpu-mlir ``model_transform --output_names`` value is the list of
 output names each side's ONNX file has (what harness/compile/run.py passes), per variant and format; the patch variant
@@ -14,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.axes import FORMAT_NAMES, VARIANTS
-from harness.causes import CAUSES, WORKAROUNDS
+from harness.causes import CAUSES, PINNED_NAME, PINNED_NAMES, WORKAROUNDS
 from harness.compile import causes as compile_causes
+from harness.diff import Facts, Group, Member, Slot, axes, is_auto_name, shape_text
 from harness.patch import GUIDE_RETURNS
-from harness.upgrade.compare import Facts, Group, Member, Slot, is_auto_name, shape_text
 
 COMPILE_WORKAROUNDS = {c.workaround.name: c.workaround for c in compile_causes.CAUSES if c.workaround}
 CAUSE_HINTS = {c.name: c.hint for c in CAUSES}
+FIXED_BY = {c.workaround.name: c.name for c in CAUSES if c.workaround}  # workaround -> the cause it is for
 COMPILE_HINTS = {c.name: c.hint for c in compile_causes.CAUSES}
 COMPILE_CAUSE_FIXES = {c.name: c.workaround for c in compile_causes.CAUSES if c.workaround}
 
@@ -36,6 +39,7 @@ class Edit:
     note: str = ""
     slots: list[Slot] = field(default_factory=list)
     where: str = ""
+    groups: list[int] = field(default_factory=list)  # the groups (by index) that call for it, in plan()
 
     @property
     def key(self) -> tuple[str, str | None, str | None, str]:
@@ -52,7 +56,8 @@ class Edit:
 
     def to_json(self) -> dict[str, Any]:
         return {"what": self.what, "before": self.before, "after": self.after, "note": self.note,
-                "where": self.where, "text": self.text()}
+                "where": self.where, "text": self.text(), "groups": self.groups,
+                "cells": [s.label() for s in self.slots]}
 
 
 NOTHING = "nothing to edit"
@@ -68,40 +73,46 @@ class Sides:
     envs: Sequence[str] = ()
     variants: Sequence[str] = VARIANTS
     formats: Sequence[str] = FORMAT_NAMES
+    refs: Sequence[str] = ()  # the gate's (pairs of several refs at once)
 
 
 def edits(g: Group, sides: Sides) -> list[Edit]:
-    """The edits for one group, identical ones merged, each with the cells it applies to."""
-    found: list[Edit] = []
-    for member in g.members:
-        found += _member_edits(g, member, sides)
+    """The edits for one group, identical ones merged, each with the cells it applies to; [] when there is nothing
+    to edit."""
     merged: dict[tuple[str, str | None, str | None, str], Edit] = {}
+    for member in g.members:
+        for edit in _member_edits(g, member, sides):
+            kept = merged.setdefault(edit.key, Edit(edit.what, edit.before, edit.after, edit.note))
+            kept.slots += [s for s in edit.slots if s not in kept.slots]
+    return [e for e in merged.values() if e.what != NOTHING]
+
+
+def plan(groups: Sequence[Group], sides: Sides) -> tuple[list[Edit], list[list[int]]]:
+    """Every group's edits, each edit once (with the cells and the groups it serves) in the order the groups first
+    call for it; and per group, the indices of its edits."""
+    merged: dict[tuple[str, str | None, str | None, str], Edit] = {}
+    for i, g in enumerate(groups):
+        for edit in edits(g, sides):
+            kept = merged.setdefault(edit.key, Edit(edit.what, edit.before, edit.after, edit.note))
+            kept.slots += [s for s in edit.slots if s not in kept.slots]
+            kept.groups += [i] if i not in kept.groups else []
+    found = list(merged.values())
     for edit in found:
-        kept = merged.setdefault(edit.key, Edit(edit.what, edit.before, edit.after, edit.note))
-        kept.slots += [s for s in edit.slots if s not in kept.slots]
-    out = list(merged.values())
-    for edit in out:
-        edit.where = _where(edit, g)
-    return out or [Edit(NOTHING)]
+        edit.where = where(edit.slots, sides)
+    return found, [[j for j, e in enumerate(found) if i in e.groups] for i in range(len(groups))]
 
 
-def _where(edit: Edit, g: Group) -> str:
-    """The cells an edit applies to, when they are part of the group's: the variants and formats it covers (an
-    edit such as tpu-mlir's --output_names is per variant and format), and the envs when fewer than the group's."""
-    parts = []
-    for axis in ("env", "variant", "format"):
-        mine = list(dict.fromkeys(getattr(s, axis) for s in edit.slots))
-        theirs = {getattr(s, axis) for s in g.slots}
-        if len(mine) < len(theirs) or (axis != "env" and len(edit.slots) < len(g.slots) and len(theirs) > 1):
-            parts.append(f"{axis}{'s' if len(mine) != 1 else ''} {'/'.join(mine)}")
-    return " · ".join(parts)
+def where(slots: Sequence[Slot], sides: Sides) -> str:
+    """The cells an edit applies to, short: the axes it does not cover whole ("variants native/1 · format onnx");
+    "" when it applies to every cell of the question."""
+    return " · ".join(p.text for p in axes(slots, sides.envs, sides.variants, sides.formats, sides.refs)
+                      if not p.whole)
 
 
 def _member_edits(g: Group, m: Member, sides: Sides) -> list[Edit]:
-    """One member's edits, by the group's kind (EDITS); the kinds without an edit read "nothing to edit"."""
+    """One member's edits, by the group's kind (EDITS); none for the kinds with nothing to edit."""
     edit = EDITS.get(g.kind)
-    found = edit(g, m, sides) if edit else None
-    return found if found is not None else [_nothing(g, m.pair.before, m.pair.slot)]
+    return (edit(g, m, sides) if edit else None) or []
 
 
 def _signature(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
@@ -120,8 +131,22 @@ def _per_output(g: Group, m: Member, sides: Sides) -> list[Edit]:
                  note=f"its {what} is {g.after} now (was {g.before})", slots=[m.pair.slot])]
 
 
-def _workaround(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
-    return _workaround_edits(m.pair.before, m.pair.after, m.pair.slot) if m.pair.after else None
+def _workaround(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    """The one workaround this group is about: what to add, and the cause it answers (its own, not the cell's
+    out-of-the-box cause, which may belong to another group)."""
+    return [_add_workaround(g.after, FIXED_BY.get(g.after, ""), m.pair.slot)]
+
+
+def _dropped(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    return [Edit(f"no longer needed: {g.before}", note="safe to remove", slots=[m.pair.slot])]
+
+
+def _pinned(g: Group, m: Member, sides: Sides) -> list[Edit]:
+    names = ", ".join(f"'{PINNED_NAME.format(i)}'" for i in range(2))
+    return [Edit("name every ONNX output in the export call (torch.onnx.export)", after=f"output_names=[{names}, ...]",
+                 note=f"one name per output, so the exporter makes none up; checked as the export option "
+                      f"`{PINNED_NAMES.name}` on both sides, whose names are the ones compared here",
+                 slots=[m.pair.slot])]
 
 
 def _broken(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
@@ -187,20 +212,10 @@ def _missing(g: Group, m: Member, sides: Sides) -> list[Edit]:
 EDITS: dict[str, Callable[[Group, Member, Sides], list[Edit] | None]] = {
     "count": _signature, "name": _signature, "auto-name": _signature,
     "shape": _per_output, "dtype": _per_output, "dims": _per_output,
-    "workaround": _workaround, "broken": _broken, "opset": _opset, "ir": _ir, "external-data": _external_data,
+    "workaround": _workaround, "workaround-dropped": _dropped, "pinned-names": _pinned,
+    "broken": _broken, "opset": _opset, "ir": _ir, "external-data": _external_data,
     "parity": _parity, "compile": _compile, "compile-workaround": _compile_workaround, "missing": _missing,
 }
-
-
-def _nothing(g: Group, before: Facts | None, slot: Slot) -> Edit:
-    why = {
-        "fixed": "it works now; a workaround you added for it may be dropped",
-        "workaround-dropped": f"{before.fix if before else 'the workaround'} is no longer needed (safe to remove)",
-        "cause": "still broken, for another cause",
-        "compile-fixed": "the compile works now",
-        "new": "a cell the baseline did not have",
-    }.get(g.kind, "")
-    return Edit(NOTHING, note=why, slots=[slot])
 
 
 def output_names(facts: Facts) -> str:
@@ -250,20 +265,10 @@ def _keep_old_outputs(before: Facts, slot: Slot, sides: Sides) -> list[Edit]:
                  f"(variant {guess})", after=f"return {GUIDE_RETURNS[guess]}", note=checked, slots=[slot])]
 
 
-def _workaround_edits(before: Facts | None, after: Facts, slot: Slot) -> list[Edit]:
-    """The workarounds to add (those the new side needs and the old did not), each as text to paste where it has
-    some, and those no longer needed."""
-    had = set((before.fix or "").split(" + ")) if before and before.fix else set()
-    need = (after.fix or "").split(" + ") if after.fix else []
-    why = f"out of the box: {after.first_cause}" if after.first_cause else ""
-    found = [_add_workaround(name, why, slot) for name in need if name not in had]
-    found += [Edit(f"no longer needed: {name}", slots=[slot]) for name in sorted(had - set(need))]
-    return found
-
-
-def _add_workaround(name: str, why: str, slot: Slot) -> Edit:
+def _add_workaround(name: str, cause: str, slot: Slot) -> Edit:
+    """The edit that applies one workaround, as text to paste where it has some; ``cause``: the one it answers."""
     fix = WORKAROUNDS.get(name)
-    note = "; ".join(t for t in (fix.hint if fix else "", why) if t)
+    note = "; ".join(t for t in (fix.hint if fix else "", f"for: {cause}" if cause else "") if t)
     if fix is None:
         return Edit(f"add workaround {name}", note=note, slots=[slot])
     if fix.env:
@@ -279,4 +284,4 @@ def _add_workaround(name: str, why: str, slot: Slot) -> Edit:
     return Edit(f"edit the export script ({name})", note=note, slots=[slot])
 
 
-__all__ = ["NOTHING", "Edit", "Sides", "edits", "output_names"]
+__all__ = ["NOTHING", "Edit", "Sides", "edits", "output_names", "plan", "where"]

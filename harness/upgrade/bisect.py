@@ -270,22 +270,18 @@ def search(span: CommitRange, probe: Probe, log: Callable[[str], None] = lambda 
             return Finding(span, None, steps=tuple(steps), note=(
                 f"the merge base {span.base.short} of {span.a} and {span.b} already shows the change: it came from "
                 f"{span.a}'s side, not from {span.b}'s history"))
-    known = _Known(-1, len(commits) - 1)
+    known = Bracket(-1, len(commits) - 1)
     tried = _check_hints(commits, hints, known, ask)
-    while True:
-        open_ = known.open()
-        if not open_:
-            break
-        # The answer is one of open_ + [hi] (or a skipped commit): probing the k-th of those m leaves k or m - k.
-        pick = open_[(len(open_) + 1) // 2 - 1]
-        known.record(pick, ask(commits[pick], len(open_) + 1).state)
+    while (pick := known.next()) is not None:
+        known.record(pick, ask(commits[pick], len(known.open()) + 1).state)
     return _finding(span, known, tuple(steps), tried)
 
 
 @dataclass
-class _Known:
-    """What the probes so far say: ``lo`` the last index known old (-1: the base), ``hi`` the first known new (B at
-    first), ``skipped`` the indices that could not tell."""
+class Bracket:
+    """What the probes so far say about an ordered list (commits, envs) whose last item shows the change: ``lo`` the
+    last index known old (-1: the item before the list), ``hi`` the first known new (the last at first), ``skipped``
+    the indices that could not tell."""
 
     lo: int
     hi: int
@@ -293,6 +289,12 @@ class _Known:
 
     def open(self) -> list[int]:
         return [i for i in range(self.lo + 1, self.hi) if i not in self.skipped]
+
+    def next(self) -> int | None:
+        """The index to probe next: the median of those that may still be the answer, so each answered probe halves
+        them (the answer is one of open() + [hi]: probing the k-th of those m leaves k or m - k); None when done."""
+        open_ = self.open()
+        return open_[(len(open_) + 1) // 2 - 1] if open_ else None
 
     def record(self, i: int, state: State) -> None:
         if state == "old":
@@ -303,7 +305,7 @@ class _Known:
             self.skipped.add(i)
 
 
-def _check_hints(commits: tuple[Commit, ...], hints: Sequence[Commit], known: _Known,
+def _check_hints(commits: tuple[Commit, ...], hints: Sequence[Commit], known: Bracket,
                  ask: Callable[[Commit, int], Observation]) -> int:
     """Probe each hint and, when it shows the change, the commit before it; stop once the answer is pinned down.
     Returns how many hints were checked (each costs at most two probes)."""
@@ -326,7 +328,7 @@ def _check_hints(commits: tuple[Commit, ...], hints: Sequence[Commit], known: _K
     return tried
 
 
-def _finding(span: CommitRange, known: _Known, steps: tuple[Step, ...], hints: int) -> Finding:
+def _finding(span: CommitRange, known: Bracket, steps: tuple[Step, ...], hints: int) -> Finding:
     commits = span.commits
     hidden = tuple(commits[i] for i in sorted(known.skipped) if known.lo < i < known.hi)
     if not hidden:
@@ -386,20 +388,15 @@ class CellProbe:
     show: Callable[[object], str] = str
     log: Callable[[str], None] = print
     workers: WarmPool | None = None  # the env's warm pool (harness.run.warm_pool), shared by every probe: torch once
+    options: tuple[str, ...] = ()  # export options the compared results ran with (harness/causes.py EXPORT_OPTIONS)
 
     def __call__(self, commit: Commit) -> Observation:
-        from harness import run
+        result, cached = run_probe(self.config, Cell(commit.sha, self.env, self.variant, self.format), self.reports,
+                                   self.cache, self.options, self.log, self.workers)
+        return self.observe(result, cached)
 
-        started = time.time()
-        opts = run.Options(reports=self.reports, cache=self.cache, refs=[commit.sha], variants=[self.variant],
-                           formats=[self.format])
-        done = run.run_env(self.config, self.env, opts, log=self.log, workers=self.workers)
-        cell = Cell(ref=commit.sha, env=self.env, variant=self.variant, format=self.format).id
-        result = next((r for r in done if r.cell == cell), None)
-        if result is None:
-            raise HarnessError(f"upgrade: the probe of {commit.short} returned no result for {cell} — a bug: report "
-                               f"it with the run's log")
-        cached = result.created < started
+    def observe(self, result: CellResult, cached: bool) -> Observation:
+        """What the probe's result says: old (shows the before value), new, or skip (cannot tell)."""
         seen = self.value(result)
         if seen is None:
             message = (result.deciding.message.splitlines() or [""])[0][:200]
@@ -411,5 +408,22 @@ class CellProbe:
         return Observation("new", f"{self.show(seen)}{third}", cached)
 
 
-__all__ = ["CellProbe", "Commit", "CommitRange", "Finding", "Observation", "Probe", "State", "Step",
-           "commit_range", "max_probes", "search"]
+def run_probe(config: Config, cell: Cell, reports: Path, cache: Path, options: tuple[str, ...],
+              log: Callable[[str], None], workers: WarmPool | None) -> tuple[CellResult, bool]:
+    """Run (or reuse) one probe cell, quietly (the search says one line per probe); its result, and whether it was
+    stored already."""
+    from harness import run
+
+    started = time.time()
+    opts = run.Options(reports=reports, cache=cache, refs=[cell.ref], variants=[cell.variant], formats=[cell.format],
+                       options=options, announce=False, cell_lines=False)
+    done = run.run_env(config, cell.env, opts, log=log, workers=workers)
+    result = next((r for r in done if r.cell == cell.id), None)
+    if result is None:
+        raise HarnessError(f"upgrade: the probe of {cell.ref} returned no result for {cell.id} — a bug: report it "
+                           f"with the run's log")
+    return result, result.created < started
+
+
+__all__ = ["Bracket", "CellProbe", "Commit", "CommitRange", "Finding", "Observation", "Probe", "State", "Step",
+           "commit_range", "max_probes", "run_probe", "search"]

@@ -68,9 +68,45 @@ def offline_attempt_download():
     module.attempt_download = attempt_download
 
 
+def pin_output_names():
+    """The export option "pinned output names" (harness/causes.py PINNED_NAMES): every ``torch.onnx.export`` call
+    names each output ``output0``, ``output1``, ... in order, as a deployer's own export call would, instead of the
+    script's names for some outputs and the exporter's made-up ones for the rest. The outputs are counted by one
+    forward at the export's input (the scripts run the same dry run just before); the script's dynamic axes follow
+    their outputs to the new names."""
+    import torch
+    import torch.onnx
+
+    original = torch.onnx.export
+    if getattr(original, "_harness_pins_names", False):
+        return
+
+    def count(value):
+        if isinstance(value, torch.Tensor):
+            return 1
+        if isinstance(value, (tuple, list)):
+            return sum(count(v) for v in value)
+        return 0
+
+    @functools.wraps(original)
+    def export(model, args, *rest, **kwargs):
+        with torch.no_grad():
+            n = count(model(*args) if isinstance(args, tuple) else model(args))
+        pinned = [f"output{i}" for i in range(n)]
+        renamed = dict(zip(kwargs.get("output_names") or [], pinned))
+        axes = kwargs.get("dynamic_axes")
+        if isinstance(axes, dict):
+            kwargs["dynamic_axes"] = {renamed.get(k, k): v for k, v in axes.items()}
+        kwargs["output_names"] = pinned
+        return original(model, args, *rest, **kwargs)
+
+    export._harness_pins_names = True
+    torch.onnx.export = export
+
+
 SHIMS = {"onnx-dynamo-off": onnx_dynamo_off, "skip-optimize-for-mobile": skip_optimize_for_mobile,
          "upsample-recompute-scale-factor": upsample_recompute_scale_factor,
-         "offline-attempt-download": offline_attempt_download}
+         "offline-attempt-download": offline_attempt_download, "pin-output-names": pin_output_names}
 
 
 def apply(names):
