@@ -524,7 +524,7 @@ def merge_results(roots: list[Path]) -> list[CellResult]:
 # The schema as docs/schema.md shows it.
 
 SCHEMA_RECORDS: tuple[type, ...] = (CellResult, Attempt, Verdict, ExportFacts, OnnxFacts, Output, Parity, DetectInfo,
-                                    CompileSection, CompileAttempt)
+                                    CheckpointNote, CompileSection, CompileAttempt)
 
 
 def schema_table() -> dict[str, list[str]]:

@@ -468,11 +468,13 @@ def by_packages(config: Config, env: str, opts: Options, log: Log) -> list[tuple
             continue
         needed = ref_packages(checkout.path, spec)
         groups[extended_env(spec, ref, needed, opts.cache, log) if needed else spec].append(ref)
+
+    def in_env(group: EnvSpec) -> Config:
+        return config if group == spec else replace(config, envs={**config.envs, env: group})
+
     if len(groups) <= 1:  # the usual case: every ref in one env, the selection (and its shard) as asked
-        group = next(iter(groups), spec)
-        return [(config if group == spec else replace(config, envs={**config.envs, env: group}), opts)]
-    return [(config if group == spec else replace(config, envs={**config.envs, env: group}),
-             replace(opts, refs=group_refs)) for group, group_refs in groups.items()]
+        return [(in_env(next(iter(groups), spec)), opts)]
+    return [(in_env(group), replace(opts, refs=group_refs)) for group, group_refs in groups.items()]
 
 
 def extended_env(spec: EnvSpec, ref: str, needed: dict[str, tuple[str, ...]], cache: Path, log: Log) -> EnvSpec:
