@@ -61,7 +61,9 @@ class Options:
 # workarounds tried, the search over them, how an attempt is run and judged (batch.py, variant.py, verify.py).
 # Everything else (config parsing, git, env building,
 # scheduling, reporting) acts through those values or does not change a measurement, so editing it keeps every
-# result; a change there that does alter results must bump harness.__version__, which is hashed too.
+# result; a change there that does alter results must bump RESULTS_REVISION, which is hashed too.
+# Not the release (harness.__version__): a release that changes no measurement keeps every cached result.
+RESULTS_REVISION = "0.1.0"
 FINGERPRINT_SOURCES = ("worker", "patch.py", "exporters.py", "causes.py", "search.py", "batch.py", "variant.py",
                        "verify.py")
 # A built checkpoint depends on one file of that code, and on the ref's model code: these folders of its tree.
@@ -78,7 +80,7 @@ def harness_fingerprint(sources: tuple[str, ...] = FINGERPRINT_SOURCES) -> str:
     """Hash of the harness code a result depends on (see FINGERPRINT_SOURCES): results made by other code are not
     reused, and edits elsewhere in the harness do not rerun the matrix."""
     root = Path(__file__).parent
-    digest = hashlib.sha256(__version__.encode())
+    digest = hashlib.sha256(RESULTS_REVISION.encode())
     for source in sources:
         path = root / source
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
