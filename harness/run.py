@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, causes, lock, preflight, proc, results, sandbox, shard
+from harness import __version__, causes, lock, preflight, proc, prog, results, sandbox, shard
 from harness.axes import VARIANTS
 from harness.batch import EnvContext
 from harness.config import Cell, Config, EnvSpec, is_local_repo, plan
@@ -105,7 +105,7 @@ def choose_source(config: Config, cache: Path, log: Log) -> str:
         return url
     if config.source.fallback != "mirror":
         raise SourceError(f"source: {url} is unreachable — check the network, or set fallback = \"mirror\" in "
-                          f"[source] or YOLOV5_REPO to a local mirror (python -m harness mirror)")
+                          f"[source] or YOLOV5_REPO to a local mirror ({prog.command('mirror')})")
     from harness.mirror import build_mirror, default_mirror_dir
 
     mirror = build_mirror(default_mirror_dir())
