@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import QUICK_ENV, Yolov5Source, result_files
 
 from harness.config import load_config
-from conftest import QUICK_ENV, Yolov5Source, result_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,8 +70,8 @@ def test_init_then_a_one_cell_run_of_every_env(tmp_path: Path, yolov5_source: Yo
     path = tmp_path / "matrix.toml"
     text = re.sub(r'(?m)^cfg = "yolov5s.yaml"', 'cfg = "yolov5n.yaml"', path.read_text())
     text = re.sub(r"(?m)^imgsz = 640", "imgsz = 160", text)
-    text += '\n[envs.nowhere]\npython = "3.99"\ntorch = "2.14.1"\ntorchvision = "0.29.1"\nonnx = "1.23.2"\n' \
-            'onnxruntime = "1.32.0"\nnumpy = "2.4.6"\n'
+    text += "\n".join(["", "[envs.nowhere]", 'python = "3.99"', 'torch = "2.14.1"', 'torchvision = "0.29.1"',
+                       'onnx = "1.23.2"', 'onnxruntime = "1.32.0"', 'numpy = "2.4.6"', ""])
     path.write_text(text)
     proc = cli(tmp_path, "run", "--env", "all", "--repo", yolov5_source.repo, "--refs", "v7.0", "--variants",
                "native", "--formats", "onnx")
