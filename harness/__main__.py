@@ -14,12 +14,13 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from harness import __version__, prog
 from harness.errors import EnvError, HarnessError
 
 if TYPE_CHECKING:
+    from harness.config import Config, SandboxMode
     from harness.results import CellResult
 
 # Exit code for an expected failure the user can act on (a HarnessError); argparse also uses 2 for usage errors.
@@ -147,9 +148,22 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--exhaustive", action="store_true",
                         help="search workarounds one at a time in every cell, even where another variant of the "
                              "same ref already found the chain that works")
-    parser.add_argument("--sandbox", choices=("auto", "required", "off"), default=None,
-                        help="override [limits] sandbox: `required` refuses to run without the box (CI on forks)")
+    _add_sandbox_arg(parser)
     parser.set_defaults(handler=_run_run)
+
+
+def _add_sandbox_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sandbox", choices=("auto", "required", "off"), default=None,
+                        help="override [limits] sandbox; `required` refuses to run without the box (CI on forks)")
+
+
+def _with_sandbox(config: Config, mode: str | None) -> Config:
+    """``config`` with [limits] sandbox replaced by ``--sandbox`` when given."""
+    if not mode:
+        return config
+    from dataclasses import replace
+
+    return replace(config, limits=replace(config.limits, sandbox=cast("SandboxMode", mode)))
 
 
 def _run_run(args: argparse.Namespace) -> int:
@@ -157,11 +171,7 @@ def _run_run(args: argparse.Namespace) -> int:
     from harness import run
     from harness.paths import cache_dir
 
-    config = config_mod.load_config(args.config, repo=args.repo)
-    if args.sandbox:
-        from dataclasses import replace
-
-        config = replace(config, limits=replace(config.limits, sandbox=args.sandbox))
+    config = _with_sandbox(config_mod.load_config(args.config, repo=args.repo), args.sandbox)
     envs = list(config.envs) if args.env == ["all"] else args.env
     unknown = [env for env in envs if env not in config.envs]
     if unknown or not envs:
@@ -268,6 +278,8 @@ def _add_gate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
                         help="a newly needed workaround is a note, not a failing change")
     parser.add_argument("--allow-missing", action="store_true",
                         help="a baseline cell with no current result is a note, not a failing change")
+    parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
+                        help="also write the grouped changes as Markdown (a job summary or pull-request comment)")
     parser.set_defaults(handler=_run_gate)
 
 
@@ -287,6 +299,10 @@ def _run_gate(args: argparse.Namespace) -> int:
                         envs=gate.parse_renames(args.env, "env"), allow_source_change=args.allow_source_change,
                         accept_workarounds=args.accept_workarounds, allow_missing=args.allow_missing)
     print(render.console(model))
+    if args.markdown:
+        from harness.files import write_atomic
+
+        write_atomic(args.markdown, render.markdown(model))
     return int(model["exit_code"])
 
 
@@ -313,6 +329,7 @@ def _add_upgrade(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
     parser.add_argument("--repo", default=None, help="YOLOv5 git URL or path (overrides $YOLOV5_REPO and the file)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
+    _add_sandbox_arg(parser)
     parser.set_defaults(handler=_run_upgrade)
 
 
@@ -329,7 +346,7 @@ def _run_upgrade(args: argparse.Namespace) -> int:
     if args.to_ref is None and args.from_env is None:
         raise HarnessError("upgrade: --to is missing — pass the ref to upgrade to (--from v6.1 --to v7.0), or "
                            "--from-env/--to-env for a torch upgrade on one ref")
-    config = config_mod.load_config(args.config, repo=args.repo)
+    config = _with_sandbox(config_mod.load_config(args.config, repo=args.repo), args.sandbox)
     question = Question(args.from_ref, args.to_ref or args.from_ref, args.from_env, args.to_env,
                         envs=tuple(args.envs) if args.envs else None,
                         variants=tuple(args.variants) if args.variants else None,
