@@ -122,7 +122,8 @@ def test_every_action_is_pinned_by_commit_with_its_version(workflow: dict) -> No
     """A full commit SHA (what zizmor asks) and the release it is, as Dependabot keeps them (.github/dependabot.yml)."""
     lines = [line.strip() for line in WORKFLOW.read_text().splitlines() if re.match(r"\s*(- )?uses:", line)]
     assert len(lines) == 14
-    assert all(re.fullmatch(r"(- )?uses: actions/[\w/-]+@[0-9a-f]{40}  # v\d+\.\d+\.\d+", line) for line in lines), lines
+    pinned = re.compile(r"(- )?uses: actions/[\w/-]+@[0-9a-f]{40}  # v\d+\.\d+\.\d+")
+    assert all(pinned.fullmatch(line) for line in lines), lines
     checkouts = [s for job in workflow["jobs"].values() for s in job["steps"] if "checkout" in s.get("uses", "")]
     assert len(checkouts) == 4 and all(s["with"]["persist-credentials"] is False for s in checkouts)
     updates = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())["updates"]
