@@ -225,7 +225,8 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser = subparsers.add_parser(
         "report", help="render every result into one HTML page and JUnit XML",
         description="Merge the result JSONs of any number of runs, shards or machines into <reports>/index.html "
-        "(one self-contained file) and <reports>/junit.xml (one testcase per cell).")
+        "(one self-contained file, which also carries the merged results for download), <reports>/results.json "
+        "(the merged results) and <reports>/junit.xml (one testcase per cell).")
     _add_results_args(parser)
     parser.add_argument("--out", type=Path, default=None, help="HTML file (default: <reports>/index.html)")
     parser.add_argument("--junit", type=Path, default=None, help="JUnit XML file (default: <reports>/junit.xml)")
@@ -238,7 +239,7 @@ def _run_report(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from harness import config as config_mod
-    from harness.report import html, junit
+    from harness.report import html, junit, merged
     from harness.report.view import build
 
     found = _merged(args)
@@ -251,10 +252,13 @@ def _run_report(args: argparse.Namespace) -> int:
     from harness.upgrade import render
 
     upgrade = render.read(args.reports)  # the section of the last `upgrade` into this folder, kept on a re-render
-    page = html.write(args.out or args.reports / "index.html", found, tolerances=tolerances, upgrade=upgrade)
+    out = args.out or args.reports / "index.html"
+    data = merged.write(out.parent / merged.FILE_NAME, found)  # before the page: nox's freshness check reads both
+    page = html.write(out, found, tolerances=tolerances, upgrade=upgrade)
     xml = junit.write(args.junit or args.reports / "junit.xml", found)
     counts = build(found).counts
-    print(f"report: {len(found)} cells ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}) -> {page}, {xml}")
+    print(f"report: {len(found)} cells ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}) -> {page}, "
+          f"{xml}, {data}")
     return 0
 
 
