@@ -253,8 +253,9 @@ def _run_report(args: argparse.Namespace) -> int:
 
     upgrade = render.read(args.reports)  # the section of the last `upgrade` into this folder, kept on a re-render
     out = args.out or args.reports / "index.html"
-    data = merged.write(out.parent / merged.FILE_NAME, found)  # before the page: nox's freshness check reads both
-    page = html.write(out, found, tolerances=tolerances, upgrade=upgrade)
+    text = merged.text(found)
+    data = merged.write(out.parent / merged.FILE_NAME, text)  # before the page: nox's freshness check reads both
+    page = html.write(out, found, tolerances=tolerances, upgrade=upgrade, merged_text=text)
     xml = junit.write(args.junit or args.reports / "junit.xml", found)
     counts = build(found).counts
     print(f"report: {len(found)} cells ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}) -> {page}, "

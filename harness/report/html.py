@@ -38,15 +38,17 @@ def _environment() -> jinja2.Environment:
 
 
 def render(found: list[CellResult], *, title: str = "YOLOv5 export matrix",
-           tolerances: dict[str, float] | None = None, upgrade: dict[str, Any] | None = None) -> str:
+           tolerances: dict[str, float] | None = None, upgrade: dict[str, Any] | None = None,
+           merged_text: str | None = None) -> str:
     """The page for ``found`` results (one per cell, e.g. from results.merge_results); ``upgrade``: an upgrade answer
-    (upgrade.json, harness/upgrade/) shown as its own section above the grid."""
+    (upgrade.json, harness/upgrade/) shown as its own section above the grid; ``merged_text``: ``merged.text(found)``
+    when the caller has it already (it is written beside the page too)."""
     view = view_mod.build(found, tolerances)
     return _environment().get_template("report.html.j2").render(
         view=view, title=title, labels=view_mod.OUTCOME_LABELS, compile_labels=view_mod.COMPILE_LABELS,
         outcomes=list(view_mod.OUTCOME_LABELS), guide_returns=GUIDE_RETURNS, upgrade=upgrade,
-        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), download=merged.embedded(found),
-        download_name=merged.FILE_NAME)
+        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        download=merged.embedded(merged_text or merged.text(found)), download_name=merged.FILE_NAME)
 
 
 def write(path: Path, found: list[CellResult], **kwargs: Any) -> Path:
