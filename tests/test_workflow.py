@@ -66,7 +66,8 @@ def step(workflow: dict, job: str, name_or_id: str) -> dict:
                 (s.get("name") or "").startswith(name_or_id))
 
 
-def run_step(workflow: dict, job: str, name_or_id: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+def run_step(workflow: dict, job: str, name_or_id: str, tmp_path: Path, cwd: Path = ROOT,
+             **env: str) -> subprocess.CompletedProcess:
     """A step's `run` script under bash -eo pipefail (the workflow's default shell), as on a runner: the workflow's
     env, the step's env (expressions replaced by `env`), GITHUB_OUTPUT / GITHUB_STEP_SUMMARY / RUNNER_TEMP files."""
     script = step(workflow, job, name_or_id)["run"]
@@ -74,7 +75,7 @@ def run_step(workflow: dict, job: str, name_or_id: str, tmp_path: Path, **env: s
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RUNNER_TEMP": str(tmp_path),
             "GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"), **env}
     full.pop("NOX_CURRENT_SESSION", None)
-    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=ROOT, env=full,
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=cwd, env=full,
                           capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -243,3 +244,22 @@ def test_the_box_check_fails_a_run_that_does_not(workflow: dict, tmp_path: Path,
     assert proc.returncode == 1
     assert proc.stdout.startswith("::error title=not boxed::the run's first line does not name bubblewrap: ")
     assert (line or "(nothing)") in proc.stdout
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_a_real_run_step_names_the_box_and_passes_the_check(workflow: dict, yolov5_source, env_python: Path,
+                                                          tmp_path: Path) -> None:
+    """The run job's matrix step as a runner runs it (nox session, --sandbox required, the log teed), on one cell
+    (shard 1 of 60 of the quick env), in a copy of the checkout; then the box check reads that log."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("harness", "noxfile.py", "pyproject.toml", "matrix.toml", "README.md", "LICENSE"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, checkout / name)
+    proc = run_step(workflow, "run", "matrix", tmp_path, cwd=checkout, SESSION="matrix(py311-torch2.14)",
+                    SHARD="1/60", YOLOV5_REPO=yolov5_source.repo)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (tmp_path / "run.log").read_text()
+    assert "[py311-torch2.14] 1 cells:" in log and len(list((checkout / "out" / "results").glob("*.json"))) == 1
+    check = run_step(workflow, "run", "the run's first line names the box", tmp_path)
+    assert check.returncode == 0 and check.stdout.startswith("boxed: sandbox: bubblewrap "), check.stdout
