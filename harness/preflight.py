@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import IO, Any, cast
 
+from harness import prog
 from harness.config import is_local_repo
 from harness.errors import ConfigError, HarnessError, SourceError
 from harness.results import results_dir
@@ -154,4 +155,4 @@ def check_source(url: str, cache: Path, fallback: str = "mirror") -> None:
         open_repo(url, cache=cache, fetch=True).close()
     elif fallback == "error" and not is_reachable(url):
         raise SourceError(f"source: {url} is unreachable — check the network, or set fallback = \"mirror\" in [source] "
-                          f"or YOLOV5_REPO to a local mirror (python -m harness mirror)")
+                          f"or YOLOV5_REPO to a local mirror ({prog.command('mirror')})")

@@ -26,6 +26,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, get_args, get_origi
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from harness import prog
 from harness.errors import HarnessError
 from harness.files import write_json
 from harness.verdict import Judged, Outcome, Verdict, decide
@@ -502,7 +503,8 @@ def merge_results(roots: list[Path]) -> list[CellResult]:
     folders: dict[Path, None] = {}  # ordered and without repeats, also when roots overlap
     for root in roots:
         if not root.is_dir():
-            raise HarnessError(f"{root}: no such directory — pass a reports directory written by `harness run`")
+            raise HarnessError(f"{root}: no such directory — pass a reports directory written by "
+                               f"`{prog.command('run')}`")
         folders.update(dict.fromkeys(f.resolve() for f in find_results_dirs(root)))
     chosen: dict[str, CellResult] = {}
     for folder in folders:

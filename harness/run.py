@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, causes, lock, preflight, proc, results, sandbox, shard
+from harness import __version__, causes, lock, preflight, proc, prog, results, sandbox, shard
 from harness.axes import VARIANTS
 from harness.batch import EnvContext
 from harness.config import Cell, Config, EnvSpec, is_local_repo, plan
@@ -61,7 +61,9 @@ class Options:
 # workarounds tried, the search over them, how an attempt is run and judged (batch.py, variant.py, verify.py).
 # Everything else (config parsing, git, env building,
 # scheduling, reporting) acts through those values or does not change a measurement, so editing it keeps every
-# result; a change there that does alter results must bump harness.__version__, which is hashed too.
+# result; a change there that does alter results must bump RESULTS_REVISION, which is hashed too.
+# Not the release (harness.__version__): a release that changes no measurement keeps every cached result.
+RESULTS_REVISION = "0.1.0"
 FINGERPRINT_SOURCES = ("worker", "patch.py", "exporters.py", "causes.py", "search.py", "batch.py", "variant.py",
                        "verify.py")
 # A built checkpoint depends on one file of that code, and on the ref's model code: these folders of its tree.
@@ -78,7 +80,7 @@ def harness_fingerprint(sources: tuple[str, ...] = FINGERPRINT_SOURCES) -> str:
     """Hash of the harness code a result depends on (see FINGERPRINT_SOURCES): results made by other code are not
     reused, and edits elsewhere in the harness do not rerun the matrix."""
     root = Path(__file__).parent
-    digest = hashlib.sha256(__version__.encode())
+    digest = hashlib.sha256(RESULTS_REVISION.encode())
     for source in sources:
         path = root / source
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
@@ -103,7 +105,7 @@ def choose_source(config: Config, cache: Path, log: Log) -> str:
         return url
     if config.source.fallback != "mirror":
         raise SourceError(f"source: {url} is unreachable — check the network, or set fallback = \"mirror\" in "
-                          f"[source] or YOLOV5_REPO to a local mirror (python -m harness mirror)")
+                          f"[source] or YOLOV5_REPO to a local mirror ({prog.command('mirror')})")
     from harness.mirror import build_mirror, default_mirror_dir
 
     mirror = build_mirror(default_mirror_dir())

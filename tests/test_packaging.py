@@ -18,7 +18,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 import harness
-from harness.__main__ import EXIT_INTERNAL_ERROR, SUBCOMMANDS, main
+from harness.__main__ import EXIT_INTERNAL_ERROR, SUBCOMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -128,3 +128,46 @@ def test_help_says_run_exits_0_with_broken_cells() -> None:
     assert "exit codes:" in top and "for `run` also when cells are broken" in top
     sub = run(sys.executable, "-m", "harness", "run", "--help", cwd=ROOT).stdout
     assert "also when some are broken" in " ".join(sub.split())
+
+
+def test_the_installed_cli_says_its_own_name(installed: Path, tmp_path: Path) -> None:
+    """Usage lines and the fixes in error messages name the command as the user called it."""
+    bare = run(installed / "yolov5-export-matrix", cwd=tmp_path)
+    assert bare.returncode == 2 and bare.stderr.startswith("usage: yolov5-export-matrix [-h] [--version] COMMAND")
+    sub = run(installed / "yolov5-export-matrix", "run", "--help", cwd=tmp_path)
+    assert sub.stdout.startswith("usage: yolov5-export-matrix run ") and "python -m" not in sub.stdout
+    missing = run(installed / "yolov5-export-matrix", "report", "--reports", tmp_path / "none", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().endswith("written by `yolov5-export-matrix run`"), missing.stderr
+    written = run(installed / "yolov5-export-matrix", "init", cwd=tmp_path)
+    assert "run `yolov5-export-matrix run --env all`" in written.stdout, written.stderr
+    # From a checkout, the same messages say how that is called.
+    here = run(sys.executable, "-m", "harness", "report", "--reports", tmp_path / "none", cwd=ROOT)
+    assert here.stderr.strip().endswith("written by `python -m harness run`")
+    assert run(sys.executable, "-m", "harness", cwd=ROOT).stderr.startswith("usage: python -m harness [-h]")
+
+
+def test_the_wheel_carries_the_license(installed: Path) -> None:
+    meta = run(installed / "python", "-c", "import importlib.metadata as m; d = m.distribution('yolov5-export-matrix');"
+               "print(d.metadata['License-Expression']); print(*[f for f in d.files if f.name == 'LICENSE'])")
+    expression, license_file = meta.stdout.split("\n")[:2]
+    assert expression == PYPROJECT["project"]["license"] == "Apache-2.0"
+    assert license_file.endswith("licenses/LICENSE")
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+
+
+def test_the_changelog_names_this_release_first() -> None:
+    """docs/releasing.md: the newest release heading of CHANGELOG.md is the version --version prints, below an
+    Unreleased section."""
+    import re
+
+    headings = re.findall(r"(?m)^## (\S+)", (ROOT / "CHANGELOG.md").read_text())
+    assert headings[:2] == ["Unreleased", harness.__version__], headings
+
+
+@pytest.mark.parametrize("command", sorted(build_parser()._subparsers._group_actions[0].choices))  # type: ignore[union-attr]
+def test_every_subcommand_lists_its_exit_codes(command: str) -> None:
+    text = run(sys.executable, "-m", "harness", command, "--help", cwd=ROOT).stdout
+    table = text[text.index("exit codes:"):].splitlines()
+    codes = [line.split()[0] for line in table[1:] if line.strip()]
+    assert codes == (["0", "1", "2", "3", "130"] if command in ("gate", "upgrade") else ["0", "2", "3", "130"])

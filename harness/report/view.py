@@ -54,6 +54,15 @@ class Entry:
         return self.result.compile
 
     @property
+    def search_text(self) -> str:
+        """What the page's search box matches, lower case: ref, env, variant, format, the verdict, each attempt's
+        workaround and cause."""
+        r = self.result
+        words = [r.ref, r.env, f"variant {r.variant}", r.format, r.verdict or OUTCOME_LABELS[self.outcome][2]]
+        words += [f"{label}: {attempt.cause}" if attempt.cause else label for label, attempt in self.attempts]
+        return " · ".join(words).lower()
+
+    @property
     def label(self) -> str:
         """The cell and its verdict in one line: a grid square's hover text and accessible name."""
         r = self.result
