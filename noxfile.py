@@ -215,7 +215,7 @@ def lint(session: nox.Session) -> None:
     Posargs go to ruff (e.g. --fix).
     """
     session.install(*PYPROJECT["project"]["dependencies"], *nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py", *session.posargs)
+    session.run("ruff", "check", "harness", "install", "tests", "benchmarks", "noxfile.py", *session.posargs)
     session.run("mypy")
     envside = [*sorted(str(p) for p in (HERE / "harness" / "worker").glob("*.py")),
                str(HERE / "harness" / "compile" / "envside.py"), str(HERE / "benchmarks" / "floor.py")]

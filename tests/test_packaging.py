@@ -48,7 +48,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_version_has_one_source(installed: Path, tmp_path: Path) -> None:
     expected = f"yolov5-export-matrix {harness.__version__}"
-    for argv in ([installed / "python", "-m", "harness", "--version"],
+    for argv in ([installed / "python", "-m", "yolov5_export_matrix", "--version"],
                  [installed / "yolov5-export-matrix", "--version"]):
         proc = run(*argv, cwd=tmp_path)  # not the checkout: the installed package answers
         assert (proc.returncode, proc.stdout.strip()) == (0, expected), proc.stderr
@@ -84,9 +84,10 @@ def test_workers_of_an_installed_harness_see_only_the_harness(installed: Path) -
              "print(json.dumps([w and w.origin, [n for n in ('jinja2', 'git', 'uv') if u.find_spec(n)]]))")
     script = f"""
 import json, os, subprocess, sys
+import yolov5_export_matrix  # the installed launcher: puts the harness's own directory on sys.path
 from harness import proc
 root = proc.HARNESS_ROOT
-site = root.parent
+site = root.parent.parent
 seen = {{}}
 for name, path in (("harness_root", root), ("site_packages", site)):
     # -S: the interpreter's own site-packages stay out, as in an env without the harness's packages
@@ -100,13 +101,27 @@ print(json.dumps({{"root": str(root), "listing": sorted(os.listdir(root)), "site
     import json
 
     facts = json.loads(proc.stdout)
-    assert Path(facts["root"]).name == "yolov5_export_matrix" and Path(facts["site"]).name == "site-packages"
+    assert Path(facts["root"]).parent.name == "yolov5_export_matrix"
+    assert Path(facts["root"]).parent.parent.name == "site-packages"
     assert facts["listing"] == ["harness"]
     worker_file, leaked = facts["seen"]["harness_root"]
     assert worker_file == str(Path(facts["root"]) / "harness" / "worker" / "__init__.py")
     assert leaked == []
     # The control: had the wheel put harness/ straight into site-packages, this is what workers would have seen.
-    assert set(facts["seen"]["site_packages"][1]) == {"jinja2", "git", "uv"}  # (harness itself via the .pth only)
+    assert set(facts["seen"]["site_packages"][1]) == {"jinja2", "git", "uv"}
+
+
+def test_the_wheel_adds_no_top_level_harness(installed: Path, tmp_path: Path) -> None:
+    """An unrelated PyPI distribution is called `harness`: the wheel's one top-level name is yolov5_export_matrix,
+    and a Python of that venv that does not import it finds no `harness` (no .pth puts one on the path)."""
+    listing = run(installed / "python", "-c", "import importlib.metadata as m; print(*sorted({str(f).split('/')[0] "
+                  "for f in m.distribution('yolov5-export-matrix').files}))")
+    tops = {name for name in listing.stdout.split() if not name.endswith((".dist-info", "..")) and name != "bin"}
+    assert tops == {"yolov5_export_matrix"}, listing.stdout
+    bare = run(installed / "python", "-c", "import importlib.util as u; print(u.find_spec('harness'))", cwd=tmp_path)
+    assert bare.stdout.strip() == "None", bare.stdout + bare.stderr
+    launched = run(installed / "python", "-m", "yolov5_export_matrix", "--help", cwd=tmp_path)
+    assert launched.stdout.startswith("usage: python -m yolov5_export_matrix [-h]"), launched.stdout[:200]
 
 
 def test_an_unexpected_exception_exits_3_not_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) \
