@@ -214,3 +214,17 @@ def test_ref_packages_from_requirements(tmp_path: Path, config) -> None:
     assert ref_packages(tmp_path, spec) == {}
     assert causes.name_of("ModuleNotFoundError: No module named 'ultralytics'") == (
         "master needs `ultralytics`: add it to an env's extra or run `--env py311-torch2.14`")
+
+
+def test_a_ref_package_that_cannot_install_leaves_the_env_as_configured(tmp_path: Path, config) -> None:
+    """When the env cannot take what the ref needs (here a pin PyPI does not have, resolved by the real installer),
+    the ref's cells run in the env as configured, and the run's log says which package and why."""
+    from harness.run import extended_env
+
+    spec = config.envs[QUICK_ENV]
+    said: list[str] = []
+    got = extended_env(spec, "master", {"ultralytics": ("ultralytics==0.0.1",)}, tmp_path / "cache", said.append)
+    assert got == spec
+    told = said[-1]  # after the env build's own progress lines
+    assert told.startswith(f"[{spec.name}] master needs `ultralytics`, which cannot be installed in this env ("), said
+    assert told.endswith("): its cells run without it") and "no version of ultralytics==0.0.1" in told, told
