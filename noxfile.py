@@ -27,7 +27,7 @@ nox.options.sessions = ["matrix"]
 
 HERE = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(HERE / "pyproject.toml")
-# The codes `python -m harness gate` and `upgrade` document (README, "Exit codes"): 1 a failing change, 2 a usage
+# The codes `python -m harness gate` and `upgrade` document (docs/cli.md): 1 a failing change, 2 a usage
 # error, 3 an internal error; run_harness carries them out of nox unchanged.
 GATE_EXIT_CODES = (1, 2, 3)
 UPGRADE_EXIT_CODES = GATE_EXIT_CODES
@@ -174,7 +174,7 @@ def gate(session: nox.Session) -> None:
 
     `nox -s gate -- --baseline FILE` compares; add --write-baseline to save one; --ref OLD=NEW, --env OLD=NEW map
     cells. nox exits with the harness's own code (see run_harness): 0 no failing change, 1 a failing change,
-    2 a usage error, 3 an internal error. See README, "Upgrading: `upgrade` and the gate".
+    2 a usage error, 3 an internal error. See docs/upgrade.md.
     """
     install_harness(session)
     run_harness(session, "gate", *session.posargs, exit_codes=GATE_EXIT_CODES)
@@ -188,7 +188,7 @@ def upgrade(session: nox.Session) -> None:
     cells) and writes reports/upgrade.md, upgrade.json and the "Upgrade A -> B" section of index.html. Posargs:
     --from A --to B, --envs, --variants, --formats, --from-env X --to-env Y (a torch upgrade on one ref),
     --accept-workarounds, --no-bisect, --repo, --reports. nox exits with the harness's own code (see run_harness):
-    0 no failing group, 1 failing groups, 2 a usage error, 3 an internal error. See README, "Upgrading".
+    0 no failing group, 1 failing groups, 2 a usage error, 3 an internal error. See docs/upgrade.md.
     """
     install_harness(session)
     run_harness(session, "upgrade", *session.posargs, exit_codes=UPGRADE_EXIT_CODES)
@@ -230,7 +230,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def mirror(session: nox.Session) -> None:
-    """Build the offline stand-in repository from PyPI's `yolov5` releases (see README, Offline).
+    """Build the offline stand-in repository from PyPI's `yolov5` releases (see docs/offline.md).
 
     Posargs: --dest DIR (default: <cache>/mirror).
     """

@@ -4,7 +4,7 @@ problem and the fix, raised before any env is built and before any result is wri
 
 The weights check reads the file's container format (a torch.save zip archive, or the legacy pickle's magic number)
 and lists the classes its pickle names, with ``pickletools.genops``; it never unpickles it: a checkpoint is a pickle and
-loading one runs code, so that happens only in the env's subprocess (README, Security).
+loading one runs code, so that happens only in the env's subprocess (docs/security.md).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def check_reports(reports: Path) -> None:
 def check_weights(weights: str | None, config_label: str = "matrix.toml") -> None:
     """``[model] weights`` must be a PyTorch checkpoint holding a YOLOv5 model (checked by format and by the class
     names in its pickle, never loaded here). This catches mistakes, not attacks: a crafted file can name any class;
-    it is only ever unpickled in the env's subprocess (README, Security)."""
+    it is only ever unpickled in the env's subprocess (docs/security.md)."""
     if not weights:
         return
     path = Path(weights).expanduser()

@@ -432,7 +432,7 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     log(box.describe())
     if config.model.weights:
         log(f"weights: {config.model.weights} is a pickle: only the env's processes load it, never this one — use "
-            f"files you trust (README, Security)")
+            f"files you trust (docs/security.md)")
     proc.STOP.clear()
     previous = {}
     if threading.current_thread() is threading.main_thread():

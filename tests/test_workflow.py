@@ -100,7 +100,7 @@ def test_pull_requests_run_it_with_least_privilege(workflow: dict) -> None:
     assert not any("permissions" in job for job in workflow["jobs"].values())
     assert "github.event.pull_request.number" in workflow["concurrency"]["group"]
     assert all(job.get("timeout-minutes", 360) <= 360 for job in workflow["jobs"].values())  # GitHub's job limit
-    # One env's cells take minutes (README, Speed): an hour is the ceiling, a hung job must not hold a runner for six.
+    # One env's cells take minutes (docs/speed.md): an hour is the ceiling, a hung job must not hold a runner for six.
     assert workflow["jobs"]["run"]["timeout-minutes"] == 60
 
 
@@ -153,7 +153,7 @@ def test_results_cache_restores_what_it_saves(workflow: dict) -> None:
     assert restore["key"] == save["key"] and save["key"].startswith(restore["restore-keys"])
     assert "github.run_id" in save["key"] and "github.run_id" not in restore["restore-keys"]
     cached = [s for job in workflow["jobs"].values() for s in job["steps"] if "cache" in s.get("uses", "")]
-    assert [s["with"]["path"] for s in cached] == ["out/results", "out/results"]  # no uv cache: see README
+    assert [s["with"]["path"] for s in cached] == ["out/results", "out/results"]  # no uv cache: see docs/ci.md
 
 
 def test_plan_job_lists_the_nox_matrix_sessions_in_torch_order(workflow: dict, tmp_path: Path) -> None:
