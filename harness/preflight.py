@@ -139,7 +139,7 @@ def _pickle_globals(stream: IO[bytes]) -> set[tuple[str, str]]:
 
 def check_source(url: str, cache: Path, fallback: str = "mirror") -> None:
     """The configured repository must open before any env is built: a source that cannot be opened at all is a
-    configuration error, not one broken result per cell (issue 13).
+    configuration error, not one broken result per cell.
 
     A local path (a repository, a bare clone, a git bundle) is cloned into the cache, or fetched when a clone is there:
     the run does the same a moment later, so this costs nothing extra (a fetch with nothing new takes milliseconds)

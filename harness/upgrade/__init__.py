@@ -1,4 +1,4 @@
-"""The upgrade decision (issue 12): what changes between two refs (or envs), the commit that made each change, and
+"""The upgrade decision: what changes between two refs (or envs), the commit that made each change, and
 the edits a deployer makes. `python -m harness upgrade` (question.py) ties them together; the gate shares compare.py.
 
 - ``compare``: cell pairs -> grouped changes (the facts a deployment depends on, kinds of change, groups, scopes).
