@@ -210,15 +210,17 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Check style and types: ruff (pyproject.toml's rules), mypy strict on harness/, env-side code as Python 3.8.
 
-    Env-side code (harness/worker/, harness/compile/envside.py, benchmarks/floor.py) runs in old interpreters: ruff
-    checks it as 3.8 code (per-file-target-version) and a real Python 3.8, when the machine has one, compiles it.
+    Env-side code (harness/worker/, harness/compile/envside.py, harness/targets/envside.py, benchmarks/floor.py) runs
+    in old interpreters: ruff checks it as 3.8 code (per-file-target-version) and a real Python 3.8, when the machine
+    has one, compiles it.
     Posargs go to ruff (e.g. --fix).
     """
     session.install(*PYPROJECT["project"]["dependencies"], *nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", "harness", "install", "tests", "benchmarks", "noxfile.py", *session.posargs)
     session.run("mypy")
     envside = [*sorted(str(p) for p in (HERE / "harness" / "worker").glob("*.py")),
-               str(HERE / "harness" / "compile" / "envside.py"), str(HERE / "benchmarks" / "floor.py")]
+               str(HERE / "harness" / "compile" / "envside.py"), str(HERE / "harness" / "targets" / "envside.py"),
+               str(HERE / "benchmarks" / "floor.py")]
     python38 = session.run("python", "-c", "from harness.envs import python_candidates as c; print(*c('3.8')[:1])",
                            silent=True, external=True) or ""
     if python38.strip():

@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -20,7 +21,7 @@ from harness import __version__, prog
 from harness.errors import EnvError, HarnessError
 
 if TYPE_CHECKING:
-    from harness.config import Config, SandboxMode
+    from harness.config import Config, SandboxMode, TargetSpec
     from harness.results import CellResult
 
 # Exit code for an expected failure the user can act on (a HarnessError); argparse also uses 2 for usage errors.
@@ -148,8 +149,33 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--exhaustive", action="store_true",
                         help="search workarounds one at a time in every cell, even where another variant of the "
                              "same ref already found the chain that works")
+    _add_targets_arg(parser, "after each env's cells, check them on these [targets.NAME] (default: the enabled ones; "
+                             "`none` for none)")
     _add_sandbox_arg(parser)
     parser.set_defaults(handler=_run_run)
+
+
+def _add_targets_arg(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--targets", type=_csv, default=None, metavar="NAME,...", help=text)
+
+
+def _chosen_targets(config: Config, names: list[str] | None) -> dict[str, TargetSpec]:
+    """The [targets.NAME] specs ``--targets`` names (the enabled ones when not given); one line for a wrong name."""
+    from harness.config import TargetSpec
+    from harness.targets.toolkits import TOOLKITS
+
+    if names is None:
+        return {name: spec for name, spec in config.targets.items() if spec.enabled}
+    if names == ["none"]:
+        return {}
+    known = [*TOOLKITS, "tpu-mlir"]
+    for name in names:
+        if name == "tpu-mlir":
+            raise HarnessError(f"--targets: tpu-mlir has its own command: {prog.command('compile')}")
+        if name not in TOOLKITS:
+            raise HarnessError(f"--targets: unknown target {name!r} — use one of {', '.join(known)}")
+    return {name: config.targets.get(name) or TargetSpec(name=name, options=tuple(TOOLKITS[name].defaults.items()))
+            for name in names}
 
 
 def _add_sandbox_arg(parser: argparse.ArgumentParser) -> None:
@@ -186,10 +212,16 @@ def _run_run(args: argparse.Namespace) -> int:
         from harness.shard import parse_shard
 
         opts.shard = parse_shard(args.shard)
+    targets = _chosen_targets(config, args.targets)
     failed: list[str] = []
     for env in envs:
         try:
             done = run.run_env(config, env, opts, log=run.log_stderr)
+            if targets:
+                from harness.targets.check import run_targets
+
+                run_targets(targets, args.reports, opts.cache, cells={r.cell for r in done}, force=args.force,
+                            log=run.log_stderr, sandbox_mode=config.limits.sandbox)
         except EnvError as exc:  # this env cannot be built: the others still run (a config error stops them all)
             if len(envs) == 1:
                 raise
@@ -412,6 +444,39 @@ def _run_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_targets(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "targets", help="compile and run the exported files on downstream targets (OpenVINO, RKNN, ncnn)",
+        description="For each result whose artifact a [targets.NAME] takes (its variants; ONNX for openvino and "
+        "rknn, TorchScript for ncnn): compile with the target's toolkit in its own env, run on the cell's input, "
+        "compare every output with ONNX Runtime (TorchScript for ncnn), and join the verdict into the result JSON "
+        "as targets.NAME. Builds each target's env into the cache on first use.")
+    parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
+    parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
+    _add_targets_arg(parser, "which targets (default: the enabled [targets.NAME])")
+    parser.add_argument("--force", action="store_true", help="recheck cells whose inputs did not change")
+    parser.set_defaults(handler=_run_targets)
+
+
+def _run_targets(args: argparse.Namespace) -> int:
+    from harness import config as config_mod
+    from harness.paths import cache_dir
+    from harness.targets.check import run_targets
+
+    config = config_mod.load_config(args.config)
+    specs = _chosen_targets(config, args.targets)
+    if not specs:
+        print("targets: none enabled — set enabled = true in a [targets.NAME] or pass --targets NAME",
+              file=sys.stderr)
+        return 0
+    done = run_targets(specs, args.reports, cache_dir(), force=args.force,
+                       log=lambda line: print(line, file=sys.stderr, flush=True), sandbox_mode=config.limits.sandbox)
+    counts = Counter(section.outcome() for section in done)
+    print(f"targets: {len(done)} checks ({', '.join(f'{n} {o}' for o, n in counts.items()) or 'none run'}); "
+          f"verdicts joined into {args.reports / 'results'}")
+    return 0
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _add_init,
     _add_mirror,
@@ -420,6 +485,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_gate,
     _add_upgrade,
     _add_compile,
+    _add_targets,
 )
 
 

@@ -98,6 +98,8 @@ class Facts:
     compile_reading: str | None = None  # tpu-mlir's verdict read like ``reading``; None: not compiled
     compile_fix: str | None = None
     compile_cause: str | None = None
+    # Each downstream target's verdict ([targets.NAME], harness/targets/): its outcome and line; absent: not checked.
+    targets: dict[str, TargetFacts] = field(default_factory=dict)
 
     @classmethod
     def of(cls, result: CellResult) -> Facts:
@@ -140,6 +142,8 @@ class Facts:
                                      "skipped" if status == "skip" else f"broken: {compiled.cause or 'unclassified'}")
             facts.compile_fix = fixed if status == "pass" else None
             facts.compile_cause = compiled.cause if status not in ("pass", "skip") else None
+        facts.targets = {name: TargetFacts(target.outcome(), target.verdict, target.judgement.cause)
+                         for name, target in result.targets.items()}
         return facts
 
     def to_json(self) -> dict[str, Any]:
@@ -157,6 +161,15 @@ class Facts:
     @property
     def onnx(self) -> bool:
         return self.format in FORMATS and FORMATS[self.format].backend == "onnxruntime"
+
+
+@dataclass
+class TargetFacts:
+    """A downstream target's verdict on a cell, as the comparison reads it."""
+
+    outcome: str = "error"
+    verdict: str = ""
+    cause: str | None = None  # the deciding attempt's, when it did not work
 
 
 def reading(outcome: str, fix: str | None, cause: str | None) -> str:
@@ -206,11 +219,13 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("parity", fails=True),
     Kind("compile", fails=True, bisect=False),  # a compile probe is minutes of simulator per commit
     Kind("compile-workaround", fails=True, bisect=False, waiver="--accept-workarounds"),
+    Kind("target", fails=True, bisect=False),  # a downstream target took the cell's artifact and does not now
     Kind("auto-name", fails=False),
     Kind("fixed", fails=False),
     Kind("workaround-dropped", fails=False),
     Kind("cause", fails=False),  # broken before and after, for another cause
     Kind("compile-fixed", fails=False, bisect=False),
+    Kind("target-fixed", fails=False, bisect=False),
     Kind("new", fails=False, bisect=False),  # gate: a cell not in the baseline
 )}
 
@@ -295,7 +310,19 @@ def changes(before: Facts | None, after: Facts | None) -> list[Change]:
     if before.parity_pass and after.parity_pass is False:
         found.append(Change("parity", "within tolerance", "beyond tolerance",
                             detail=f"{_tolerance_text(before)} → {_tolerance_text(after)}"))
-    found += _compile_changes(before, after)
+    found += _compile_changes(before, after) + _target_changes(before, after)
+    return found
+
+
+def _target_changes(before: Facts, after: Facts) -> list[Change]:
+    """A target that worked with the cell and does not (fails), or the reverse (a note); one change per target."""
+    found = []
+    for name in sorted(before.targets.keys() & after.targets.keys()):
+        old, new = before.targets[name], after.targets[name]
+        if "skipped" in (old.outcome, new.outcome) or (old.outcome in WORKING) == (new.outcome in WORKING):
+            continue
+        kind = "target" if old.outcome in WORKING else "target-fixed"
+        found.append(Change(kind, f"{name}: {old.verdict}", f"{name}: {new.verdict}"))
     return found
 
 
@@ -368,6 +395,8 @@ def title(kind: str, position: int | None, before: str, after: str) -> str:
         "compile": lambda: f"tpu-mlir compile: {before} → {after}",
         "compile-workaround": lambda: f"tpu-mlir compile newly needs a workaround: {after}",
         "compile-fixed": lambda: f"tpu-mlir compile: {before} → {after}",
+        "target": lambda: f"downstream target {before} → {after}",
+        "target-fixed": lambda: f"downstream target {before} → {after}",
         "auto-name": lambda: ("auto-generated ONNX output names changed: such names change with any graph edit; do "
                               "not write configs on them"),
         "fixed": lambda: f"fixed: {before} → {after}",
