@@ -37,8 +37,8 @@ def test_the_shipped_config_lists_every_target_off() -> None:
 
 @pytest.mark.parametrize(("tables", "expected"), [
     ("[targets.openvno]\nenabled = true\n",
-     "unknown target 'openvno' in [targets.openvno] — did you mean 'openvino'? (targets: openvino, rknn, ncnn, "
-     "tpu-mlir)"),
+     ("unknown target 'openvno' in [targets.openvno] — did you mean 'openvino'? (targets: openvino, rknn, ncnn, "
+      "tpu-mlir)")),
     ('[targets.rknn]\nplatform = "rk3599"\n', "'targets.rknn.platform' is 'rk3599', not one of"),
     ('[targets.rknn]\nplatfrom = "rk3588"\n', "unknown key 'targets.rknn.platfrom' — did you mean 'platform'?"),
     ('[targets.ncnn]\nfp16 = "yes"\n', "'targets.ncnn.fp16' must be true or false"),
