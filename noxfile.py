@@ -206,6 +206,13 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session(default=False)
+def cache(session: nox.Session) -> None:
+    """List what the harness's cache holds, with sizes; `nox -s cache -- --prune [--older-than DAYS]` prunes it."""
+    install_harness(session)
+    session.run("python", "-m", "harness", "cache", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and types: ruff (pyproject.toml's rules), mypy strict on harness/, env-side code as Python 3.8.

@@ -151,6 +151,9 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "same ref already found the chain that works")
     _add_targets_arg(parser, "after each env's cells, check them on these [targets.NAME] (default: the enabled ones; "
                              "`none` for none)")
+    parser.add_argument("--keep-artifacts", choices=("failed", "all", "none"), default=None,
+                        help="whose exported files stay after the checks that read them (default: [artifacts] keep, "
+                             "`failed`: those of broken and error cells)")
     _add_sandbox_arg(parser)
     parser.set_defaults(handler=_run_run)
 
@@ -193,8 +196,8 @@ def _with_sandbox(config: Config, mode: str | None) -> Config:
 
 
 def _run_run(args: argparse.Namespace) -> int:
+    from harness import artifacts, results, run
     from harness import config as config_mod
-    from harness import run
     from harness.paths import cache_dir
 
     config = _with_sandbox(config_mod.load_config(args.config, repo=args.repo), args.sandbox)
@@ -222,6 +225,9 @@ def _run_run(args: argparse.Namespace) -> int:
 
                 run_targets(targets, args.reports, opts.cache, cells={r.cell for r in done}, force=args.force,
                             log=run.log_stderr, sandbox_mode=config.limits.sandbox)
+            if not config.compile.enabled:  # else tpu-mlir still reads the ONNX files: `compile` prunes after it
+                artifacts.prune([results.result_path(args.reports, r.cell) for r in done],
+                                args.keep_artifacts or config.artifacts.keep, log=run.log_stderr)
         except EnvError as exc:  # this env cannot be built: the others still run (a config error stops them all)
             if len(envs) == 1:
                 raise
@@ -441,6 +447,11 @@ def _run_compile(args: argparse.Namespace) -> int:
         quantize=tuple(args.quantize) if args.quantize else None, force=args.force, keep=args.keep,
         log=lambda line: print(line, file=sys.stderr, flush=True), sandbox_mode=config.limits.sandbox)
     print(f"compile: {len(done)} cells: {compile_run.summary(done)}; verdicts joined into {args.reports / 'results'}")
+    if args.if_enabled:  # after the matrix: the last check that reads the ONNX files has run
+        from harness import artifacts, results
+
+        artifacts.prune(sorted(results.results_dir(args.reports).glob("*.json")), config.artifacts.keep,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
     return 0
 
 
@@ -477,6 +488,37 @@ def _run_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cache(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "cache", help="list what the cache holds, and prune it (`nox -s cache`)",
+        description="Each part of the harness's cache (envs, work folders, checkpoints, checkouts, targets, ...) with "
+        "its size, and uv's wheel cache beside it. --prune removes the venvs of envs the config no longer names and, "
+        "with --older-than DAYS, the rebuildable entries not written to for that long. Results under reports/ are "
+        "never touched.")
+    parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
+    parser.add_argument("--prune", action="store_true", help="remove what the config no longer uses")
+    parser.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                        help="with --prune: also remove work folders, checkpoints, checkouts, patched trees and "
+                             "target outputs not written to for DAYS days (0: all of them)")
+    parser.set_defaults(handler=_run_cache)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from harness import cache
+    from harness import config as config_mod
+    from harness.paths import cache_dir
+
+    root = cache_dir()
+    if args.older_than is not None and (args.older_than < 0 or not args.prune):
+        raise HarnessError("--older-than: takes DAYS >= 0, with --prune (e.g. --prune --older-than 7)")
+    if args.prune:
+        config = config_mod.load_config(args.config)
+        freed = cache.prune(root, config, args.older_than, log=lambda line: print(line, file=sys.stderr))
+        print(f"cache: pruned {freed / 2**30:.2f} GB from {root}")
+    print(cache.table(cache.listing(root)))
+    return 0
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _add_init,
     _add_mirror,
@@ -486,6 +528,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_upgrade,
     _add_compile,
     _add_targets,
+    _add_cache,
 )
 
 

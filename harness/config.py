@@ -36,6 +36,7 @@ else:  # pragma: no cover - the harness's Python is 3.11, tomli is the documente
 __all__ = [
     "ALLOWED_FORMATS",
     "ALLOWED_VARIANTS",
+    "Artifacts",
     "Cell",
     "CompileSpec",
     "Config",
@@ -43,6 +44,7 @@ __all__ = [
     "Limits",
     "Model",
     "Source",
+    "TargetSpec",
     "Timeouts",
     "Tolerances",
     "is_local_repo",
@@ -111,6 +113,14 @@ class Limits:
     # The box around env processes (harness/sandbox.py): "auto" (the best this machine has), "required" (refuse to
     # run without one), "off" (none).
     sandbox: SandboxMode = "auto"
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """[artifacts]: whose exported files stay once every check that reads them ran (harness/artifacts.py)."""
+
+    keep: str = "failed"  # "failed", "all" or "none"
+    min_free_mb: int = 1024  # a run does not start with less free where the cells write
 
 
 # What the compile check knows how to drive: tpu-mlir's quantize modes that need no calibration, and the processors
@@ -199,6 +209,7 @@ class Config:
     timeouts: Timeouts
     envs: dict[str, EnvSpec]
     limits: Limits = Limits()
+    artifacts: Artifacts = Artifacts()
     compile: CompileSpec = CompileSpec()
     targets: dict[str, TargetSpec] = dataclasses.field(default_factory=dict)
 
@@ -265,6 +276,10 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
         "memory_mb": _Field("int", "16000", required=False, default=None),
         "sandbox": _Field("str", '"auto"', required=False, default=Limits.sandbox),
     },
+    "artifacts": {
+        "keep": _Field("str", '"failed"', required=False, default=Artifacts.keep),
+        "min_free_mb": _Field("int", "1024", required=False, default=Artifacts.min_free_mb),
+    },
     # The downstream compile check (harness/compile/, `nox -s tpu_mlir`); see CompileSpec.
     "compile": {
         "enabled": _Field("bool", "false", required=False, default=CompileSpec.enabled),
@@ -277,7 +292,7 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     },
 }
 # Tables that may be left out entirely (all their keys have defaults).
-_OPTIONAL_TABLES = frozenset({"tolerances", "timeouts", "limits", "compile"})
+_OPTIONAL_TABLES = frozenset({"tolerances", "timeouts", "limits", "artifacts", "compile"})
 
 _TARGET_FIELDS.update({
     "enabled": _Field("bool", "true", required=False, default=TargetSpec.enabled),
@@ -410,6 +425,7 @@ def load_config(path: Path, *, repo: str | None = None, env: Mapping[str, str] =
         timeouts=check.timeouts(doc.get("timeouts", {})),
         envs={name: check.env(name, table) for name, table in doc["envs"].items()},
         limits=check.limits(doc.get("limits", {})),
+        artifacts=check.artifacts(doc.get("artifacts", {})),
         compile=check.compile_spec(*check.compile_table(doc)),
         targets=check.targets(doc.get("targets", {})),
     )
@@ -661,6 +677,13 @@ class _Checker:
             self.at_least("limits.memory_mb", memory_mb, 256)
         sandbox = self.one_of("limits.sandbox", table.get("sandbox", Limits.sandbox), SANDBOXES)
         return Limits(memory_mb=memory_mb, sandbox=cast(SandboxMode, sandbox))
+
+    def artifacts(self, table: Mapping[str, Any]) -> Artifacts:
+        from harness.artifacts import KEEP_POLICIES
+
+        keep = self.one_of("artifacts.keep", table.get("keep", Artifacts.keep), KEEP_POLICIES)
+        return Artifacts(keep=keep, min_free_mb=self.at_least("artifacts.min_free_mb",
+                                                              table.get("min_free_mb", Artifacts.min_free_mb), 0))
 
     def compile_table(self, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
         """tpu-mlir's table and the name it was given: [targets.tpu-mlir], or the older [compile] (still read, with

@@ -331,6 +331,8 @@ class CellResult(Attempts[Attempt]):
     timings: dict[str, float] = field(default_factory=dict)  # the shared steps (CELL_STEPS) the cell waited for
     patch_diff: str = ""
     artifacts_dir: str | None = None
+    # False once the cell's exported files were removed by [artifacts] keep (logs stay; harness/artifacts.py).
+    artifacts_kept: bool = True
     harness_version: str | None = None
     harness_fingerprint: str | None = None
     created: float = 0.0

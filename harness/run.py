@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, causes, lock, preflight, proc, prog, results, sandbox, shard
+from harness import __version__, artifacts, causes, lock, preflight, proc, prog, results, sandbox, shard
 from harness.axes import VARIANTS
 from harness.batch import EnvContext
 from harness.config import Cell, Config, EnvSpec, is_local_repo, plan
@@ -243,6 +243,14 @@ class EnvRun:
 
     def save(self, result: CellResult) -> None:
         proc.check_interrupt(f"before saving {result.cell}")  # a cell whose steps were killed is not a result
+        if any(attempt.cause == artifacts.DISK_FULL for attempt in result.attempts):
+            # Not a verdict: every next cell would fail the same way. Stop with one line; what is saved stays.
+            folder = Path(result.artifacts_dir or self.opts.cache / "work" / self.spec.name)
+            free_mb = shutil.disk_usage(folder if folder.exists() else self.opts.cache).free // 2**20
+            exc = HarnessError(artifacts.disk_full(folder, free_mb))
+            self.fatal = self.fatal or exc
+            proc.STOP.set()
+            raise exc
         result.created = time.time()  # when it was made: merges and concurrent runs keep the newer one
         try:
             results.save_result(self.opts.reports, result)
@@ -429,6 +437,7 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     preflight.check_reports(opts.reports)
     preflight.check_weights(config.model.weights, str(config.path))
     preflight.check_source(config.source.repo, opts.cache, config.source.fallback)
+    artifacts.check_free(opts.cache / "work" / env, config.artifacts.min_free_mb)
     log(box.describe())
     if config.model.weights:
         log(f"weights: {config.model.weights} is a pickle: only the env's processes load it, never this one — use "

@@ -54,6 +54,13 @@ class Entry:
         return self.result.compile
 
     @property
+    def regenerate(self) -> str:
+        """The command that makes the cell's exported files again (when [artifacts] keep removed them)."""
+        from harness.artifacts import regenerate
+
+        return regenerate(self.result)
+
+    @property
     def targets_work(self) -> bool | None:
         """Whether every downstream target that checked this cell works with it; None when none did."""
         if not self.result.targets:
