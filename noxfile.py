@@ -27,7 +27,7 @@ nox.options.sessions = ["matrix"]
 
 HERE = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(HERE / "pyproject.toml")
-# The codes `python -m harness gate` and `upgrade` document (README, "Exit codes"): 1 a failing change, 2 a usage
+# The codes `python -m harness gate` and `upgrade` document (docs/cli.md): 1 a failing change, 2 a usage
 # error, 3 an internal error; run_harness carries them out of nox unchanged.
 GATE_EXIT_CODES = (1, 2, 3)
 UPGRADE_EXIT_CODES = GATE_EXIT_CODES
@@ -174,7 +174,7 @@ def gate(session: nox.Session) -> None:
 
     `nox -s gate -- --baseline FILE` compares; add --write-baseline to save one; --ref OLD=NEW, --env OLD=NEW map
     cells. nox exits with the harness's own code (see run_harness): 0 no failing change, 1 a failing change,
-    2 a usage error, 3 an internal error. See README, "Upgrading: `upgrade` and the gate".
+    2 a usage error, 3 an internal error. See docs/upgrade.md.
     """
     install_harness(session)
     run_harness(session, "gate", *session.posargs, exit_codes=GATE_EXIT_CODES)
@@ -189,7 +189,7 @@ def upgrade(session: nox.Session) -> None:
     index.html. Posargs: --from A --to B, --envs, --variants, --formats, --from-env X --to-env Y (a torch upgrade;
     with --to too: both at once), --accept-workarounds, --no-bisect, --no-pin-names, --format json, --repo,
     --reports. nox exits with the harness's own code (see run_harness):
-    0 no failing group, 1 failing groups, 2 a usage error, 3 an internal error. See README, "Upgrading".
+    0 no failing group, 1 failing groups, 2 a usage error, 3 an internal error. See docs/upgrade.md.
     """
     install_harness(session)
     run_harness(session, "upgrade", *session.posargs, exit_codes=UPGRADE_EXIT_CODES)
@@ -207,19 +207,28 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+@nox.session(default=False)
+def cache(session: nox.Session) -> None:
+    """List what the harness's cache holds, with sizes; `nox -s cache -- --prune [--older-than DAYS]` prunes it."""
+    install_harness(session)
+    session.run("python", "-m", "harness", "cache", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and types: ruff (pyproject.toml's rules), mypy strict on harness/, env-side code as Python 3.8.
 
-    Env-side code (harness/worker/, harness/compile/envside.py, benchmarks/floor.py) runs in old interpreters: ruff
-    checks it as 3.8 code (per-file-target-version) and a real Python 3.8, when the machine has one, compiles it.
+    Env-side code (harness/worker/, harness/compile/envside.py, harness/targets/envside.py, benchmarks/floor.py) runs
+    in old interpreters: ruff checks it as 3.8 code (per-file-target-version) and a real Python 3.8, when the machine
+    has one, compiles it.
     Posargs go to ruff (e.g. --fix).
     """
     session.install(*PYPROJECT["project"]["dependencies"], *nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py", *session.posargs)
+    session.run("ruff", "check", "harness", "install", "tests", "benchmarks", "noxfile.py", *session.posargs)
     session.run("mypy")
     envside = [*sorted(str(p) for p in (HERE / "harness" / "worker").glob("*.py")),
-               str(HERE / "harness" / "compile" / "envside.py"), str(HERE / "benchmarks" / "floor.py")]
+               str(HERE / "harness" / "compile" / "envside.py"), str(HERE / "harness" / "targets" / "envside.py"),
+               str(HERE / "benchmarks" / "floor.py")]
     python38 = session.run("python", "-c", "from harness.envs import python_candidates as c; print(*c('3.8')[:1])",
                            silent=True, external=True) or ""
     if python38.strip():
@@ -231,7 +240,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def mirror(session: nox.Session) -> None:
-    """Build the offline stand-in repository from PyPI's `yolov5` releases (see README, Offline).
+    """Build the offline stand-in repository from PyPI's `yolov5` releases (see docs/offline.md).
 
     Posargs: --dest DIR (default: <cache>/mirror).
     """

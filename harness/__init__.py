@@ -3,4 +3,6 @@
 The pipeline is the layout: config -> source (+ mirror) -> patch -> envs -> run (worker/) -> results.
 """
 
-__version__ = "0.1.0"
+# The release (docs/releasing.md): `--version`, the wheel's metadata and every result's `harness_version` name it.
+# A release alone does not rerun cached cells: results are keyed by harness.run.RESULTS_REVISION.
+__version__ = "0.2.0"

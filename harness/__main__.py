@@ -1,4 +1,4 @@
-"""`python -m harness <command>` (installed: `yolov5-export-matrix <command>`): the harness's command line.
+"""`yolov5-export-matrix <command>` (from a checkout: `python -m harness <command>`): the harness's command line.
 
 Each subcommand is one `_add_<name>` function that declares its arguments and sets a handler; add it to
 SUBCOMMANDS. Handlers return an exit code (EXIT_CODES); a HarnessError becomes one line on stderr and exit code 2,
@@ -12,14 +12,16 @@ import argparse
 import logging
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from harness import __version__
-from harness.errors import HarnessError
+from harness import __version__, prog
+from harness.errors import EnvError, HarnessError
 
 if TYPE_CHECKING:
+    from harness.config import Config, SandboxMode, TargetSpec
     from harness.results import CellResult
 
 # Exit code for an expected failure the user can act on (a HarnessError); argparse also uses 2 for usage errors.
@@ -33,6 +35,66 @@ EXIT_CODES = f"""exit codes:
   {EXIT_HARNESS_ERROR}    a usage or config error, or an env that cannot be built: one line on stderr
   {EXIT_INTERNAL_ERROR}    an internal error (a bug in the harness): traceback on stderr
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM); results saved so far are kept"""
+
+# Each subcommand's help ends with its own exit codes (exit_codes): what 0 and 1 mean where they differ from "done".
+EXIT_0 = {
+    "run": "every cell ran, also when some are broken: a broken cell is a result (read it in the report, gate it)",
+    "gate": "no failing change against the baseline (or the baseline was written)",
+    "upgrade": "no failing group of changes from A to B",
+    "init": "the starter config was written",
+}
+EXIT_1 = {
+    "gate": "a failing change against the baseline: the table says which",
+    "upgrade": "failing groups of changes: the answer says which, their first commit and the edits to make",
+}
+
+
+def exit_codes(command: str) -> str:
+    """The exit codes section of ``command``'s help."""
+    lines = [f"  0    {EXIT_0.get(command, 'done')}"]
+    lines += [f"  1    {EXIT_1[command]}"] if command in EXIT_1 else []
+    lines += [f"  {EXIT_HARNESS_ERROR}    a usage or config error, or an env that cannot be built: one line on stderr",
+              f"  {EXIT_INTERNAL_ERROR}    an internal error (a bug in the harness): traceback on stderr",
+              f"  {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM); results saved so far are kept"]
+    return "exit codes:\n" + "\n".join(lines)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions as usual but keeps the exit codes table's lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("exit codes:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _add_init(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "init", help="write a commented starter matrix.toml here (never over an existing one)",
+        description="Write a starter config: upstream YOLOv5, two refs, variants native and 3, ONNX and TorchScript, "
+        "one env (torch 2.14 on Python 3.11), the sandbox on auto; every key commented. Refuses to overwrite a file.")
+    parser.add_argument("--config", type=Path, default=Path("matrix.toml"),
+                        help="where to write it (default: matrix.toml)")
+    parser.set_defaults(handler=_run_init)
+
+
+STARTER = Path(__file__).parent / "starter.toml"
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    path: Path = args.config
+    if path.exists():
+        raise HarnessError(f"init: {path} already exists — edit it, or pass --config OTHER.toml to write a new one")
+    try:
+        with path.open("x", encoding="utf-8") as fh:  # "x": never over a file that appeared meanwhile
+            fh.write(STARTER.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise HarnessError(f"init: cannot write {path} ({exc.strerror or exc}) — pass --config with a writable "
+                           f"path") from None
+    config = "" if path == Path("matrix.toml") else f" --config {path}"
+    print(f"init: wrote {path} — edit it, then run `{prog.command('run --env all' + config)}` and open "
+          f"reports/index.html")
+    return 0
 
 
 def _add_mirror(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,13 +124,14 @@ def _csv(text: str) -> list[str]:
 def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="run the matrix cells of one env (what `nox -s matrix` calls per env)",
+        help="run the matrix cells of one env, a list of envs or all (`nox -s matrix` calls it per env)",
         description="Check out each ref, patch Detect per variant, export with the ref's own script in the env's "
         "venv, verify counts, shapes and parity, and write one result JSON per cell under <reports>/results. "
         "Exits 0 when every cell ran, also when some are broken: verdicts are results, not errors (see `report` "
         "and `gate`); 2 when the env or the selection cannot run.",
     )
-    parser.add_argument("--env", required=True, help="env name from matrix.toml [envs.NAME]")
+    parser.add_argument("--env", required=True, type=_csv, metavar="ENV,...|all",
+                        help="env names from matrix.toml [envs.NAME], comma-separated, or `all` (in the file's order)")
     parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
     parser.add_argument("--repo", default=None, help="YOLOv5 git URL or path (overrides $YOLOV5_REPO and the file)")
     parser.add_argument("--refs", type=_csv, default=None, help="comma-separated subset of the configured refs")
@@ -86,17 +149,63 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--exhaustive", action="store_true",
                         help="search workarounds one at a time in every cell, even where another variant of the "
                              "same ref already found the chain that works")
+    _add_targets_arg(parser, "after each env's cells, check them on these [targets.NAME] (default: the enabled ones; "
+                             "`none` for none)")
+    parser.add_argument("--keep-artifacts", choices=("failed", "all", "none"), default=None,
+                        help="whose exported files stay after the checks that read them (default: [artifacts] keep, "
+                             "`failed`: those of broken and error cells)")
+    _add_sandbox_arg(parser)
     parser.set_defaults(handler=_run_run)
 
 
+def _add_targets_arg(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--targets", type=_csv, default=None, metavar="NAME,...", help=text)
+
+
+def _chosen_targets(config: Config, names: list[str] | None) -> dict[str, TargetSpec]:
+    """The [targets.NAME] specs ``--targets`` names (the enabled ones when not given); one line for a wrong name."""
+    from harness.config import TargetSpec
+    from harness.targets.toolkits import TOOLKITS
+
+    if names is None:
+        return {name: spec for name, spec in config.targets.items() if spec.enabled}
+    if names == ["none"]:
+        return {}
+    known = [*TOOLKITS, "tpu-mlir"]
+    for name in names:
+        if name == "tpu-mlir":
+            raise HarnessError(f"--targets: tpu-mlir has its own command: {prog.command('compile')}")
+        if name not in TOOLKITS:
+            raise HarnessError(f"--targets: unknown target {name!r} — use one of {', '.join(known)}")
+    return {name: config.targets.get(name) or TargetSpec(name=name, options=tuple(TOOLKITS[name].defaults.items()))
+            for name in names}
+
+
+def _add_sandbox_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sandbox", choices=("auto", "required", "off"), default=None,
+                        help="override [limits] sandbox; `required` refuses to run without the box (CI on forks)")
+
+
+def _with_sandbox(config: Config, mode: str | None) -> Config:
+    """``config`` with [limits] sandbox replaced by ``--sandbox`` when given."""
+    if not mode:
+        return config
+    from dataclasses import replace
+
+    return replace(config, limits=replace(config.limits, sandbox=cast("SandboxMode", mode)))
+
+
 def _run_run(args: argparse.Namespace) -> int:
+    from harness import artifacts, results, run
     from harness import config as config_mod
-    from harness import run
     from harness.paths import cache_dir
 
-    config = config_mod.load_config(args.config, repo=args.repo)
-    if args.env not in config.envs:
-        raise HarnessError(f"{args.config}: no env '{args.env}' — choose one of: {', '.join(config.envs)}")
+    config = _with_sandbox(config_mod.load_config(args.config, repo=args.repo), args.sandbox)
+    envs = list(config.envs) if args.env == ["all"] else args.env
+    unknown = [env for env in envs if env not in config.envs]
+    if unknown or not envs:
+        raise HarnessError(f"{args.config}: no env {', '.join(map(repr, unknown)) or 'given'} — choose from "
+                           f"{', '.join(config.envs)}, or `all`")
     opts = run.Options(reports=args.reports, cache=cache_dir(), refs=args.refs, variants=args.variants,
                        formats=args.formats, force=args.force, fetch=args.fetch, learn=not args.exhaustive)
     if args.jobs:
@@ -106,8 +215,29 @@ def _run_run(args: argparse.Namespace) -> int:
         from harness.shard import parse_shard
 
         opts.shard = parse_shard(args.shard)
-    done = run.run_env(config, args.env, opts, log=run.log_stderr)
-    print(f"[{args.env}] {len(done)} cells: {run.summary(done)}; results in {args.reports / 'results'}")
+    targets = _chosen_targets(config, args.targets)
+    failed: list[str] = []
+    for env in envs:
+        try:
+            done = run.run_env(config, env, opts, log=run.log_stderr)
+            if targets:
+                from harness.targets.check import run_targets
+
+                run_targets(targets, args.reports, opts.cache, cells={r.cell for r in done}, force=args.force,
+                            log=run.log_stderr, sandbox_mode=config.limits.sandbox)
+            if not config.compile.enabled:  # else tpu-mlir still reads the ONNX files: `compile` prunes after it
+                artifacts.prune([results.result_path(args.reports, r.cell) for r in done],
+                                args.keep_artifacts or config.artifacts.keep, log=run.log_stderr)
+        except EnvError as exc:  # this env cannot be built: the others still run (a config error stops them all)
+            if len(envs) == 1:
+                raise
+            print(f"error: [{env}] {exc}", file=sys.stderr)
+            failed.append(env)
+            continue
+        print(f"[{env}] {len(done)} cells: {run.summary(done)}; results in {args.reports / 'results'}")
+    if failed:
+        raise HarnessError(f"{len(failed)} of {len(envs)} envs could not run ({', '.join(failed)}): see the error "
+                           f"lines above; the other envs' results are saved")
     return 0
 
 
@@ -124,7 +254,8 @@ def _merged(args: argparse.Namespace) -> list[CellResult]:
     roots = [args.reports, *args.extra]
     found = results.merge_results(roots)
     if not found:
-        raise HarnessError(f"no results under {', '.join(map(str, roots))} — run the matrix first (nox -s matrix)")
+        raise HarnessError(f"no results under {', '.join(map(str, roots))} — run the matrix first "
+                           f"({prog.command('run --env all')})")
     return found
 
 
@@ -132,7 +263,8 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser = subparsers.add_parser(
         "report", help="render every result into one HTML page and JUnit XML",
         description="Merge the result JSONs of any number of runs, shards or machines into <reports>/index.html "
-        "(one self-contained file) and <reports>/junit.xml (one testcase per cell).")
+        "(one self-contained file, which also carries the merged results for download), <reports>/results.json "
+        "(the merged results) and <reports>/junit.xml (one testcase per cell).")
     _add_results_args(parser)
     parser.add_argument("--out", type=Path, default=None, help="HTML file (default: <reports>/index.html)")
     parser.add_argument("--junit", type=Path, default=None, help="JUnit XML file (default: <reports>/junit.xml)")
@@ -145,7 +277,7 @@ def _run_report(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from harness import config as config_mod
-    from harness.report import html, junit
+    from harness.report import html, junit, merged
     from harness.report.view import build
 
     found = _merged(args)
@@ -158,10 +290,14 @@ def _run_report(args: argparse.Namespace) -> int:
     from harness.upgrade import render
 
     upgrade = render.read(args.reports)  # the section of the last `upgrade` into this folder, kept on a re-render
-    page = html.write(args.out or args.reports / "index.html", found, tolerances=tolerances, upgrade=upgrade)
+    out = args.out or args.reports / "index.html"
+    text = merged.text(found)
+    data = merged.write(out.parent / merged.FILE_NAME, text)  # before the page: nox's freshness check reads both
+    page = html.write(out, found, tolerances=tolerances, upgrade=upgrade, merged_text=text)
     xml = junit.write(args.junit or args.reports / "junit.xml", found)
     counts = build(found).counts
-    print(f"report: {len(found)} cells ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}) -> {page}, {xml}")
+    print(f"report: {len(found)} cells ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}) -> {page}, "
+          f"{xml}, {data}")
     return 0
 
 
@@ -185,6 +321,8 @@ def _add_gate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
                         help="a newly needed workaround is a note, not a failing change")
     parser.add_argument("--allow-missing", action="store_true",
                         help="a baseline cell with no current result is a note, not a failing change")
+    parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
+                        help="also write the grouped changes as Markdown (a job summary or pull-request comment)")
     parser.set_defaults(handler=_run_gate)
 
 
@@ -204,6 +342,10 @@ def _run_gate(args: argparse.Namespace) -> int:
                         envs=gate.parse_renames(args.env, "env"), allow_source_change=args.allow_source_change,
                         accept_workarounds=args.accept_workarounds, allow_missing=args.allow_missing)
     print(render.console(model))
+    if args.markdown:
+        from harness.files import write_atomic
+
+        write_atomic(args.markdown, render.markdown(model))
     return int(model["exit_code"])
 
 
@@ -235,6 +377,7 @@ def _add_upgrade(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
     parser.add_argument("--repo", default=None, help="YOLOv5 git URL or path (overrides $YOLOV5_REPO and the file)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
+    _add_sandbox_arg(parser)
     parser.set_defaults(handler=_run_upgrade)
 
 
@@ -252,7 +395,7 @@ def _run_upgrade(args: argparse.Namespace) -> int:
     if args.to_ref is None and args.from_env is None:
         raise HarnessError("upgrade: --to is missing — pass the ref to upgrade to (--from v6.1 --to v7.0), or "
                            "--from-env/--to-env for a torch upgrade on one ref")
-    config = config_mod.load_config(args.config, repo=args.repo)
+    config = _with_sandbox(config_mod.load_config(args.config, repo=args.repo), args.sandbox)
     question = Question(args.from_ref, args.to_ref or args.from_ref, args.from_env, args.to_env,
                         envs=tuple(args.envs) if args.envs else None,
                         variants=tuple(args.variants) if args.variants else None,
@@ -316,29 +459,104 @@ def _run_compile(args: argparse.Namespace) -> int:
         quantize=tuple(args.quantize) if args.quantize else None, force=args.force, keep=args.keep,
         log=lambda line: print(line, file=sys.stderr, flush=True), sandbox_mode=config.limits.sandbox)
     print(f"compile: {len(done)} cells: {compile_run.summary(done)}; verdicts joined into {args.reports / 'results'}")
+    if args.if_enabled:  # after the matrix: the last check that reads the ONNX files has run
+        from harness import artifacts, results
+
+        artifacts.prune(sorted(results.results_dir(args.reports).glob("*.json")), config.artifacts.keep,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
+    return 0
+
+
+def _add_targets(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "targets", help="compile and run the exported files on downstream targets (OpenVINO, RKNN, ncnn)",
+        description="For each result whose artifact a [targets.NAME] takes (its variants; ONNX for openvino and "
+        "rknn, TorchScript for ncnn): compile with the target's toolkit in its own env, run on the cell's input, "
+        "compare every output with ONNX Runtime (TorchScript for ncnn), and join the verdict into the result JSON "
+        "as targets.NAME. Builds each target's env into the cache on first use.")
+    parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
+    parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
+    _add_targets_arg(parser, "which targets (default: the enabled [targets.NAME])")
+    parser.add_argument("--force", action="store_true", help="recheck cells whose inputs did not change")
+    parser.set_defaults(handler=_run_targets)
+
+
+def _run_targets(args: argparse.Namespace) -> int:
+    from harness import config as config_mod
+    from harness.paths import cache_dir
+    from harness.targets.check import run_targets
+
+    config = config_mod.load_config(args.config)
+    specs = _chosen_targets(config, args.targets)
+    if not specs:
+        print("targets: none enabled — set enabled = true in a [targets.NAME] or pass --targets NAME",
+              file=sys.stderr)
+        return 0
+    done = run_targets(specs, args.reports, cache_dir(), force=args.force,
+                       log=lambda line: print(line, file=sys.stderr, flush=True), sandbox_mode=config.limits.sandbox)
+    counts = Counter(section.outcome() for section in done)
+    print(f"targets: {len(done)} checks ({', '.join(f'{n} {o}' for o, n in counts.items()) or 'none run'}); "
+          f"verdicts joined into {args.reports / 'results'}")
+    return 0
+
+
+def _add_cache(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "cache", help="list what the cache holds, and prune it (`nox -s cache`)",
+        description="Each part of the harness's cache (envs, work folders, checkpoints, checkouts, targets, ...) with "
+        "its size, and uv's wheel cache beside it. --prune removes the venvs of envs the config no longer names and, "
+        "with --older-than DAYS, the rebuildable entries not written to for that long. Results under reports/ are "
+        "never touched.")
+    parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
+    parser.add_argument("--prune", action="store_true", help="remove what the config no longer uses")
+    parser.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                        help="with --prune: also remove work folders, checkpoints, checkouts, patched trees and "
+                             "target outputs not written to for DAYS days (0: all of them)")
+    parser.set_defaults(handler=_run_cache)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from harness import cache
+    from harness import config as config_mod
+    from harness.paths import cache_dir
+
+    root = cache_dir()
+    if args.older_than is not None and (args.older_than < 0 or not args.prune):
+        raise HarnessError("--older-than: takes DAYS >= 0, with --prune (e.g. --prune --older-than 7)")
+    if args.prune:
+        config = config_mod.load_config(args.config)
+        freed = cache.prune(root, config, args.older_than, log=lambda line: print(line, file=sys.stderr))
+        print(f"cache: pruned {freed / 2**30:.2f} GB from {root}")
+    print(cache.table(cache.listing(root)))
     return 0
 
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    _add_init,
     _add_mirror,
     _add_run,
     _add_report,
     _add_gate,
     _add_upgrade,
     _add_compile,
+    _add_targets,
+    _add_cache,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered (separate from main() so tests can inspect it)."""
     parser = argparse.ArgumentParser(
-        prog="python -m harness", description="yolov5-export-matrix: YOLOv5 ref x torch env export checks.",
+        prog=prog.name(), description="yolov5-export-matrix: YOLOv5 ref x torch env export checks.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"yolov5-export-matrix {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
+    for command, sub in subparsers.choices.items():
+        sub.formatter_class = _HelpFormatter
+        sub.epilog = "\n\n".join(filter(None, [sub.epilog, exit_codes(command)]))
     return parser
 
 

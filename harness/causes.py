@@ -109,6 +109,9 @@ NO_DOWNLOAD = Workaround(
 )
 
 CAUSES: tuple[Cause, ...] = (
+    # The disk where the cell writes is full: not the export's fault; the run stops on it (harness/artifacts.py).
+    Cause("disk full", r"No space left on device|\[Errno 28\]|ENOSPC",
+          "the disk where the cell writes ran out of space: free space or prune the harness's cache, then rerun"),
     Cause("torch.load weights_only", r"Weights only load failed|WeightsUnpickler error",
           "torch>=2.6 loads with weights_only=True by default and YOLOv5 checkpoints are pickled modules",
           NO_WEIGHTS_ONLY, before_forward=True),

@@ -8,6 +8,7 @@ from one place.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -35,6 +36,7 @@ else:  # pragma: no cover - the harness's Python is 3.11, tomli is the documente
 __all__ = [
     "ALLOWED_FORMATS",
     "ALLOWED_VARIANTS",
+    "Artifacts",
     "Cell",
     "CompileSpec",
     "Config",
@@ -42,6 +44,7 @@ __all__ = [
     "Limits",
     "Model",
     "Source",
+    "TargetSpec",
     "Timeouts",
     "Tolerances",
     "is_local_repo",
@@ -112,6 +115,14 @@ class Limits:
     sandbox: SandboxMode = "auto"
 
 
+@dataclass(frozen=True)
+class Artifacts:
+    """[artifacts]: whose exported files stay once every check that reads them ran (harness/artifacts.py)."""
+
+    keep: str = "failed"  # "failed", "all" or "none"
+    min_free_mb: int = 1024  # a run does not start with less free where the cells write
+
+
 # What the compile check knows how to drive: tpu-mlir's quantize modes that need no calibration, and the processors
 # whose cmodel simulator ships in the tpu_mlir wheel and that take F32 (bm1684x measured; see harness/compile/).
 COMPILE_QUANTIZE: tuple[str, ...] = ("F32", "F16", "BF16")
@@ -132,6 +143,28 @@ class CompileSpec:
     timeout: float = 3600.0  # seconds per tool run (model_transform, model_deploy)
     min_cosine: float = 0.99  # bmodel vs ONNX Runtime, per output (tpu-mlir's own default tolerance)
     min_euclidean: float = 0.99
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """[targets.NAME]: a downstream toolkit of harness/targets/toolkits.py (openvino, rknn, ncnn) that compiles and
+    runs the artifacts of these variants (in the format the toolkit takes). tpu-mlir's table is a CompileSpec."""
+
+    name: str
+    enabled: bool = False
+    variants: tuple[str, ...] = ("3", "native")
+    options: tuple[tuple[str, Any], ...] = ()  # the toolkit's options as set (defaults filled in), in its order
+    timeout: float = 900.0  # seconds for one compile-and-run
+    min_cosine: float = 0.999  # per output, against the reference runtime
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+# The keys every [targets.NAME] takes; a toolkit adds its own options (toolkits.py defaults).
+_TARGET_FIELDS: dict[str, _Field] = {}  # filled below, once _Field exists
+TPU_MLIR = "tpu-mlir"  # the [targets.NAME] of the compile check (harness/compile/), also read as [compile]
 
 
 @dataclass(frozen=True)
@@ -176,7 +209,9 @@ class Config:
     timeouts: Timeouts
     envs: dict[str, EnvSpec]
     limits: Limits = Limits()
+    artifacts: Artifacts = Artifacts()
     compile: CompileSpec = CompileSpec()
+    targets: dict[str, TargetSpec] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -241,6 +276,10 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
         "memory_mb": _Field("int", "16000", required=False, default=None),
         "sandbox": _Field("str", '"auto"', required=False, default=Limits.sandbox),
     },
+    "artifacts": {
+        "keep": _Field("str", '"failed"', required=False, default=Artifacts.keep),
+        "min_free_mb": _Field("int", "1024", required=False, default=Artifacts.min_free_mb),
+    },
     # The downstream compile check (harness/compile/, `nox -s tpu_mlir`); see CompileSpec.
     "compile": {
         "enabled": _Field("bool", "false", required=False, default=CompileSpec.enabled),
@@ -253,7 +292,15 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     },
 }
 # Tables that may be left out entirely (all their keys have defaults).
-_OPTIONAL_TABLES = frozenset({"tolerances", "timeouts", "limits", "compile"})
+_OPTIONAL_TABLES = frozenset({"tolerances", "timeouts", "limits", "artifacts", "compile"})
+
+_TARGET_FIELDS.update({
+    "enabled": _Field("bool", "true", required=False, default=TargetSpec.enabled),
+    "variants": _Field("str_list", '["3", "native"]', required=False, default=TargetSpec.variants),
+    "timeout": _Field("number", "900", required=False, default=TargetSpec.timeout),
+    "min_cosine": _Field("number", "0.999", required=False, default=TargetSpec.min_cosine),
+})
+_OPTION_KINDS: dict[type, _Kind] = {bool: "bool", str: "str", int: "int", float: "number"}
 
 _ENV_SCHEMA: dict[str, _Field] = {
     "python": _Field("str", '"3.11"'),
@@ -378,7 +425,9 @@ def load_config(path: Path, *, repo: str | None = None, env: Mapping[str, str] =
         timeouts=check.timeouts(doc.get("timeouts", {})),
         envs={name: check.env(name, table) for name, table in doc["envs"].items()},
         limits=check.limits(doc.get("limits", {})),
-        compile=check.compile_spec(doc.get("compile", {})),
+        artifacts=check.artifacts(doc.get("artifacts", {})),
+        compile=check.compile_spec(*check.compile_table(doc)),
+        targets=check.targets(doc.get("targets", {})),
     )
 
 
@@ -442,7 +491,7 @@ class _Checker:
 
     def tables(self, doc: Mapping[str, Any], *, override_repo: bool) -> None:
         """Check every table's presence, keys and value types against the schema (values are checked later)."""
-        self.unknown_keys("", doc, [*_SCHEMA, "envs"])
+        self.unknown_keys("", doc, [*_SCHEMA, "envs", "targets"])
         for section, fields in _SCHEMA.items():
             if section not in doc:
                 if section in _OPTIONAL_TABLES:
@@ -629,18 +678,81 @@ class _Checker:
         sandbox = self.one_of("limits.sandbox", table.get("sandbox", Limits.sandbox), SANDBOXES)
         return Limits(memory_mb=memory_mb, sandbox=cast(SandboxMode, sandbox))
 
-    def compile_spec(self, table: Mapping[str, Any]) -> CompileSpec:
-        """Check [compile] values (types are already checked by ``tables``)."""
+    def artifacts(self, table: Mapping[str, Any]) -> Artifacts:
+        from harness.artifacts import KEEP_POLICIES
+
+        keep = self.one_of("artifacts.keep", table.get("keep", Artifacts.keep), KEEP_POLICIES)
+        return Artifacts(keep=keep, min_free_mb=self.at_least("artifacts.min_free_mb",
+                                                              table.get("min_free_mb", Artifacts.min_free_mb), 0))
+
+    def compile_table(self, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+        """tpu-mlir's table and the name it was given: [targets.tpu-mlir], or the older [compile] (still read, with
+        a deprecation line on stderr); both at once is an error."""
+        targets = doc.get("targets")
+        new = targets.get(TPU_MLIR) if isinstance(targets, dict) else None
+        if new is not None and "compile" in doc:
+            raise self.error(f"both [compile] and [targets.{TPU_MLIR}] configure tpu-mlir",
+                             f"keep [targets.{TPU_MLIR}] and delete [compile]")
+        if "compile" in doc:
+            print(f"{self.label}: [compile] is deprecated: rename it [targets.{TPU_MLIR}] (same keys)", file=sys.stderr)
+            return doc["compile"], "compile"
+        if new is None:
+            return {}, "compile"
+        if not isinstance(new, dict):
+            raise self.error(f"'targets.{TPU_MLIR}' must be a table, got {_describe(new)}",
+                             f"write [targets.{TPU_MLIR}] and its keys")
+        self.fields(f"targets.{TPU_MLIR}", new, _SCHEMA["compile"])
+        return new, f"targets.{TPU_MLIR}"
+
+    def compile_spec(self, table: Mapping[str, Any], where: str = "compile") -> CompileSpec:
+        """Check tpu-mlir's values (types are already checked); ``where`` names the table in messages."""
         value = {key: table.get(key, field.default) for key, field in _SCHEMA["compile"].items()}
         return CompileSpec(
             enabled=value["enabled"],
-            variants=self.choices("compile.variants", list(value["variants"]), ALLOWED_VARIANTS),
-            quantize=self.choices("compile.quantize", list(value["quantize"]), COMPILE_QUANTIZE),
-            processor=self.one_of("compile.processor", value["processor"], COMPILE_PROCESSORS),
-            timeout=self.in_range("compile.timeout", float(value["timeout"]), low=0.0, low_open=True),
-            min_cosine=self.in_range("compile.min_cosine", float(value["min_cosine"]), low=0.0, high=1.0),
-            min_euclidean=self.in_range("compile.min_euclidean", float(value["min_euclidean"]), low=-1e9, high=1.0),
+            variants=self.choices(f"{where}.variants", list(value["variants"]), ALLOWED_VARIANTS),
+            quantize=self.choices(f"{where}.quantize", list(value["quantize"]), COMPILE_QUANTIZE),
+            processor=self.one_of(f"{where}.processor", value["processor"], COMPILE_PROCESSORS),
+            timeout=self.in_range(f"{where}.timeout", float(value["timeout"]), low=0.0, low_open=True),
+            min_cosine=self.in_range(f"{where}.min_cosine", float(value["min_cosine"]), low=0.0, high=1.0),
+            min_euclidean=self.in_range(f"{where}.min_euclidean", float(value["min_euclidean"]), low=-1e9, high=1.0),
         )
+
+    def targets(self, tables: Any) -> dict[str, TargetSpec]:
+        """[targets.NAME] for the toolkits of harness/targets/toolkits.py (tpu-mlir's is read by compile_table)."""
+        from harness.targets.toolkits import TOOLKITS
+
+        if not isinstance(tables, dict):
+            raise self.error(f"'targets' must be a table of tables, got {_describe(tables)}",
+                             "write [targets.<name>] tables")
+        known = (*TOOLKITS, TPU_MLIR)
+        specs = {}
+        for name, table in tables.items():
+            if name == TPU_MLIR:
+                continue
+            if name not in TOOLKITS:
+                raise self.error(f"unknown target '{name}' in [targets.{name}]",
+                                 f"{_did_you_mean(name, known)} (targets: {', '.join(known)})")
+            if not isinstance(table, dict):
+                raise self.error(f"'targets.{name}' must be a table, got {_describe(table)}",
+                                 f"write [targets.{name}] and its keys")
+            kit = TOOLKITS[name]
+            options = {key: _Field(_OPTION_KINDS[type(default)], repr(default).lower() if isinstance(default, bool)
+                                   else f'"{default}"' if isinstance(default, str) else str(default),
+                                   required=False, default=default) for key, default in kit.defaults.items()}
+            self.fields(f"targets.{name}", table, {**_TARGET_FIELDS, **options})
+            chosen = {key: table.get(key, default) for key, default in kit.defaults.items()}
+            for key, allowed in kit.choices.items():
+                self.one_of(f"targets.{name}.{key}", chosen[key], allowed)
+            specs[name] = TargetSpec(
+                name=name, enabled=table.get("enabled", TargetSpec.enabled),
+                variants=self.choices(f"targets.{name}.variants", list(table.get("variants", TargetSpec.variants)),
+                                      ALLOWED_VARIANTS),
+                options=tuple(chosen.items()),
+                timeout=self.in_range(f"targets.{name}.timeout", float(table.get("timeout", TargetSpec.timeout)),
+                                      low=0.0, low_open=True),
+                min_cosine=self.in_range(f"targets.{name}.min_cosine",
+                                         float(table.get("min_cosine", TargetSpec.min_cosine)), low=0.0, high=1.0))
+        return specs
 
     def env(self, name: str, table: Mapping[str, Any]) -> EnvSpec:
         """Check an env's pins (already type-checked by ``tables``) and build its spec."""
@@ -688,7 +800,11 @@ _KIND_NAMES: dict[str, str] = {
 
 
 def _field(dotted: str) -> _Field:
-    section, key = dotted.split(".", 1)
+    section, key = dotted.rsplit(".", 1)
+    if section == f"targets.{TPU_MLIR}":
+        return _SCHEMA["compile"][key]
+    if section.startswith("targets."):
+        return _TARGET_FIELDS[key]
     return _SCHEMA[section][key]
 
 

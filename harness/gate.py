@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness import prog
 from harness.axes import FORMAT_NAMES, VARIANTS
 from harness.diff import Facts, OutputFacts, Pair, Slot, group
 from harness.errors import HarnessError
@@ -43,7 +44,8 @@ def write_baseline(path: Path, current: Iterable[CellResult]) -> int:
     """Save the current results as a baseline file; returns the number of cells saved."""
     cells = {r.cell: summarize(r) for r in current}
     if not cells:
-        raise HarnessError(f"gate: no results to save in {path} — run the matrix first (nox -s matrix)")
+        raise HarnessError(f"gate: no results to save in {path} — run the matrix first "
+                           f"({prog.command('run --env all')})")
     write_json(path, {"kind": BASELINE_KIND, "schema": BASELINE_SCHEMA,
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cells": cells})
     return len(cells)

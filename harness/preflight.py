@@ -4,7 +4,7 @@ problem and the fix, raised before any env is built and before any result is wri
 
 The weights check reads the file's container format (a torch.save zip archive, or the legacy pickle's magic number)
 and lists the classes its pickle names, with ``pickletools.genops``; it never unpickles it: a checkpoint is a pickle and
-loading one runs code, so that happens only in the env's subprocess (README, Security).
+loading one runs code, so that happens only in the env's subprocess (docs/security.md).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import IO, Any, cast
 
+from harness import prog
 from harness.config import is_local_repo
 from harness.errors import ConfigError, HarnessError, SourceError
 from harness.results import results_dir
@@ -47,7 +48,7 @@ def check_reports(reports: Path) -> None:
 def check_weights(weights: str | None, config_label: str = "matrix.toml") -> None:
     """``[model] weights`` must be a PyTorch checkpoint holding a YOLOv5 model (checked by format and by the class
     names in its pickle, never loaded here). This catches mistakes, not attacks: a crafted file can name any class;
-    it is only ever unpickled in the env's subprocess (README, Security)."""
+    it is only ever unpickled in the env's subprocess (docs/security.md)."""
     if not weights:
         return
     path = Path(weights).expanduser()
@@ -138,7 +139,7 @@ def _pickle_globals(stream: IO[bytes]) -> set[tuple[str, str]]:
 
 def check_source(url: str, cache: Path, fallback: str = "mirror") -> None:
     """The configured repository must open before any env is built: a source that cannot be opened at all is a
-    configuration error, not one broken result per cell (issue 13).
+    configuration error, not one broken result per cell.
 
     A local path (a repository, a bare clone, a git bundle) is cloned into the cache, or fetched when a clone is there:
     the run does the same a moment later, so this costs nothing extra (a fetch with nothing new takes milliseconds)
@@ -154,4 +155,4 @@ def check_source(url: str, cache: Path, fallback: str = "mirror") -> None:
         open_repo(url, cache=cache, fetch=True).close()
     elif fallback == "error" and not is_reachable(url):
         raise SourceError(f"source: {url} is unreachable — check the network, or set fallback = \"mirror\" in [source] "
-                          f"or YOLOV5_REPO to a local mirror (python -m harness mirror)")
+                          f"or YOLOV5_REPO to a local mirror ({prog.command('mirror')})")

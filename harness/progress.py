@@ -64,6 +64,8 @@ class Progress:
             line = (f"[{self.label}] [{self.done}/{self.total}] {result.ref} variant {result.variant} "
                     f"{result.format}{' [stand-in]' if result.standin else ''}: "
                     f"{'unchanged, kept (' + result.verdict + ')' if kept else result.verdict}")
+            if result.checkpoint:  # how the harness built its own checkpoint: not the export's story, but seen
+                line += f" [checkpoint built with {result.checkpoint.built_with}]"
             if not kept:
                 message = result.deciding.message
                 line += f" — {message[:160]}" if message else ""

@@ -26,6 +26,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, get_args, get_origi
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from harness import prog
 from harness.errors import HarnessError
 from harness.files import write_json
 from harness.verdict import Judged, Outcome, Verdict, decide
@@ -34,7 +35,8 @@ SCHEMA_VERSION = 2
 Status = Literal["pass", "fail", "error", "skip"]
 # Where an attempt stopped. Export: checkout -> patch -> checkpoint -> export -> load -> run -> compare; the compile
 # check (tpu-mlir) has its own transform -> deploy -> compare.
-Stage = Literal["checkout", "patch", "checkpoint", "export", "load", "run", "compare", "transform", "deploy"]
+Stage = Literal["checkout", "patch", "checkpoint", "export", "load", "run", "compare", "transform", "deploy",
+                "build", "reference"]
 STATUSES: tuple[str, ...] = get_args(Status)
 
 
@@ -254,6 +256,52 @@ class CompileSection(CompileAttempt):
         return self.verdict
 
 
+@dataclass
+class OutputMatch:
+    """One output of a downstream target's compiled model against the reference runtime on the same input."""
+
+    output: str = ""  # the reference's name (ONNX), or its position (TorchScript: "0", "1", ...)
+    shape: list[int] = field(default_factory=list)  # the reference's
+    target_shape: list[int] = field(default_factory=list)
+    cosine: float | None = None
+    max_abs: float | None = None
+    error: str | None = None  # "missing", "shape mismatch": no numbers then
+
+
+@dataclass
+class TargetAttempt:
+    """One compile-and-run of a cell's artifact on a downstream target (harness/targets/): out of the box (``name``
+    empty) or with a workaround."""
+
+    name: str = ""
+    status: Status = "error"
+    stage: Stage | None = "build"
+    cause: str | None = None
+    message: str = ""
+    log_tail: str = ""
+    outputs: list[OutputMatch] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    artifact: str | None = None  # the compiled file (model.rknn, model.xml, model.ncnn.param)
+    hint: str = ""
+
+
+@dataclass
+class TargetResult(Attempts[TargetAttempt]):
+    """A downstream target's check of one cell: compile the cell's artifact with the target's toolkit, run it on the
+    cell's input, compare every output with the reference runtime (ONNX Runtime, or TorchScript for ncnn)."""
+
+    target: str = ""  # the [targets.NAME] it ran for
+    tool: str = ""  # the toolkit distribution and version, e.g. "rknn-toolkit2 2.5.0"
+    artifact: str = ""  # the format it took: onnx or torchscript
+    options: dict[str, Any] = field(default_factory=dict)  # platform, precision, ...
+    reference: str = ""  # e.g. "onnxruntime 1.26.0"
+    versions: dict[str, str] = field(default_factory=dict)  # what the target env imported
+    attempts: list[TargetAttempt] = field(default_factory=lambda: [TargetAttempt()])
+    decided: int = 0
+    inputs_key: str | None = None
+    created: float = 0.0
+
+
 # Steps a cell waits for that its attempts share (per ref, per ref x variant): timed on the cell, not an attempt.
 CELL_STEPS = ("checkout", "patch", "checkpoint")
 # Keys of a cell's JSON derived from its attempts: written for readers, recomputed on read.
@@ -286,12 +334,16 @@ class CellResult(Attempts[Attempt]):
     timings: dict[str, float] = field(default_factory=dict)  # the shared steps (CELL_STEPS) the cell waited for
     patch_diff: str = ""
     artifacts_dir: str | None = None
+    # False once the cell's exported files were removed by [artifacts] keep (logs stay; harness/artifacts.py).
+    artifacts_kept: bool = True
     harness_version: str | None = None
     harness_fingerprint: str | None = None
     created: float = 0.0
     inputs_key: str | None = None
     sandbox: str | None = None  # the box env processes ran in (harness/sandbox.py), e.g. "bubblewrap 0.8.0 + ..."
     compile: CompileSection | None = None
+    # The downstream targets' checks of this cell's artifact, by [targets.NAME] (harness/targets/); {} when none ran.
+    targets: dict[str, TargetResult] = field(default_factory=dict)
     # How the harness built its own checkpoint when not as the ref's train.py does; None: as it does, or the user's.
     checkpoint: CheckpointNote | None = None
 
@@ -309,8 +361,11 @@ class CellResult(Attempts[Attempt]):
         data: dict[str, Any] = _CONVERTER.unstructure(self)
         if self.compile is None:
             del data["compile"]  # "absent: not compiled" (docs/schema.md)
-        judgement = self.judgement
-        data.update(outcome=judgement.outcome, judgement=_CONVERTER.unstructure(judgement), verdict=judgement.line())
+        judged: list[tuple[Attempts[Any], dict[str, Any]]] = [(self, data)]
+        judged += [(self.targets[name], data["targets"][name]) for name in self.targets]
+        for source, out in judged:
+            judgement = source.judgement
+            out.update(outcome=judgement.outcome, judgement=_CONVERTER.unstructure(judgement), verdict=judgement.line())
         return data
 
     @classmethod
@@ -321,13 +376,20 @@ class CellResult(Attempts[Attempt]):
             data = migrate_v1(data)
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION or not data.get("attempts"):
             raise HarnessError(f"not a schema {SCHEMA_VERSION} (or 1) cell result")
+        if isinstance(data.get("targets"), dict):
+            data = {**data, "targets": {name: {k: v for k, v in target.items() if k not in DERIVED}
+                                        if isinstance(target, dict) else target
+                                        for name, target in data["targets"].items()}}
         try:
             result = _CONVERTER.structure({k: v for k, v in data.items() if k not in DERIVED}, cls)
         except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
             raise HarnessError(f"not a schema {SCHEMA_VERSION} cell result: {_first_problem(exc)}") from None
-        if not 0 <= result.decided < len(result.attempts):
-            raise HarnessError(f"not a schema {SCHEMA_VERSION} cell result: decided {result.decided} is not the index "
-                               f"of one of its {len(result.attempts)} attempts")
+        checked: list[tuple[str, Attempts[Any]]] = [("", result)]
+        checked += [(f"targets.{name}: ", target) for name, target in result.targets.items()]
+        for what, judged in checked:
+            if not 0 <= judged.decided < len(judged.attempts):
+                raise HarnessError(f"not a schema {SCHEMA_VERSION} cell result: {what}decided {judged.decided} is not "
+                                   f"the index of one of its {len(judged.attempts)} attempts")
         return result
 
 
@@ -490,7 +552,8 @@ def merge_results(roots: list[Path]) -> list[CellResult]:
     folders: dict[Path, None] = {}  # ordered and without repeats, also when roots overlap
     for root in roots:
         if not root.is_dir():
-            raise HarnessError(f"{root}: no such directory — pass a reports directory written by `harness run`")
+            raise HarnessError(f"{root}: no such directory — pass a reports directory written by "
+                               f"`{prog.command('run')}`")
         folders.update(dict.fromkeys(f.resolve() for f in find_results_dirs(root)))
     chosen: dict[str, CellResult] = {}
     for folder in folders:
@@ -512,7 +575,8 @@ def merge_results(roots: list[Path]) -> list[CellResult]:
 # The schema as docs/schema.md shows it.
 
 SCHEMA_RECORDS: tuple[type, ...] = (CellResult, Attempt, Verdict, ExportFacts, OnnxFacts, Output, Parity, DetectInfo,
-                                    CompileSection, CompileAttempt)
+                                    CheckpointNote, CompileSection, CompileAttempt, TargetResult, TargetAttempt,
+                                    OutputMatch)
 
 
 def schema_table() -> dict[str, list[str]]:
@@ -523,7 +587,7 @@ def schema_table() -> dict[str, list[str]]:
 def _keys(cls: type) -> list[tuple[str, str]]:
     renamed = {"passed": "pass"}
     keys = [(renamed.get(f.name, f.name), str(f.type)) for f in dataclasses.fields(cls)]
-    if cls is CellResult:
+    if cls in (CellResult, TargetResult):
         keys += [(key, f"{kind} (derived from the attempts)") for key, kind in DERIVED.items()]
     return keys
 

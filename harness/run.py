@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, causes, lock, preflight, proc, results, sandbox, shard
+from harness import __version__, artifacts, causes, lock, preflight, proc, prog, results, sandbox, shard
 from harness.axes import VARIANTS
 from harness.batch import EnvContext
 from harness.config import Cell, Config, EnvSpec, is_local_repo, plan
@@ -66,7 +66,9 @@ class Options:
 # workarounds tried, the search over them, how an attempt is run and judged (batch.py, variant.py, verify.py).
 # Everything else (config parsing, git, env building,
 # scheduling, reporting) acts through those values or does not change a measurement, so editing it keeps every
-# result; a change there that does alter results must bump harness.__version__, which is hashed too.
+# result; a change there that does alter results must bump RESULTS_REVISION, which is hashed too.
+# Not the release (harness.__version__): a release that changes no measurement keeps every cached result.
+RESULTS_REVISION = "0.1.0"
 FINGERPRINT_SOURCES = ("worker", "patch.py", "exporters.py", "causes.py", "search.py", "batch.py", "variant.py",
                        "verify.py")
 # A built checkpoint depends on one file of that code, and on the ref's model code: these folders of its tree.
@@ -83,7 +85,7 @@ def harness_fingerprint(sources: tuple[str, ...] = FINGERPRINT_SOURCES) -> str:
     """Hash of the harness code a result depends on (see FINGERPRINT_SOURCES): results made by other code are not
     reused, and edits elsewhere in the harness do not rerun the matrix."""
     root = Path(__file__).parent
-    digest = hashlib.sha256(__version__.encode())
+    digest = hashlib.sha256(RESULTS_REVISION.encode())
     for source in sources:
         path = root / source
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
@@ -108,7 +110,7 @@ def choose_source(config: Config, cache: Path, log: Log) -> str:
         return url
     if config.source.fallback != "mirror":
         raise SourceError(f"source: {url} is unreachable — check the network, or set fallback = \"mirror\" in "
-                          f"[source] or YOLOV5_REPO to a local mirror (python -m harness mirror)")
+                          f"[source] or YOLOV5_REPO to a local mirror ({prog.command('mirror')})")
     from harness.mirror import build_mirror, default_mirror_dir
 
     mirror = build_mirror(default_mirror_dir())
@@ -249,6 +251,14 @@ class EnvRun:
 
     def save(self, result: CellResult) -> None:
         proc.check_interrupt(f"before saving {result.cell}")  # a cell whose steps were killed is not a result
+        if any(attempt.cause == artifacts.DISK_FULL for attempt in result.attempts):
+            # Not a verdict: every next cell would fail the same way. Stop with one line; what is saved stays.
+            folder = Path(result.artifacts_dir or self.opts.cache / "work" / self.spec.name)
+            free_mb = shutil.disk_usage(folder if folder.exists() else self.opts.cache).free // 2**20
+            exc = HarnessError(artifacts.disk_full(folder, free_mb))
+            self.fatal = self.fatal or exc
+            proc.STOP.set()
+            raise exc
         result.created = time.time()  # when it was made: merges and concurrent runs keep the newer one
         try:
             results.save_result(self.opts.reports, result)
@@ -436,6 +446,7 @@ def run_env(config: Config, env: str, opts: Options, log: Log = print,
     preflight.check_reports(opts.reports)
     preflight.check_weights(config.model.weights, str(config.path))
     preflight.check_source(config.source.repo, opts.cache, config.source.fallback)
+    artifacts.check_free(opts.cache / "work" / env, config.artifacts.min_free_mb)
     if opts.announce:
         say_box(config, log, box)
     proc.STOP.clear()
@@ -464,7 +475,7 @@ def say_box(config: Config, log: Log, box: sandbox.Box | None = None) -> None:
     log((box or sandbox.choose(config.limits.sandbox)).describe())
     if config.model.weights:
         log(f"weights: {config.model.weights} is a pickle: only the env's processes load it, never this one — use "
-            f"files you trust (README, Security)")
+            f"files you trust (docs/security.md)")
 
 
 def _silent(line: str) -> None:
@@ -487,11 +498,13 @@ def by_packages(config: Config, env: str, opts: Options, log: Log) -> list[tuple
             continue
         needed = ref_packages(checkout.path, spec)
         groups[extended_env(spec, ref, needed, opts.cache, log) if needed else spec].append(ref)
+
+    def in_env(group: EnvSpec) -> Config:
+        return config if group == spec else replace(config, envs={**config.envs, env: group})
+
     if len(groups) <= 1:  # the usual case: every ref in one env, the selection (and its shard) as asked
-        group = next(iter(groups), spec)
-        return [(config if group == spec else replace(config, envs={**config.envs, env: group}), opts)]
-    return [(config if group == spec else replace(config, envs={**config.envs, env: group}),
-             replace(opts, refs=group_refs)) for group, group_refs in groups.items()]
+        return [(in_env(next(iter(groups), spec)), opts)]
+    return [(in_env(group), replace(opts, refs=group_refs)) for group, group_refs in groups.items()]
 
 
 def extended_env(spec: EnvSpec, ref: str, needed: dict[str, tuple[str, ...]], cache: Path, log: Log) -> EnvSpec:

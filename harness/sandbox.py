@@ -1,5 +1,5 @@
 """The box around every env-side process: a ref's code, a user's pickle and tpu-mlir's tools run without network,
-see a narrow read-only part of the disk and write only where their step writes (issue 18).
+see a narrow read-only part of the disk and write only where their step writes.
 
 The one place that knows bwrap, unshare and Landlock. Two layers:
 

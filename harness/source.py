@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import git
 from packaging.version import InvalidVersion, Version
 
+from harness import prog
 from harness.config import is_local_repo, validate_ref_name
 from harness.errors import ConfigError, SourceError
 
@@ -44,7 +45,10 @@ __all__ = ["Checkout", "bundle_file", "checkout", "get_checkout", "is_reachable"
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
 # Only branches and tags: a GitHub `--mirror` clone would also pull thousands of refs/pull/* heads.
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
-_FIX = "check the URL, or set YOLOV5_REPO to a local mirror (python -m harness mirror)"
+def _fix() -> str:
+    return f"check the URL, or set YOLOV5_REPO to a local mirror ({prog.command('mirror')})"
+
+
 _HEX = re.compile(r"[0-9a-fA-F]{4,64}")
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 STANDIN_FILE = "STANDIN.json"
@@ -169,7 +173,7 @@ def _bundle_reason(exc: git.GitCommandError) -> str:
 
 
 @contextlib.contextmanager
-def _translate(action: str, url: str, fix: str = _FIX) -> Iterator[None]:
+def _translate(action: str, url: str, fix: str | None = None) -> Iterator[None]:
     """The one boundary where git errors become a one-line SourceError: what failed, git's reason, the fix.
 
     A bundle gets its own wording: git's complaint about a cut pack ("early EOF") does not say that the file is
@@ -187,7 +191,7 @@ def _translate(action: str, url: str, fix: str = _FIX) -> Iterator[None]:
                 what, fix = "the file is truncated or corrupt", _BUNDLE_FIX
             raise SourceError(f"source: cannot read the git bundle {bundle}: {reason} ({what}) — {fix}") from exc
         reason = " ".join(_reason(exc).split())
-        raise SourceError(f"source: cannot {action} {redact(url)}: {reason} — {fix}") from exc
+        raise SourceError(f"source: cannot {action} {redact(url)}: {reason} — {fix or _fix()}") from exc
 
 
 def open_repo(url: str, *, cache: Path, fetch: bool = False) -> git.Repo:
@@ -227,11 +231,11 @@ def open_repo(url: str, *, cache: Path, fetch: bool = False) -> git.Repo:
             cw.set_value('remote "origin"', "url", url)
             cw.set_value('remote "origin"', "fetch", _REFSPECS[0])
             cw.add_value('remote "origin"', "fetch", _REFSPECS[1])
-        with _translate("clone", url, _LOCAL_FIX if is_local_repo(url) else _FIX):
+        with _translate("clone", url, _LOCAL_FIX if is_local_repo(url) else _fix()):
             _fetch_raw(repo)
         if not repo.git.for_each_ref("--count=1", "refs/heads", "refs/tags"):
             raise SourceError(  # noqa: TRY301 -- the handler below removes the half-made clone, as for git's errors
-                f"source: cannot clone {redact(url)}: it has no branches or tags — {_FIX}")
+                f"source: cannot clone {redact(url)}: it has no branches or tags — {_fix()}")
         repo.close()
         try:
             os.rename(tmp, target)
@@ -469,10 +473,11 @@ def _read_standin(tree: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SourceError(
-            f"source: {path} is not valid JSON ({exc}) — regenerate the mirror (python -m harness mirror)"
+            f"source: {path} is not valid JSON ({exc}) — regenerate the mirror ({prog.command('mirror')})"
         ) from None
     if not isinstance(data, dict):
-        raise SourceError(f"source: {path} must hold a JSON object — regenerate the mirror (python -m harness mirror)")
+        raise SourceError(f"source: {path} must hold a JSON object — regenerate the mirror "
+                          f"({prog.command('mirror')})")
     return data
 
 

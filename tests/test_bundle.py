@@ -174,7 +174,7 @@ def _sources(tmp_path: Path, real_bundle: Path) -> dict[str, str]:
 def test_a_source_that_cannot_be_opened_stops_the_run(real_bundle: Path, small_config_text, quick_env: str,
                                                       tmp_path: Path, kind: str, fallback: str) -> None:
     if kind == "unreachable URL" and fallback == "mirror":
-        pytest.skip("an unreachable URL with fallback = \"mirror\" runs the stand-ins (README, Offline)")
+        pytest.skip("an unreachable URL with fallback = \"mirror\" runs the stand-ins (docs/offline.md)")
     source = _sources(tmp_path, real_bundle)[kind]
     Path(tmp_path / "empty.bundle").write_bytes(b"")
     config = tmp_path / "matrix.toml"

@@ -5,7 +5,7 @@ read the causes and second verdicts it wrote. The table's own consistency is che
   opset 18 when the script asks for 12, fixed by dynamo=False.
 - py38-torch1.8 with numpy 1.24 (the seed guide's torch with a too-new numpy): onnx 1.9 uses np.object, so the
   export fails on a removed numpy alias, and the pin workaround reruns the cell in a sibling env with numpy 1.23.5
-  (the default py38-torch1.8 env, shared by pins). Costs a torch 1.8 env: see README (Environments) for its price.
+  (the default py38-torch1.8 env, shared by pins). Costs a torch 1.8 env: see docs/environments.md for its price.
 """
 
 from __future__ import annotations

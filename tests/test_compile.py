@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _with_compile(tmp_path: Path, table: str) -> Path:
     path = tmp_path / "matrix.toml"
-    path.write_text(_drop_table((ROOT / "matrix.toml").read_text(), "compile") + "\n[compile]\n" + table)
+    path.write_text(_drop_table((ROOT / "matrix.toml").read_text(), "targets.tpu-mlir") + "\n[targets.tpu-mlir]\n"
+                    + table)
     return path
 
 
@@ -56,22 +57,35 @@ def test_compile_table_defaults_off_with_variants_3_and_native() -> None:
 
 def test_compile_table_may_be_left_out(tmp_path: Path) -> None:
     path = tmp_path / "matrix.toml"
-    path.write_text(_drop_table((ROOT / "matrix.toml").read_text(), "compile"))
+    path.write_text(_drop_table((ROOT / "matrix.toml").read_text(), "targets.tpu-mlir"))
     assert load_config(path).compile.enabled is False
 
 
 @pytest.mark.parametrize(("table", "expected"), [
-    ("quantise = [\"F32\"]\n", "unknown key 'compile.quantise' — did you mean 'quantize'?"),
-    ("enabled = \"yes\"\n", "'compile.enabled' must be true or false"),
-    ("quantize = [\"INT8\"]\n", "unknown quantize 'INT8' in 'compile.quantize'"),
+    ("quantise = [\"F32\"]\n", "unknown key 'targets.tpu-mlir.quantise' — did you mean 'quantize'?"),
+    ("enabled = \"yes\"\n", "'targets.tpu-mlir.enabled' must be true or false"),
+    ("quantize = [\"INT8\"]\n", "unknown quantize 'INT8' in 'targets.tpu-mlir.quantize'"),
     ("processor = \"bm1684xx\"\n", "did you mean 'bm1684x'?"),
-    ("variants = [\"5\"]\n", "unknown variant '5' in 'compile.variants'"),
+    ("variants = [\"5\"]\n", "unknown variant '5' in 'targets.tpu-mlir.variants'"),
 ])
 def test_compile_table_errors_name_key_and_fix(tmp_path: Path, table: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(_with_compile(tmp_path, table))
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_an_old_compile_table_still_loads_and_says_to_rename_it(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "matrix.toml"
+    text = _drop_table((ROOT / "matrix.toml").read_text(), "targets.tpu-mlir")
+    path.write_text(text + '\n[compile]\nenabled = true\nprocessor = "bm1684x"\n')
+    assert load_config(path).compile.enabled is True
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{path}: [compile] is deprecated: rename it [targets.tpu-mlir] (same keys)"]
+    path.write_text(text + "\n[compile]\nenabled = true\n[targets.tpu-mlir]\nenabled = false\n")
+    with pytest.raises(ConfigError, match=r"both \[compile\] and \[targets.tpu-mlir\] configure tpu-mlir — keep "):
+        load_config(path)
 
 
 def test_compile_table_values_are_read(tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ def test_runs_into_two_reports_folders_keep_their_own_artifacts(small_weights: P
     config = small_matrix(tmp_path / "matrix.toml", repo=mirror_repo, refs=["v7.0"], weights=small_weights)
 
     def run(name: str) -> tuple[dict, Path]:
-        argv, env = harness_run(config, tmp_path / name, "--force")
+        argv, env = harness_run(config, tmp_path / name, "--force", "--keep-artifacts", "all")
         done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         (result,) = result_files(tmp_path / name)

@@ -18,7 +18,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 import harness
-from harness.__main__ import EXIT_INTERNAL_ERROR, SUBCOMMANDS, main
+from harness.__main__ import EXIT_INTERNAL_ERROR, SUBCOMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -48,7 +48,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_version_has_one_source(installed: Path, tmp_path: Path) -> None:
     expected = f"yolov5-export-matrix {harness.__version__}"
-    for argv in ([installed / "python", "-m", "harness", "--version"],
+    for argv in ([installed / "python", "-m", "yolov5_export_matrix", "--version"],
                  [installed / "yolov5-export-matrix", "--version"]):
         proc = run(*argv, cwd=tmp_path)  # not the checkout: the installed package answers
         assert (proc.returncode, proc.stdout.strip()) == (0, expected), proc.stderr
@@ -84,9 +84,10 @@ def test_workers_of_an_installed_harness_see_only_the_harness(installed: Path) -
              "print(json.dumps([w and w.origin, [n for n in ('jinja2', 'git', 'uv') if u.find_spec(n)]]))")
     script = f"""
 import json, os, subprocess, sys
+import yolov5_export_matrix  # the installed launcher: puts the harness's own directory on sys.path
 from harness import proc
 root = proc.HARNESS_ROOT
-site = root.parent
+site = root.parent.parent
 seen = {{}}
 for name, path in (("harness_root", root), ("site_packages", site)):
     # -S: the interpreter's own site-packages stay out, as in an env without the harness's packages
@@ -100,13 +101,27 @@ print(json.dumps({{"root": str(root), "listing": sorted(os.listdir(root)), "site
     import json
 
     facts = json.loads(proc.stdout)
-    assert Path(facts["root"]).name == "yolov5_export_matrix" and Path(facts["site"]).name == "site-packages"
+    assert Path(facts["root"]).parent.name == "yolov5_export_matrix"
+    assert Path(facts["root"]).parent.parent.name == "site-packages"
     assert facts["listing"] == ["harness"]
     worker_file, leaked = facts["seen"]["harness_root"]
     assert worker_file == str(Path(facts["root"]) / "harness" / "worker" / "__init__.py")
     assert leaked == []
     # The control: had the wheel put harness/ straight into site-packages, this is what workers would have seen.
-    assert set(facts["seen"]["site_packages"][1]) == {"jinja2", "git", "uv"}  # (harness itself via the .pth only)
+    assert set(facts["seen"]["site_packages"][1]) == {"jinja2", "git", "uv"}
+
+
+def test_the_wheel_adds_no_top_level_harness(installed: Path, tmp_path: Path) -> None:
+    """An unrelated PyPI distribution is called `harness`: the wheel's one top-level name is yolov5_export_matrix,
+    and a Python of that venv that does not import it finds no `harness` (no .pth puts one on the path)."""
+    listing = run(installed / "python", "-c", "import importlib.metadata as m; print(*sorted({str(f).split('/')[0] "
+                  "for f in m.distribution('yolov5-export-matrix').files}))")
+    tops = {name for name in listing.stdout.split() if not name.endswith((".dist-info", "..")) and name != "bin"}
+    assert tops == {"yolov5_export_matrix"}, listing.stdout
+    bare = run(installed / "python", "-c", "import importlib.util as u; print(u.find_spec('harness'))", cwd=tmp_path)
+    assert bare.stdout.strip() == "None", bare.stdout + bare.stderr
+    launched = run(installed / "python", "-m", "yolov5_export_matrix", "--help", cwd=tmp_path)
+    assert launched.stdout.startswith("usage: python -m yolov5_export_matrix [-h]"), launched.stdout[:200]
 
 
 def test_an_unexpected_exception_exits_3_not_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) \
@@ -128,3 +143,46 @@ def test_help_says_run_exits_0_with_broken_cells() -> None:
     assert "exit codes:" in top and "for `run` also when cells are broken" in top
     sub = run(sys.executable, "-m", "harness", "run", "--help", cwd=ROOT).stdout
     assert "also when some are broken" in " ".join(sub.split())
+
+
+def test_the_installed_cli_says_its_own_name(installed: Path, tmp_path: Path) -> None:
+    """Usage lines and the fixes in error messages name the command as the user called it."""
+    bare = run(installed / "yolov5-export-matrix", cwd=tmp_path)
+    assert bare.returncode == 2 and bare.stderr.startswith("usage: yolov5-export-matrix [-h] [--version] COMMAND")
+    sub = run(installed / "yolov5-export-matrix", "run", "--help", cwd=tmp_path)
+    assert sub.stdout.startswith("usage: yolov5-export-matrix run ") and "python -m" not in sub.stdout
+    missing = run(installed / "yolov5-export-matrix", "report", "--reports", tmp_path / "none", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().endswith("written by `yolov5-export-matrix run`"), missing.stderr
+    written = run(installed / "yolov5-export-matrix", "init", cwd=tmp_path)
+    assert "run `yolov5-export-matrix run --env all`" in written.stdout, written.stderr
+    # From a checkout, the same messages say how that is called.
+    here = run(sys.executable, "-m", "harness", "report", "--reports", tmp_path / "none", cwd=ROOT)
+    assert here.stderr.strip().endswith("written by `python -m harness run`")
+    assert run(sys.executable, "-m", "harness", cwd=ROOT).stderr.startswith("usage: python -m harness [-h]")
+
+
+def test_the_wheel_carries_the_license(installed: Path) -> None:
+    meta = run(installed / "python", "-c", "import importlib.metadata as m; d = m.distribution('yolov5-export-matrix');"
+               "print(d.metadata['License-Expression']); print(*[f for f in d.files if f.name == 'LICENSE'])")
+    expression, license_file = meta.stdout.split("\n")[:2]
+    assert expression == PYPROJECT["project"]["license"] == "Apache-2.0"
+    assert license_file.endswith("licenses/LICENSE")
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+
+
+def test_the_changelog_names_this_release_first() -> None:
+    """docs/releasing.md: the newest release heading of CHANGELOG.md is the version --version prints, below an
+    Unreleased section."""
+    import re
+
+    headings = re.findall(r"(?m)^## (\S+)", (ROOT / "CHANGELOG.md").read_text())
+    assert headings[:2] == ["Unreleased", harness.__version__], headings
+
+
+@pytest.mark.parametrize("command", sorted(build_parser()._subparsers._group_actions[0].choices))  # type: ignore[union-attr]
+def test_every_subcommand_lists_its_exit_codes(command: str) -> None:
+    text = run(sys.executable, "-m", "harness", command, "--help", cwd=ROOT).stdout
+    table = text[text.index("exit codes:"):].splitlines()
+    codes = [line.split()[0] for line in table[1:] if line.strip()]
+    assert codes == (["0", "1", "2", "3", "130"] if command in ("gate", "upgrade") else ["0", "2", "3", "130"])

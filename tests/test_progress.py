@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.progress import Progress, duration, outer_from_env
 from harness.report import junit, view
-from harness.results import Attempt, CellResult
+from harness.results import Attempt, CellResult, CheckpointNote
 from harness.run import summary
 from harness.verdict import OUTCOMES
 
@@ -32,6 +32,10 @@ def test_lines_count_cells_and_estimate_from_computed_ones_only() -> None:
                          "about 3 min 00 s left")
     progress.cell(CellResult(cell="b", ref="v7.0"))  # a cell is said once
     assert len(lines) == 2
+    progress.cell(CellResult(cell="c", ref="v3.1", variant="native", format="onnx", attempts=[Attempt(status="pass")],
+                             checkpoint=CheckpointNote(built_with="torch.no_grad()")))
+    assert lines[-1].startswith("[py311-torch2.14] [3/4] v3.1 variant native onnx: works "
+                                "[checkpoint built with torch.no_grad()] · ")
 
 
 def test_the_matrix_wide_estimate_counts_envs_done_before() -> None:

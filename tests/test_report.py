@@ -72,7 +72,9 @@ def test_page_is_self_contained_and_complete(page: Path, found: list[CellResult]
     text = page.read_text()
     tags = _Tags()
     tags.feed(text)
-    assert tags.external == []  # no CDN, no fetch: every reference is an in-page anchor
+    # No CDN, no fetch: every reference is an in-page anchor, but for the merged results carried in the page.
+    assert [t for t in tags.external if not t.startswith("data:application/gzip;base64,")] == []
+    assert len(tags.external) == 1
     assert tags.scripts == 1
     view = build(found)
     assert tags.classes[("td", "gridcell")] == len(view.refs) * len(view.envs) == 5
@@ -496,3 +498,91 @@ def test_the_guide_lines_table_says_which_refs_need_the_adapted_form(tmp_path: P
     assert rows[("v7.0", "1")].reading == "as written"
     text = html.render(found)
     assert "<h2>The guide's lines as written</h2>" in text and "◑ needs patch form tuple(x)" in text
+
+
+# -- search, ref/env filters and the merged results download ----------------------------------------------------
+
+
+def _causes(result: CellResult) -> set[str]:
+    return {a.cause for a in result.attempts if a.cause}
+
+
+def test_search_filters_and_download_in_chromium(browser, found: list[CellResult], tmp_path: Path) -> None:
+    """On the full default matrix: the search box matches ref, env, cause and workaround (every word), the ref and
+    env boxes filter like the others, drill-downs follow their squares, and the download link gives the merged
+    results as plain JSON that reads back into the same typed results. All under the page's CSP, no request."""
+    import json
+
+    from harness.report import merged
+
+    matrix = full_matrix(found)
+    path = html.write(tmp_path / "index.html", matrix)
+    assert 'content="default-src \'none\'; style-src \'unsafe-inline\'; script-src \'unsafe-inline\'"' in \
+        path.read_text()
+    tab, problems = _open(browser, path, 1440, 900)
+    total = len(matrix)
+
+    def shown() -> int:
+        squares = _visible(tab, "a.verdict")
+        assert _visible(tab, "details.cellinfo") == squares  # each drill-down follows its square
+        assert tab.inner_text("#shown") == f"{squares} of {total} cells shown"
+        return squares
+
+    def search(text: str) -> int:
+        tab.fill("#search", text)
+        return shown()
+
+    assert shown() == total
+    # By ref, by env, by cause, by workaround, and every word at once; case does not matter.
+    assert search("v6.1") == sum(r.ref == "v6.1" for r in matrix) == 84
+    assert search("PY39-TORCH1.10") == sum(r.env == "py39-torch1.10" for r in matrix) == 60
+    grid_fixed = [r for r in matrix if any("grid fixed" in c for c in _causes(r))]
+    assert grid_fixed and search("grid fixed") == len(grid_fixed)
+    mobile = [r for r in matrix if any("optimize_for_mobile" in a.name for a in r.reruns)]
+    assert mobile and search("optimize_for_mobile") == len(mobile)
+    both = [r for r in mobile if r.ref == "v5.0" and r.env == "py311-torch2.14"]
+    assert both and search("optimize_for_mobile v5.0 py311-torch2.14") == len(both)
+    assert search("no such thing") == 0
+    assert tab.locator("td.gridcell.filtered-out").count() == len(REFS) * len(ENVS)
+    assert search("") == total
+
+    # Ref and env boxes.
+    tab.uncheck('input[name="ref"][value="v5.0"]')
+    assert shown() == total - 84
+    tab.uncheck('input[name="env"][value="py38-torch1.8"]')
+    assert shown() == sum(r.ref != "v5.0" and r.env != "py38-torch1.8" for r in matrix)
+    tab.fill("#search", "v5.0")  # the search and the boxes combine
+    assert shown() == 0
+    tab.fill("#search", "")
+    tab.check('input[name="ref"][value="v5.0"]')
+    tab.check('input[name="env"][value="py38-torch1.8"]')
+    assert shown() == total
+
+    # The download: plain JSON named results.json, every cell as its result file holds it.
+    with tab.expect_download() as info:
+        tab.click("#results-json")
+    download = info.value
+    assert download.suggested_filename == merged.FILE_NAME
+    saved = tmp_path / "downloaded.json"
+    download.save_as(saved)
+    data = json.loads(saved.read_text())
+    assert data["kind"] == merged.KIND and data["schema"] == results.SCHEMA_VERSION
+    assert [c["cell"] for c in data["cells"]] == sorted(r.cell for r in matrix)
+    assert [CellResult.from_json(c) for c in data["cells"]] == sorted(matrix, key=lambda r: r.cell)
+    assert [p for p in problems if not p.startswith("request: blob:")] == []
+
+
+def test_report_writes_the_merged_results_beside_the_page(tmp_path: Path) -> None:
+    """`report` writes results.json (the CI artifact) next to index.html; it reads back into the merged results."""
+    import json
+
+    out = tmp_path / "site"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "harness", "report", "--reports", str(DATA), "--out",
+                           str(out / "index.html"), "--junit", str(tmp_path / "junit.xml")],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith(f"{out / 'index.html'}, {tmp_path / 'junit.xml'}, {out / 'results.json'}")
+    data = json.loads((out / "results.json").read_text())
+    assert [CellResult.from_json(c) for c in data["cells"]] == results.merge_results([DATA])
+    assert data["harness_version"] == __import__("harness").__version__

@@ -87,7 +87,7 @@ def test_a_trained_style_checkpoint_decides_the_shapes(yolov5_source: Yolov5Sour
     assert (head["no"], head["nc"], head["nl"]) == (NO, 3, 3)
     config = make_config(["v7.0"], weights=weights, small=True)
     proc = run_cli(config, tmp_path / "reports", yolov5_source, quick_env, "--variants", "3",
-                   "--formats", "onnx,torchscript")
+                   "--formats", "onnx,torchscript", "--keep-artifacts", "all")  # the ONNX file is read below
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "is a pickle: only the env's processes load it" in proc.stderr  # the trust warning
     found = {r["format"]: r for r in result_files(tmp_path / "reports")}

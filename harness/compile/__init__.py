@@ -1,4 +1,4 @@
-"""Downstream compile check (issue 7): each exported ONNX through Sophgo's tpu-mlir to a bmodel, run in its CPU
+"""Downstream compile check: each exported ONNX through Sophgo's tpu-mlir to a bmodel, run in its CPU
 simulator (cmodel), and compared with ONNX Runtime.
 
 env.py builds the tpu-mlir venv (Python 3.10) and repairs what its wheel breaks on newer Linux; run.py is the

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import proc, results, sandbox
+from harness import proc, prog, results, sandbox
 from harness.compile import causes, env
 from harness.config import CompileSpec
 from harness.files import write_json
@@ -78,7 +78,8 @@ def find_targets(reports: Path, variants: tuple[str, ...], *, envs: list[str] | 
         folder = Path(export.log).parent if export and export.log else Path(result.artifacts_dir or ".")
         if not names or not (folder / names[0]).is_file():
             missing = folder / (names[0] if names else "*.onnx")
-            skipped.append((path, result, f"no ONNX to compile: {missing} is gone — rerun `nox -s matrix` for it"))
+            rerun = prog.command(f"run --env {result.env} --force")
+            skipped.append((path, result, f"no ONNX to compile: {missing} is gone — rerun `{rerun}` for it"))
             continue
         label = "out-of-the-box" if attempt is result.first else "workaround"
         ready.append(Target(path, result, folder / names[0], attempt.image, label))

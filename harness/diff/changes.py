@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from harness.diff.facts import Facts, OutputFacts, is_auto_name, shape_text
+from harness.verdict import WORKING
 
 NO_RESULT = "no result"
 
@@ -81,7 +82,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("compile", True, lambda c: f"tpu-mlir compile worked, now {c.after}", bisect=False),
     Kind("compile-workaround", True, lambda c: f"tpu-mlir compile newly needs workaround {c.after}", bisect=False,
          waiver="--accept-workarounds"),
-    # Downstream targets' regressions go here, one row per kind (and their finder in FINDERS).
+    # A downstream target (harness/targets/) took the cell's export and does not now: not bisected either.
+    Kind("target", True, lambda c: f"downstream target {c.before}: works, now {c.after}", bisect=False),
     Kind("pinned-names", False, lambda c: ("made-up ONNX output names: compared with every output's name pinned "
                                            "(export option `pinned output names`)"), bisect=False),
     Kind("auto-name", False, lambda c: ("made-up ONNX output names changed: such names change with any graph edit; "
@@ -90,6 +92,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("workaround-dropped", False, lambda c: f"no longer needs workaround {c.before}"),
     Kind("cause", False, lambda c: f"still not working, another cause: {c.before} → {c.after}"),
     Kind("compile-fixed", False, lambda c: f"tpu-mlir compile works now (was {c.before})", bisect=False),
+    Kind("target-fixed", False, lambda c: f"downstream target {c.before} works now (was {c.after})", bisect=False),
     Kind("new", False, lambda c: "new cell (not in the baseline)", bisect=False),  # gate: a cell not in the baseline
 )}
 
@@ -217,9 +220,21 @@ def _compile_changes(before: Facts, after: Facts) -> list[Change]:
     return []
 
 
+def _target_changes(before: Facts, after: Facts) -> list[Change]:
+    """Per target that checked both sides: one that worked and does not (fails), or the reverse (a note)."""
+    found = []
+    for name in sorted(before.targets.keys() & after.targets.keys()):
+        old, new = before.targets[name], after.targets[name]
+        if "skipped" in (old.outcome, new.outcome) or (old.outcome in WORKING) == (new.outcome in WORKING):
+            continue
+        kind, shown = ("target", new) if old.outcome in WORKING else ("target-fixed", old)
+        found.append(Change(kind, before=name, after=shown.verdict, detail=f"{old.verdict} → {new.verdict}"))
+    return found
+
+
 # Each finder reads one aspect of a pair whose both sides have a result; changes() runs them in this order.
 FINDERS: tuple[Callable[[Facts, Facts], list[Change]], ...] = (
-    _verdict_changes, _output_changes, _file_changes, _parity_changes, _compile_changes,
+    _verdict_changes, _output_changes, _file_changes, _parity_changes, _compile_changes, _target_changes,
 )
 
 

@@ -57,6 +57,15 @@ class OutputFacts:
 
 
 @dataclass
+class TargetFacts:
+    """A downstream target's verdict on a cell ([targets.NAME], harness/targets/), as the comparison reads it."""
+
+    outcome: str = "error"
+    verdict: str = ""
+    cause: str | None = None  # the deciding attempt's, when it did not work
+
+
+@dataclass
 class Facts:
     """What a deployment depends on in one result (the deciding attempt's, when a workaround decided the verdict).
 
@@ -96,6 +105,7 @@ class Facts:
     compile_reading: str | None = None
     compile_fix: str | None = None
     compile_cause: str | None = None
+    targets: dict[str, TargetFacts] = field(default_factory=dict)  # absent: the target did not check the cell
 
     @classmethod
     def from_result(cls, result: CellResult) -> Facts:
@@ -133,6 +143,8 @@ class Facts:
             facts.compile_outcome, facts.compile_reading = compiled.outcome, compiled.reading()
             facts.compile_fix = compiled.fix if compiled.outcome == "workaround" else None
             facts.compile_cause = compiled.cause if compiled.outcome in ("broken", "error") else None
+        facts.targets = {name: TargetFacts(target.outcome(), target.verdict, target.judgement.cause)
+                         for name, target in result.targets.items()}
         return facts
 
     def to_json(self) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The HTML report: one self-contained file (inline CSS and JS, no CDN, no fetch) rendered with jinja2 autoescape.
 
 Every string from a result (ref names, exception messages, log tails, diffs) reaches the page only through
-autoescaped template expressions; nothing is marked safe and no result data is placed inside <script>.
+autoescaped template expressions; nothing is marked safe and no result data is placed inside <script>. The merged
+results JSON rides along as a base64 ``data:`` link (report/merged.py), which the page's script turns into a plain
+``results.json`` download.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import jinja2
 
 from harness.files import write_atomic
 from harness.patch import GUIDE_RETURNS
-from harness.report import charts
+from harness.report import charts, merged
 from harness.report import view as view_mod
 from harness.results import CellResult
 
@@ -36,14 +38,17 @@ def _environment() -> jinja2.Environment:
 
 
 def render(found: list[CellResult], *, title: str = "YOLOv5 export matrix",
-           tolerances: dict[str, float] | None = None, upgrade: dict[str, Any] | None = None) -> str:
+           tolerances: dict[str, float] | None = None, upgrade: dict[str, Any] | None = None,
+           merged_text: str | None = None) -> str:
     """The page for ``found`` results (one per cell, e.g. from results.merge_results); ``upgrade``: an upgrade answer
-    (upgrade.json, harness/upgrade/) shown as its own section above the grid."""
+    (upgrade.json, harness/upgrade/) shown as its own section above the grid; ``merged_text``: ``merged.text(found)``
+    when the caller has it already (it is written beside the page too)."""
     view = view_mod.build(found, tolerances)
     return _environment().get_template("report.html.j2").render(
         view=view, title=title, labels=view_mod.OUTCOME_LABELS, compile_labels=view_mod.COMPILE_LABELS,
         outcomes=list(view_mod.OUTCOME_LABELS), guide_returns=GUIDE_RETURNS, upgrade=upgrade,
-        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        download=merged.embedded(merged_text or merged.text(found)), download_name=merged.FILE_NAME)
 
 
 def write(path: Path, found: list[CellResult], **kwargs: Any) -> Path:

@@ -18,7 +18,7 @@ from harness.causes import WORKAROUNDS
 from harness.patch import GUIDE_RETURNS
 from harness.report import charts
 from harness.results import Attempt, CellResult, CompileSection
-from harness.verdict import Outcome
+from harness.verdict import WORKING, Outcome
 
 # Text next to the colour, never colour alone: (symbol, short label, long label).
 OUTCOME_LABELS: dict[str, tuple[str, str, str]] = {
@@ -54,12 +54,37 @@ class Entry:
         return self.result.compile
 
     @property
+    def regenerate(self) -> str:
+        """The command that makes the cell's exported files again (when [artifacts] keep removed them)."""
+        from harness.artifacts import regenerate
+
+        return regenerate(self.result)
+
+    @property
+    def targets_work(self) -> bool | None:
+        """Whether every downstream target that checked this cell works with it; None when none did."""
+        if not self.result.targets:
+            return None
+        return all(target.outcome() in WORKING for target in self.result.targets.values())
+
+    @property
+    def search_text(self) -> str:
+        """What the page's search box matches, lower case: ref, env, variant, format, the verdict, each attempt's
+        workaround and cause."""
+        r = self.result
+        words = [r.ref, r.env, f"variant {r.variant}", r.format, r.verdict or OUTCOME_LABELS[self.outcome][2]]
+        words += [f"{label}: {attempt.cause}" if attempt.cause else label for label, attempt in self.attempts]
+        words += [f"{name}: {target.verdict}" for name, target in r.targets.items()]
+        return " · ".join(words).lower()
+
+    @property
     def label(self) -> str:
         """The cell and its verdict in one line: a grid square's hover text and accessible name."""
         r = self.result
         text = f"{r.ref} · {r.env} · variant {r.variant} · {r.format}: {r.verdict or OUTCOME_LABELS[self.outcome][2]}"
         if r.compile:
             text += f" · compile {r.compile.status}"
+        text += "".join(f" · {name} {target.outcome()}" for name, target in r.targets.items())
         return text
 
 
@@ -96,6 +121,7 @@ class View:
     counts: Counter[str]
     signatures: list[SignatureRow] = field(default_factory=list)
     has_compile: bool = False
+    has_targets: bool = False
     tolerances: dict[str, float] | None = None
     env_versions: dict[str, dict[str, str]] = field(default_factory=dict)  # env -> package -> version imported
     parity: charts.ParityChart | None = None  # None: no cell reached a parity check
@@ -171,6 +197,7 @@ def build(found: list[CellResult], tolerances: dict[str, float] | None = None) -
     view = View(refs=refs, envs=envs, variants=variants, formats=formats, grid=dict(grid),
                 entries=[e for ref in refs for env in envs for e in grid.get((ref, env), [])], ref_info=ref_info,
                 counts=Counter(e.outcome for e in entries), has_compile=any(e.compile for e in entries),
+                has_targets=any(e.result.targets for e in entries),
                 tolerances=tolerances)
     for entry in entries:
         if entry.result.versions:

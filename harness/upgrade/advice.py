@@ -15,11 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness import prog
 from harness.axes import FORMAT_NAMES, VARIANTS
 from harness.causes import CAUSES, PINNED_NAME, PINNED_NAMES, WORKAROUNDS
 from harness.compile import causes as compile_causes
 from harness.diff import Facts, Group, Member, Slot, axes, is_auto_name, shape_text
 from harness.patch import GUIDE_RETURNS
+from harness.targets import causes as target_causes
+from harness.verdict import WORKING
 
 COMPILE_WORKAROUNDS = {c.workaround.name: c.workaround for c in compile_causes.CAUSES if c.workaround}
 CAUSE_HINTS = {c.name: c.hint for c in CAUSES}
@@ -204,8 +207,21 @@ def _compile_workaround(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
 
 
 def _missing(g: Group, m: Member, sides: Sides) -> list[Edit]:
-    return [Edit("run these cells", after="nox -s matrix", note="or pass --allow-missing if they were dropped on "
-                                                              "purpose", slots=[m.pair.slot])]
+    return [Edit("run these cells", after=prog.command(f"run --env {m.pair.slot.env}"),
+                 note="or pass --allow-missing if they were dropped on purpose", slots=[m.pair.slot])]
+
+
+def _target(g: Group, m: Member, sides: Sides) -> list[Edit] | None:
+    """Per target that took the cell's artifact before and does not now: what it refuses, and why (the hint of
+    harness/targets/causes.py)."""
+    before, after = m.pair.before, m.pair.after
+    if before is None or after is None:
+        return None
+    hints = {c.name: c.hint for c in target_causes.CAUSES}
+    return [Edit(f"{name} no longer takes this export: {new.verdict}", note=hints.get(new.cause or "", ""),
+                 slots=[m.pair.slot])
+            for name, new in sorted(after.targets.items())
+            if name in before.targets and before.targets[name].outcome in WORKING and new.outcome not in WORKING]
 
 
 # kind -> the edits of one member (None: nothing to edit); the kinds not here are notes with nothing to edit.
@@ -215,6 +231,7 @@ EDITS: dict[str, Callable[[Group, Member, Sides], list[Edit] | None]] = {
     "workaround": _workaround, "workaround-dropped": _dropped, "pinned-names": _pinned,
     "broken": _broken, "opset": _opset, "ir": _ir, "external-data": _external_data,
     "parity": _parity, "compile": _compile, "compile-workaround": _compile_workaround, "missing": _missing,
+    "target": _target,
 }
 
 

@@ -1,0 +1,193 @@
+"""The target checks of a run: for each enabled [targets.NAME] and each cell whose artifact it takes, compile and run
+it in the target's env (envside.py, in the same box as the matrix's steps), judge the comparison, and join the
+result into the cell's JSON under ``targets.NAME``.
+
+A check is keyed like a cell (its ``inputs_key``): the cell's own key, the artifact's size, the toolkit's pins and
+the spec; a rerun with nothing changed keeps the stored result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import proc, results, sandbox
+from harness.config import TargetSpec
+from harness.files import write_json
+from harness.results import CellResult, OutputMatch, TargetAttempt, TargetResult
+from harness.targets import causes, env
+from harness.targets.toolkits import TOOLKITS, Toolkit
+
+Log = Callable[[str], None]
+# Files a check keeps in its folder: the compiled model's description, logs and the answer (weights are rebuilt in
+# seconds by rerunning; a .rknn or ncnn .bin of yolov5s is 15-30 MB per cell).
+KEEP = ("*.log", "*.json", "*.param", "*.xml")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell's artifact for one target."""
+
+    path: Path  # the cell's result file
+    result: CellResult
+    artifact: Path
+    image: str
+
+
+def artifact_of(result: CellResult, suffix: str) -> Path | None:
+    """The file with ``suffix`` the cell's deciding attempt wrote, if it passed and the file is still there."""
+    attempt = result.deciding
+    if attempt.status != "pass" or attempt.export is None or not attempt.export.log:
+        return None
+    folder = Path(attempt.export.log).parent
+    found = [folder / f["name"] for f in attempt.export.files if str(f.get("name", "")).endswith(suffix)]
+    return found[0] if found and found[0].is_file() else None
+
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+
+
+def jobs_for(kit: Toolkit, spec: TargetSpec, paths: Iterable[Path]) -> tuple[list[Job], list[tuple[Path, str]]]:
+    """The cells ``spec`` applies to (its variants, the toolkit's format): ready ones, and the others with why not."""
+    ready, skipped = [], []
+    for path in paths:
+        result = results.read_result(path)
+        if result is None or result.format != kit.artifact or result.variant not in spec.variants:
+            continue
+        artifact = artifact_of(result, SUFFIXES[kit.artifact])
+        if artifact is None or not result.deciding.image:
+            why = "the export did not pass" if result.deciding.status != "pass" else "its exported file is gone"
+            skipped.append((path, f"{kit.name}: nothing to compile: {why} ({result.verdict})"))
+            continue
+        ready.append(Job(path, result, artifact, result.deciding.image))
+    return ready, skipped
+
+
+def inputs_key(kit: Toolkit, spec: TargetSpec, job: Job) -> str:
+    parts = [job.result.inputs_key, job.artifact.stat().st_size, sorted(kit.requirements), spec.options,
+             spec.min_cosine]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+
+def judge(answer: dict[str, Any] | None, ran: proc.ProcResult, spec: TargetSpec) -> TargetAttempt:
+    """The attempt from envside's answer: pass when every output matches in shape and cosine."""
+    if answer is None or not answer.get("ok"):
+        failure = (answer or {}).get("error") or ran.failure() or "no answer"
+        return failed(TargetAttempt(stage="build"), f"the target's process did not answer: {failure}",
+                      (answer or {}).get("log") or ran.tail())
+    attempt = TargetAttempt(stage=answer.get("stage"), timings=answer.get("timings") or {},
+                            artifact=answer.get("compiled"))
+    if answer.get("error"):
+        return failed(attempt, f"{attempt.stage}: {answer['error']}", answer.get("log") or "")
+    attempt.outputs = [results.from_json(row, OutputMatch) for row in answer.get("outputs") or []]
+    wrong = [o for o in attempt.outputs if o.error]
+    low = [o for o in attempt.outputs if o.cosine is not None and o.cosine < spec.min_cosine]
+    if not attempt.outputs or wrong:
+        attempt.status, attempt.stage, attempt.cause = "fail", "compare", "output count/shape differs"
+        attempt.message = "; ".join(f"{o.output}: {o.error} ({o.shape} vs {o.target_shape})" for o in wrong) or \
+            "no outputs"
+    elif low:
+        attempt.status, attempt.stage, attempt.cause = "fail", "compare", "differs from the reference"
+        attempt.message = "; ".join(f"{o.output}: cosine {o.cosine:.6f} < {spec.min_cosine}" for o in low)
+    else:
+        worst = min(attempt.outputs, key=lambda o: o.cosine if o.cosine is not None else 1.0)
+        attempt.status, attempt.stage = "pass", None
+        attempt.message = (f"{len(attempt.outputs)} output(s) match; worst cosine {worst.cosine:.6f}, "
+                           f"max abs {max(o.max_abs or 0.0 for o in attempt.outputs):.2g}")
+    return attempt
+
+
+def failed(attempt: TargetAttempt, message: str, log: str) -> TargetAttempt:
+    """An error attempt with its named cause; a failure of the reference runtime (the target's toolkit had already
+    compiled and run the file) says so in the cause."""
+    cause = causes.name_of(message, log)
+    attempt.status = "error"
+    attempt.cause = cause.name if cause else "unclassified: " + message.split(": ", 1)[-1][:160]
+    if attempt.stage == "reference":
+        attempt.cause = f"reference runtime: {attempt.cause}"
+    attempt.message, attempt.hint = message[:500], cause.hint if cause else ""
+    attempt.log_tail = "\n".join(log.strip().splitlines()[-proc.TAIL_LINES:])
+    return attempt
+
+
+class Checker:
+    """Runs one target's checks: its env built once, each job in the box."""
+
+    def __init__(self, kit: Toolkit, spec: TargetSpec, cache: Path, box: sandbox.Box, log: Log):
+        self.kit, self.spec, self.cache, self.box, self.log = kit, spec, cache, box, log
+        self.python = env.ensure_env(kit, cache, log=log)
+
+    def check(self, job: Job) -> TargetResult:
+        where = hashlib.sha256(str(job.path.parent.resolve()).encode()).hexdigest()[:8]
+        workdir = self.cache / "targets" / self.kit.name / f"{job.result.cell}-{where}"
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
+        task = {"task": "check", "target": self.kit.name, "reference": self.kit.reference,
+                "artifact": str(job.artifact), "image": job.image, "workdir": str(workdir),
+                "imgsz": int(job.result.model.get("imgsz") or 640), "options": self.spec.settings}
+        jail = sandbox.step_jail(self.box, self.python, workdir=workdir, workroot=workdir,
+                                 read=[job.artifact.parent, Path(job.image)])
+        start = time.monotonic()
+        answer, ran = proc.run_worker(self.python, task, workdir=workdir, watch=proc.Watch(self.spec.timeout),
+                                      module="harness.targets.envside", jail=jail)
+        attempt = judge(answer, ran, self.spec)
+        attempt.timings["total"] = round(time.monotonic() - start, 1)
+        clean(workdir)
+        return TargetResult(target=self.kit.name, tool=f"{self.kit.tool} {self.kit.version}",
+                            artifact=self.kit.artifact, options=self.spec.settings,
+                            reference=(answer or {}).get("reference") or self.kit.reference,
+                            versions=(answer or {}).get("versions") or {}, attempts=[attempt], decided=0,
+                            created=time.time())
+
+
+def clean(workdir: Path) -> None:
+    kept = {p for pattern in KEEP for p in workdir.glob(pattern)}
+    for path in workdir.iterdir():
+        if path.is_symlink() or (path.is_file() and path not in kept):
+            path.unlink()
+
+
+def join(path: Path, name: str, section: TargetResult) -> None:
+    """Write ``section`` as ``targets.NAME`` of the result file, re-read just before the atomic write."""
+    current = results.read_result(path)
+    if current is None:
+        return
+    current.targets[name] = section
+    write_json(path, current.to_json())
+
+
+def run_targets(specs: dict[str, TargetSpec], reports: Path, cache: Path, *, cells: set[str] | None = None,
+                force: bool = False, log: Log = print, sandbox_mode: str = "auto") -> list[TargetResult]:
+    """Check every cell of ``reports`` (or only ``cells``) on each target of ``specs``; returns what was written."""
+    if not specs:
+        return []
+    box = sandbox.choose(sandbox_mode)
+    paths = [p for p in sorted(results.results_dir(reports).glob("*.json")) if cells is None or p.stem in cells]
+    done: list[TargetResult] = []
+    for name, spec in specs.items():
+        kit = TOOLKITS[name]
+        ready, skipped = jobs_for(kit, spec, paths)
+        for path, why in skipped:
+            log(f"[{name}] {path.stem}: skipped — {why}")
+        checker: Checker | None = None
+        for job in ready:
+            key = inputs_key(kit, spec, job)
+            stored = job.result.targets.get(name)
+            if not force and stored and stored.inputs_key == key:
+                log(f"[{name}] {job.result.cell}: unchanged, kept ({stored.verdict})")
+                continue
+            checker = checker or Checker(kit, spec, cache, box, log)
+            section = checker.check(job)
+            section.inputs_key = key
+            join(job.path, name, section)
+            done.append(section)
+            log(f"[{name}] {job.result.cell}: {section.verdict} — {section.deciding.message[:200]} "
+                f"({section.deciding.timings.get('total', 0):.0f} s)")
+    return done

@@ -1,0 +1,222 @@
+"""Runs inside a target's env: ``python -m harness.targets.envside JOB.json`` (answer written to ``job["out"]``).
+Plain Python 3.8-compatible code; the target's toolkit, numpy and the reference runtime of that env.
+
+One task, ``check``: read the cell's photo letterboxed as the cell's parity check did (harness/worker/inputs.py),
+run the reference (ONNX Runtime on the ONNX file, or the TorchScript module), compile the artifact with the target's
+toolkit (one runner per toolkit, same interface: ``runner(artifact, x, options, workdir) -> (outputs, compiled)``),
+run the compiled model on the same input and compare every output. The answer says at which stage it stopped.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+
+from harness.worker.inputs import load_batch
+
+
+class StageError(Exception):
+    """A failure of one stage, with the text the cause table reads."""
+
+    def __init__(self, stage, message, log=""):
+        super().__init__(message)
+        self.stage, self.log = stage, log
+
+
+# -- references --------------------------------------------------------------------------------------------------
+
+def onnxruntime_reference(artifact, x):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return names, session.run(None, {session.get_inputs()[0].name: x}), "onnxruntime " + onnxruntime.__version__
+
+
+def torchscript_reference(artifact, x):
+    import torch
+
+    module = torch.jit.load(artifact, map_location="cpu").eval()
+    with torch.no_grad():
+        out = module(torch.from_numpy(x))
+    flat = []
+
+    def walk(value):
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        else:
+            flat.append(value.numpy())
+
+    walk(out)
+    return [str(i) for i in range(len(flat))], flat, "torchscript (torch " + torch.__version__ + ")"
+
+
+REFERENCES = {"onnxruntime": onnxruntime_reference, "torchscript": torchscript_reference}
+
+
+# -- runners: compile the artifact, run it on x ---------------------------------------------------------------------
+
+def openvino_runner(artifact, x, options, workdir):
+    import openvino as ov
+
+    try:
+        model = ov.convert_model(artifact)
+        core = ov.Core()
+        compiled = core.compile_model(model, options.get("device", "CPU"),
+                                      {"INFERENCE_PRECISION_HINT": options.get("precision", "f32")})
+        ov.save_model(model, os.path.join(workdir, "model.xml"))
+    except Exception as exc:
+        raise StageError("build", _line(exc), traceback.format_exc()) from None
+    try:
+        answer = compiled([x])
+    except Exception as exc:
+        raise StageError("run", _line(exc), traceback.format_exc()) from None
+    return [answer[o] for o in compiled.outputs], "model.xml"
+
+
+def rknn_runner(artifact, x, options, workdir):
+    from rknn.api import RKNN
+
+    rknn = RKNN(verbose=False)
+    try:
+        # The input is already x / 255 (as the cell's parity check fed it): no mean/std inside the model.
+        steps = (("build", lambda: rknn.config(mean_values=[[0, 0, 0]], std_values=[[1, 1, 1]],
+                                                target_platform=options.get("platform", "rk3588"))),
+                 ("build", lambda: rknn.load_onnx(model=artifact)),
+                 ("build", lambda: rknn.build(do_quantization=bool(options.get("quantize")))),
+                 ("build", lambda: rknn.export_rknn(os.path.join(workdir, "model.rknn"))),
+                 ("run", rknn.init_runtime))  # no target: the toolkit's x86 simulator
+        for stage, step in steps:
+            code = step()
+            if code != 0:  # the toolkit logs why and returns non-zero
+                raise StageError(stage, f"rknn-toolkit2 returned {code} in {stage}")
+        outputs = rknn.inference(inputs=[x], data_format=["nchw"])
+        if outputs is None:
+            raise StageError("run", "rknn-toolkit2 inference returned no outputs")
+        return list(outputs), "model.rknn"
+    finally:
+        rknn.release()
+
+
+def ncnn_runner(artifact, x, options, workdir):
+    import ncnn
+    import numpy as np
+
+    pnnx = os.path.join(os.path.dirname(sys.executable), "pnnx")
+    local = os.path.join(workdir, "model.torchscript")
+    if not os.path.exists(local):
+        os.symlink(artifact, local)  # pnnx writes its files next to the model it reads
+    shape = "[" + ",".join(str(d) for d in x.shape) + "]"
+    argv = [pnnx, local, "inputshape=" + shape] + (["fp16=1"] if options.get("fp16") else ["fp16=0"])
+    done = subprocess.run(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, check=False)
+    param, weights = os.path.join(workdir, "model.ncnn.param"), os.path.join(workdir, "model.ncnn.bin")
+    if done.returncode != 0 or not os.path.isfile(param):
+        raise StageError("build", f"pnnx exited {done.returncode} without model.ncnn.param", done.stdout[-6000:])
+    try:
+        net = ncnn.Net()
+        net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = bool(options.get("fp16"))
+        net.load_param(param)
+        net.load_model(weights)
+        extractor = net.create_extractor()
+        extractor.input("in0", ncnn.Mat(x[0]).clone())
+        outputs = []
+        with open(param) as fh:  # pnnx names the model's outputs out0, out1, ...
+            count = len(set(re.findall(r"\bout\d+\b", fh.read())))
+        for index in range(count):
+            code, mat = extractor.extract(f"out{index}")
+            if code != 0:
+                break
+            outputs.append(np.array(mat)[None])  # ncnn drops the batch axis
+    except Exception as exc:
+        raise StageError("run", _line(exc), traceback.format_exc()) from None
+    return outputs, "model.ncnn.param"
+
+
+RUNNERS = {"openvino": openvino_runner, "rknn": rknn_runner, "ncnn": ncnn_runner}
+
+
+# -- the comparison ------------------------------------------------------------------------------------------------
+
+def compare(names, refs, outputs):
+    import numpy as np
+
+    rows = []
+    for i, (name, ref) in enumerate(zip(names, refs)):
+        row = {"output": name, "shape": list(ref.shape), "target_shape": [], "cosine": None, "max_abs": None,
+               "error": None}
+        if i >= len(outputs):
+            row["error"] = "missing"
+            rows.append(row)
+            continue
+        got = np.asarray(outputs[i])
+        row["target_shape"] = list(got.shape)
+        if got.size != ref.size:
+            row["error"] = "shape mismatch"
+        else:
+            a, b = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
+            norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+            row["cosine"] = float(a @ b / norms) if norms > 0 else (1.0 if not np.any(a - b) else 0.0)
+            row["max_abs"] = float(np.max(np.abs(a - b))) if a.size else 0.0
+        rows.append(row)
+    rows.extend({"output": f"extra {j}", "shape": [], "target_shape": list(np.asarray(outputs[j]).shape),
+                 "cosine": None, "max_abs": None, "error": "extra output"} for j in range(len(refs), len(outputs)))
+    return rows
+
+
+def check(job):
+    timings, answer = {}, {}
+    start = time.monotonic()
+    stage = "build"
+    try:  # the toolkit first: what it refuses is the answer even where this env's reference could not read the file
+        x = load_batch(job["image"], int(job["imgsz"]))
+        outputs, answer["compiled"] = RUNNERS[job["target"]](job["artifact"], x, job.get("options") or {},
+                                                             job["workdir"])
+        timings["build+run"] = round(time.monotonic() - start, 2)
+        stage, start = "reference", time.monotonic()
+        names, refs, answer["reference"] = REFERENCES[job["reference"]](job["artifact"], x)
+        timings["reference"] = round(time.monotonic() - start, 2)
+    except StageError as exc:
+        answer.update(stage=exc.stage, error=str(exc), log=exc.log[-6000:], timings=timings, versions=versions())
+        return answer
+    except Exception as exc:  # a failure of the reference, or a toolkit that raised instead of returning a code
+        answer.update(stage=stage, error=_line(exc), log=traceback.format_exc()[-6000:], timings=timings,
+                      versions=versions())
+        return answer
+    answer.update(stage=None, outputs=compare(names, refs, outputs), timings=timings, versions=versions())
+    return answer
+
+
+def versions():
+    """What this env imported: the toolkit and the reference runtime."""
+    found = {}
+    for module in ("openvino", "rknn", "ncnn", "onnxruntime", "onnx", "torch", "numpy"):
+        if module in sys.modules:
+            found[module] = str(getattr(sys.modules[module], "__version__", "?"))
+    return found
+
+
+def _line(exc):
+    return type(exc).__name__ + ": " + ((str(exc).strip().splitlines() or [""])[0])[:500]
+
+
+def main(argv):
+    with open(argv[1]) as fh:
+        job = json.load(fh)
+    try:
+        answer = check(job)
+        answer["ok"] = True
+    except Exception as exc:  # the answer carries the failure; the supervisor decides what it means
+        answer = {"ok": False, "error": _line(exc), "log": traceback.format_exc()[-3000:]}
+    tmp = job["out"] + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(answer, fh, indent=1)
+    os.replace(tmp, job["out"])
+
+
+if __name__ == "__main__":
+    main(sys.argv)

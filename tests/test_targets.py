@@ -1,0 +1,156 @@
+"""Downstream targets: [targets.NAME] in the config, `--targets` on the command line, and the real toolkits
+(OpenVINO, rknn-toolkit2's simulator, pnnx + ncnn) compiling a real export, running it on the cell's input and
+comparing with ONNX Runtime / TorchScript; a toolkit's refusal is a named cause; the gate fails when a target that
+took a cell's export no longer does."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import QUICK_ENV
+
+from harness.config import load_config
+from harness.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config_with(tmp_path: Path, tables: str) -> Path:
+    text = re.sub(r"(?ms)^\[targets\.(openvino|rknn|ncnn)\]\n.*?(?=^\[|\Z)", "", (ROOT / "matrix.toml").read_text())
+    path = tmp_path / "matrix.toml"
+    path.write_text(text + "\n" + tables)
+    return path
+
+
+def test_the_shipped_config_lists_every_target_off() -> None:
+    targets = load_config(ROOT / "matrix.toml").targets
+    assert {name: (spec.enabled, spec.variants) for name, spec in targets.items()} == {
+        "openvino": (False, ("3", "native")), "rknn": (False, ("3", "native")), "ncnn": (False, ("3", "native"))}
+    assert targets["rknn"].settings == {"platform": "rk3588", "quantize": False}
+    assert targets["openvino"].settings == {"device": "CPU", "precision": "f32"}
+
+
+@pytest.mark.parametrize(("tables", "expected"), [
+    ("[targets.openvno]\nenabled = true\n",
+     ("unknown target 'openvno' in [targets.openvno] — did you mean 'openvino'? (targets: openvino, rknn, ncnn, "
+      "tpu-mlir)")),
+    ('[targets.rknn]\nplatform = "rk3599"\n', "'targets.rknn.platform' is 'rk3599', not one of"),
+    ('[targets.rknn]\nplatfrom = "rk3588"\n', "unknown key 'targets.rknn.platfrom' — did you mean 'platform'?"),
+    ('[targets.ncnn]\nfp16 = "yes"\n', "'targets.ncnn.fp16' must be true or false"),
+    ("[targets.openvino]\nmin_cosine = 2\n", "'targets.openvino.min_cosine' must be >= 0 and <= 1, got 2"),
+])
+def test_target_tables_name_the_problem_and_the_fix(tmp_path: Path, tables: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_config_with(tmp_path, tables))
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unknown_target_on_the_command_line_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "harness", "targets", "--targets", "openvino,tensorrt",
+                           "--reports", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --targets: unknown target 'tensorrt' — use one of openvino, rknn, ncnn, tpu-mlir")
+
+
+# -- the real toolkits ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checked(make_config, yolov5_source, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict], str]:
+    """v7.0's variant 3 (yolov5n at 160) as ONNX and TorchScript in the quick env, then every target: what the
+    results say, and the log of a second identical run."""
+    config = make_config(["v7.0"], small=True, variants=("3",), formats=("onnx", "torchscript"))
+    reports = tmp_path_factory.mktemp("targets") / "reports"
+    argv = [sys.executable, "-m", "harness", "run", "--env", QUICK_ENV, "--config", str(config), "--repo",
+            yolov5_source.repo, "--reports", str(reports), "--jobs", "1", "--targets", "openvino,rknn,ncnn"]
+    first = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+    assert first.returncode == 0, first.stderr[-3000:]
+    found = {p.stem: json.loads(p.read_text()) for p in (reports / "results").glob("*.json")}
+    again = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    return reports, found, again.stderr
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_each_target_compiles_runs_and_matches_the_reference(checked) -> None:
+    _, found, _ = checked
+    onnx, torchscript = found[f"v7.0__{QUICK_ENV}__3__onnx"], found[f"v7.0__{QUICK_ENV}__3__torchscript"]
+    assert set(onnx["targets"]) == {"openvino", "rknn"} and set(torchscript["targets"]) == {"ncnn"}
+    for cell in (onnx, torchscript):
+        shapes = [o["shape"] for o in cell["attempts"][cell["decided"]]["outputs"]]
+        for name, target in cell["targets"].items():
+            assert target["outcome"] == "works", (name, target["verdict"], target["attempts"][0]["log_tail"])
+            rows = target["attempts"][target["decided"]]["outputs"]
+            assert [r["shape"] for r in rows] == shapes, name  # every output of the cell, in order
+            assert all(r["cosine"] >= 0.999 and r["error"] is None for r in rows), (name, rows)
+    assert onnx["targets"]["rknn"]["tool"] == "rknn-toolkit2 2.5.0"
+    assert onnx["targets"]["rknn"]["options"] == {"platform": "rk3588", "quantize": False}
+    assert torchscript["targets"]["ncnn"]["reference"].startswith("torchscript (torch 2.14")
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_a_second_run_keeps_the_checks_and_the_report_shows_them(checked, tmp_path: Path) -> None:
+    reports, _, again = checked
+    for name in ("openvino", "rknn", "ncnn"):
+        assert re.search(rf"\[{name}\] v7\.0__{re.escape(QUICK_ENV)}__3__\w+: unchanged, kept \(works\)", again), again
+    page = tmp_path / "index.html"
+    done = subprocess.run([sys.executable, "-m", "harness", "report", "--reports", str(reports), "--out", str(page),
+                           "--junit", str(tmp_path / "junit.xml")], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    html = page.read_text()
+    assert "Target rknn: rknn-toolkit2 2.5.0" in html and "Target ncnn: pnnx" in html and "T✔" in html
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_a_refusal_is_named_and_fails_the_gate(checked, env_python: Path, tmp_path: Path) -> None:
+    """An operator OpenVINO has no conversion rule for (a real refusal of the real toolkit) is a named cause; a cell
+    whose target worked in the baseline and fails now fails the gate with that target named."""
+    from harness import gate, proc, results
+    from harness.config import TargetSpec
+    from harness.paths import cache_dir
+    from harness.targets import env
+    from harness.targets.check import judge
+    from harness.targets.toolkits import TOOLKITS
+
+    reports, found, _ = checked
+    cell = f"v7.0__{QUICK_ENV}__3__onnx"
+    python = env.ensure_env(TOOLKITS["openvino"], cache_dir())
+    odd = tmp_path / "odd.onnx"
+    made = subprocess.run([str(env_python), "-c", (
+        "import onnx, onnx.helper as h, sys\n"
+        "x = h.make_tensor_value_info('images', onnx.TensorProto.FLOAT, [1, 3, 160, 160])\n"
+        "y = h.make_tensor_value_info('out', onnx.TensorProto.FLOAT, [1, 3, 160, 160])\n"
+        "g = h.make_graph([h.make_node('Frobnicate', ['images'], ['out'], domain='com.example')], 'g', [x], [y])\n"
+        "m = h.make_model(g, opset_imports=[h.make_opsetid('', 12), h.make_opsetid('com.example', 1)])\n"
+        "onnx.save(m, sys.argv[1])\n"), str(odd)], capture_output=True, text=True, check=False)
+    assert made.returncode == 0, made.stderr
+    image = found[cell]["attempts"][found[cell]["decided"]]["image"]
+    job = {"task": "check", "target": "openvino", "reference": "onnxruntime", "artifact": str(odd), "image": image,
+           "imgsz": 160, "workdir": str(tmp_path), "options": {}}
+    answer, ran = proc.run_worker(python, job, workdir=tmp_path, watch=proc.Watch(300),
+                                  module="harness.targets.envside")
+    refused = judge(answer, ran, TargetSpec(name="openvino"))
+    assert (refused.status, refused.stage, refused.cause) == ("error", "build",
+                                                              "operator not supported by the toolkit"), refused
+    assert "Frobnicate" in refused.message + refused.log_tail
+
+    baseline = tmp_path / "baseline.json"
+    gate.write_baseline(baseline, results.load_results(reports))
+    now = results.read_result(reports / "results" / f"{cell}.json")
+    assert now is not None
+    now.targets["openvino"].attempts = [refused]
+    later = tmp_path / "later"
+    results.save_result(later, now)
+    done = subprocess.run([sys.executable, "-m", "harness", "gate", "--baseline", str(baseline), "--reports",
+                           str(later), "--allow-missing"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "downstream target openvino: works → openvino: error: operator not supported by the toolkit" in done.stdout
