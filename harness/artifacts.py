@@ -77,8 +77,9 @@ def prune(paths: Iterable[Path], keep: str, log: Callable[[str], None] = print) 
             result.artifacts_kept = False
             write_json(path, result.to_json())
             cells += 1
-    log(f"artifacts: removed the exported files of {cells} cell(s) and earlier attempts' of the others "
-        f"([artifacts] keep = \"{keep}\"): {freed / 2**20:.0f} MB freed")
+    if freed:
+        log(f"artifacts: removed the exported files of {cells} cell(s) and earlier attempts' of the others "
+            f"([artifacts] keep = \"{keep}\"): {freed / 2**20:.0f} MB freed")
     return freed
 
 

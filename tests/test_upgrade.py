@@ -469,7 +469,7 @@ def test_real_upgrade_through_the_command_line(history: Path, history_weights: P
     assert first.returncode == 1, first.stderr[-3000:]
     lines = first.stdout.splitlines()
     assert lines[0] == "Upgrade A → B: 1 failing group(s), 0 note(s) over 1 cell pair(s)"
-    assert lines[4] == "FAIL  output count 4 → 1"
+    assert lines[4] == "FAIL  [1] output count 4 → 1"
     model = json.loads((reports / "upgrade.json").read_text())
     [count] = model["groups"]
     found = count["bisect"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import proc, results, sandbox
+from harness.artifacts import regenerate
 from harness.config import TargetSpec
 from harness.files import write_json
 from harness.results import CellResult, OutputMatch, TargetAttempt, TargetResult
@@ -32,11 +33,11 @@ KEEP = ("*.log", "*.json", "*.param", "*.xml")
 
 @dataclass(frozen=True)
 class Job:
-    """One cell's artifact for one target."""
+    """One cell's artifact for one target (``artifact`` None: the export did not pass, or its file is gone)."""
 
     path: Path  # the cell's result file
     result: CellResult
-    artifact: Path
+    artifact: Path | None
     image: str
 
 
@@ -53,25 +54,21 @@ def artifact_of(result: CellResult, suffix: str) -> Path | None:
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 
 
-def jobs_for(kit: Toolkit, spec: TargetSpec, paths: Iterable[Path]) -> tuple[list[Job], list[tuple[Path, str]]]:
-    """The cells ``spec`` applies to (its variants, the toolkit's format): ready ones, and the others with why not."""
-    ready, skipped = [], []
+def jobs_for(kit: Toolkit, spec: TargetSpec, paths: Iterable[Path]) -> list[Job]:
+    """The cells ``spec`` applies to: its variants, in the format the toolkit takes."""
+    jobs = []
     for path in paths:
         result = results.read_result(path)
         if result is None or result.format != kit.artifact or result.variant not in spec.variants:
             continue
-        artifact = artifact_of(result, SUFFIXES[kit.artifact])
-        if artifact is None or not result.deciding.image:
-            why = "the export did not pass" if result.deciding.status != "pass" else "its exported file is gone"
-            skipped.append((path, f"{kit.name}: nothing to compile: {why} ({result.verdict})"))
-            continue
-        ready.append(Job(path, result, artifact, result.deciding.image))
-    return ready, skipped
+        jobs.append(Job(path, result, artifact_of(result, SUFFIXES[kit.artifact]), result.deciding.image or ""))
+    return jobs
 
 
 def inputs_key(kit: Toolkit, spec: TargetSpec, job: Job) -> str:
-    parts = [job.result.inputs_key, job.artifact.stat().st_size, sorted(kit.requirements), spec.options,
-             spec.min_cosine]
+    """What a target's result depends on: the cell's own inputs (which decide its export), the toolkit's pins and
+    the spec. Not the file itself: [artifacts] keep may have removed it after the check."""
+    parts = [job.result.inputs_key, sorted(kit.requirements), spec.options, spec.min_cosine]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
@@ -123,17 +120,17 @@ class Checker:
         self.kit, self.spec, self.cache, self.box, self.log = kit, spec, cache, box, log
         self.python = env.ensure_env(kit, cache, log=log)
 
-    def check(self, job: Job) -> TargetResult:
+    def check(self, job: Job, artifact: Path) -> TargetResult:
         where = hashlib.sha256(str(job.path.parent.resolve()).encode()).hexdigest()[:8]
         workdir = self.cache / "targets" / self.kit.name / f"{job.result.cell}-{where}"
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
         task = {"task": "check", "target": self.kit.name, "reference": self.kit.reference,
-                "artifact": str(job.artifact), "image": job.image, "workdir": str(workdir),
+                "artifact": str(artifact), "image": job.image, "workdir": str(workdir),
                 "imgsz": int(job.result.model.get("imgsz") or 640), "options": self.spec.settings}
         jail = sandbox.step_jail(self.box, self.python, workdir=workdir, workroot=workdir,
-                                 read=[job.artifact.parent, Path(job.image)])
+                                 read=[artifact.parent, Path(job.image)])
         start = time.monotonic()
         answer, ran = proc.run_worker(self.python, task, workdir=workdir, watch=proc.Watch(self.spec.timeout),
                                       module="harness.targets.envside", jail=jail)
@@ -173,18 +170,20 @@ def run_targets(specs: dict[str, TargetSpec], reports: Path, cache: Path, *, cel
     done: list[TargetResult] = []
     for name, spec in specs.items():
         kit = TOOLKITS[name]
-        ready, skipped = jobs_for(kit, spec, paths)
-        for path, why in skipped:
-            log(f"[{name}] {path.stem}: skipped — {why}")
         checker: Checker | None = None
-        for job in ready:
+        for job in jobs_for(kit, spec, paths):
             key = inputs_key(kit, spec, job)
             stored = job.result.targets.get(name)
             if not force and stored and stored.inputs_key == key:
                 log(f"[{name}] {job.result.cell}: unchanged, kept ({stored.verdict})")
                 continue
+            if job.artifact is None or not job.image:
+                why = "the export did not pass" if job.result.deciding.status != "pass" else \
+                    f"its exported file is gone (remake it: {regenerate(job.result)})"
+                log(f"[{name}] {job.result.cell}: skipped — nothing to compile: {why}")
+                continue
             checker = checker or Checker(kit, spec, cache, box, log)
-            section = checker.check(job)
+            section = checker.check(job, job.artifact)
             section.inputs_key = key
             join(job.path, name, section)
             done.append(section)
