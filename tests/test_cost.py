@@ -18,9 +18,10 @@ from conftest import QUICK_ENV
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def small_config(make_config, extra: str = "") -> Path:
+def small_config(make_config, min_free_mb: int | None = None) -> Path:
     path = make_config(["v7.0"], small=True, variants=("3",), formats=("onnx",))
-    path.write_text(path.read_text() + extra)
+    if min_free_mb is not None:
+        path.write_text(re.sub(r"(?m)^min_free_mb = .*$", f"min_free_mb = {min_free_mb}", path.read_text()))
     return path
 
 
@@ -128,7 +129,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_keeps_what_was_saved(make_con
          f"`python -m harness cache --prune`, then rerun (results saved so far are kept)")]
     # Mid-run: allowed to start, the export meets ENOSPC on the real filesystem; the run stops, nothing is saved
     # for that cell, what was saved before is whole.
-    during = run(small_config(make_config, "\n[artifacts]\nmin_free_mb = 0\n"), reports, yolov5_source.repo, env=env)
+    during = run(small_config(make_config, min_free_mb=0), reports, yolov5_source.repo, env=env)
     assert during.returncode == 2, during.stderr[-3000:]
     last = during.stderr.strip().splitlines()[-1]
     assert re.fullmatch(rf"error: disk full: {re.escape(str(work))}/\S+ ran out of space \(\d+ MB free now\) — free "

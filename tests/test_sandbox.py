@@ -353,7 +353,7 @@ def hostile(base_repo: Path, small_weights: Path, small_matrix, harness_run,
 
     config = small_matrix(root / "matrix.toml", repo=root / "repo", refs=["hostile", "clean"], weights=weights,
                           timeouts={"export": 600, "verify": 300, "checkpoint": 300})
-    argv, env = harness_run(config, reports, "--jobs", "2")
+    argv, env = harness_run(config, reports, "--jobs", "2", "--keep-artifacts", "all")  # the probes read its files
     env = {**env, "HOME": str(home), "YOLOV5_MATRIX_CACHE": str(cache_dir()), "CI_SECRET_TOKEN_FOR_TEST": "ghp_leak"}
     started = time.time()
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
