@@ -58,6 +58,22 @@ def test_an_unknown_target_on_the_command_line_is_one_line(tmp_path: Path) -> No
         "error: --targets: unknown target 'tensorrt' — use one of openvino, rknn, ncnn, tpu-mlir")
 
 
+def test_the_artifact_is_found_under_every_name_the_refs_give_it(tmp_path: Path) -> None:
+    """v5.0 and v6.0 write model.torchscript.pt, later refs model.torchscript: ncnn takes either."""
+    from harness.axes import FORMATS
+    from harness.results import Attempt, CellResult, ExportFacts
+    from harness.targets.check import artifact_of
+
+    for name in ("model.torchscript.pt", "model.torchscript"):
+        (tmp_path / name).write_bytes(b"x")
+        files = [{"name": "model.onnx"}, {"name": name}]  # v5.0's export.py writes both formats
+        result = CellResult(format="torchscript", attempts=[Attempt(status="pass", export=ExportFacts(
+            log=str(tmp_path / "export.log"), files=files))])
+        assert artifact_of(result, FORMATS["torchscript"].suffixes) == tmp_path / name
+        (tmp_path / name).unlink()
+        assert artifact_of(result, FORMATS["torchscript"].suffixes) is None  # gone: the stored verdict stays
+
+
 # -- the real toolkits ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

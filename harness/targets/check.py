@@ -19,6 +19,7 @@ from typing import Any
 
 from harness import proc, results, sandbox
 from harness.artifacts import regenerate
+from harness.axes import FORMATS
 from harness.config import TargetSpec
 from harness.files import write_json
 from harness.results import CellResult, OutputMatch, TargetAttempt, TargetResult
@@ -41,17 +42,15 @@ class Job:
     image: str
 
 
-def artifact_of(result: CellResult, suffix: str) -> Path | None:
-    """The file with ``suffix`` the cell's deciding attempt wrote, if it passed and the file is still there."""
+def artifact_of(result: CellResult, suffixes: tuple[str, ...]) -> Path | None:
+    """The file ending in one of ``suffixes`` the cell's deciding attempt wrote, if it passed and the file is still
+    there (v5.0/v6.0 write ``model.torchscript.pt``, later refs ``model.torchscript``)."""
     attempt = result.deciding
     if attempt.status != "pass" or attempt.export is None or not attempt.export.log:
         return None
     folder = Path(attempt.export.log).parent
-    found = [folder / f["name"] for f in attempt.export.files if str(f.get("name", "")).endswith(suffix)]
+    found = [folder / f["name"] for f in attempt.export.files if str(f.get("name", "")).endswith(suffixes)]
     return found[0] if found and found[0].is_file() else None
-
-
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 
 
 def jobs_for(kit: Toolkit, spec: TargetSpec, paths: Iterable[Path]) -> list[Job]:
@@ -61,7 +60,7 @@ def jobs_for(kit: Toolkit, spec: TargetSpec, paths: Iterable[Path]) -> list[Job]
         result = results.read_result(path)
         if result is None or result.format != kit.artifact or result.variant not in spec.variants:
             continue
-        jobs.append(Job(path, result, artifact_of(result, SUFFIXES[kit.artifact]), result.deciding.image or ""))
+        jobs.append(Job(path, result, artifact_of(result, FORMATS[kit.artifact].suffixes), result.deciding.image or ""))
     return jobs
 
 
