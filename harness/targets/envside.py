@@ -117,6 +117,8 @@ def ncnn_runner(artifact, x, options, workdir):
     param, weights = os.path.join(workdir, "model.ncnn.param"), os.path.join(workdir, "model.ncnn.bin")
     if done.returncode != 0 or not os.path.isfile(param):
         raise StageError("build", f"pnnx exited {done.returncode} without model.ncnn.param", done.stdout[-6000:])
+    with open(param) as fh:
+        text = fh.read()
     try:
         net = ncnn.Net()
         net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = bool(options.get("fp16"))
@@ -124,17 +126,27 @@ def ncnn_runner(artifact, x, options, workdir):
         net.load_model(weights)
         extractor = net.create_extractor()
         extractor.input("in0", ncnn.Mat(x[0]).clone())
-        outputs = []
-        with open(param) as fh:  # pnnx names the model's outputs out0, out1, ...
-            count = len(set(re.findall(r"\bout\d+\b", fh.read())))
-        for index in range(count):
-            code, mat = extractor.extract(f"out{index}")
-            if code != 0:
-                break
-            outputs.append(np.array(mat)[None])  # ncnn drops the batch axis
+        outputs = [np.array(mat)[None] for mat in _ncnn_outputs(extractor, text)]  # ncnn drops the batch axis
+    except StageError:
+        raise
     except Exception as exc:
         raise StageError("run", _line(exc), traceback.format_exc()) from None
     return outputs, "model.ncnn.param"
+
+
+def _ncnn_outputs(extractor, param_text):
+    """Extract out0, out1, ... (pnnx's names for the model's outputs); name the layers ncnn cannot run."""
+    mats = []
+    for index in range(len(set(re.findall(r"\bout\d+\b", param_text)))):
+        code, mat = extractor.extract(f"out{index}")
+        if code != 0:
+            # pnnx keeps what it cannot convert as its own ops (Tensor.slice, F.*, torch.*): ncnn has no such layers
+            types = {line.split()[0] for line in param_text.splitlines()[2:] if line.split()}
+            leftover = ", ".join(sorted(t for t in types if "." in t)) or "?"
+            raise StageError("run", f"ncnn layer {leftover} is not supported: out{index} cannot be computed "
+                                    f"(extract returned {code})", param_text[-3000:])
+        mats.append(mat)
+    return mats
 
 
 RUNNERS = {"openvino": openvino_runner, "rknn": rknn_runner, "ncnn": ncnn_runner}
