@@ -216,7 +216,8 @@ def cache(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style and types: ruff (pyproject.toml's rules), mypy strict on harness/, env-side code as Python 3.8.
+    """Check style and types: ruff (pyproject.toml's rules), mypy on harness/ (strict; env-side code checked inside
+    unannotated functions against harness/worker/protocol.py), env-side code as Python 3.8.
 
     Env-side code (harness/worker/, harness/compile/envside.py, harness/targets/envside.py, benchmarks/floor.py) runs
     in old interpreters: ruff checks it as 3.8 code (per-file-target-version) and a real Python 3.8, when the machine

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from harness import causes, exporters, proc, results
 from harness.axes import FORMATS
@@ -24,6 +24,7 @@ from harness.errors import HarnessError
 from harness.results import Attempt, CellResult, ExportFacts, Output, Parity, Stage
 from harness.verify import judge
 from harness.warm import WarmPool
+from harness.worker.protocol import AttemptJob, CellEvent, CellSpec, StageEvent
 
 # How ONNX Runtime's errors start; at the load stage one means the file itself is refused.
 ONNXRUNTIME_REFUSES = "[ONNXRuntimeError]"
@@ -81,8 +82,8 @@ class StageWatch:
     def limit(self, stage: str) -> float:
         return self.timeouts.export if stage == "export" else self.timeouts.verify
 
-    def events(self) -> list[dict[str, Any]]:
-        found = []
+    def events(self) -> list[StageEvent | CellEvent]:
+        found: list[StageEvent | CellEvent] = []
         for line in self.progress.read_text().splitlines() if self.progress.exists() else []:
             try:
                 found.append(json.loads(line))
@@ -92,8 +93,9 @@ class StageWatch:
 
     def current(self) -> tuple[str, str] | None:
         events = self.events()
-        if events and events[-1]["event"] == "stage":
-            return events[-1]["cell"], events[-1]["stage"]
+        last = events[-1] if events else None
+        if last is not None and last["event"] == "stage":
+            return last["cell"], cast(StageEvent, last)["stage"]
         return None
 
     def overrun(self) -> bool:
@@ -133,7 +135,7 @@ class BatchRunner:
             total = (self.ctx.config.timeouts.export + self.ctx.config.timeouts.verify) * len(pending)
             _, ran = self.ctx.workers.run_worker(python or self.ctx.python, job, workdir=jobdir, env_extra=fix.env,
                                                  watch=proc.Watch(total, watchdog=watch.overrun))
-            finished = {e["cell"]: e for e in watch.events() if e["event"] == "cell"}
+            finished = {e["cell"]: cast(CellEvent, e) for e in watch.events() if e["event"] == "cell"}
             for cell_id, event in finished.items():
                 outcomes[cell_id] = self.judge_event(specs[cell_id], event)
             pending = [c for c in pending if c not in finished]
@@ -151,7 +153,7 @@ class BatchRunner:
         return outcomes
 
     def spec(self, result: CellResult, shape: exporters.ExporterShape, tree: Path, weights: Path, label: str,
-             fix: causes.Workaround) -> dict[str, Any]:
+             fix: causes.Workaround) -> CellSpec:
         """The worker's instructions for one cell, in a fresh work directory holding a symlink to the weights."""
         workdir = self.ctx.cellroot / result.cell / label
         if workdir.exists():
@@ -170,8 +172,8 @@ class BatchRunner:
             "opset_requested": exporters.requested_opset(shape, tree, fix.opset) if fmt != "torchscript" else None,
         }
 
-    def job(self, tree: Path, weights: Path, fix: causes.Workaround, cells: list[dict[str, Any]],
-            round_no: int) -> tuple[dict[str, Any], StageWatch, Path]:
+    def job(self, tree: Path, weights: Path, fix: causes.Workaround, cells: list[CellSpec],
+            round_no: int) -> tuple[AttemptJob, StageWatch, Path]:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", fix.name)[:60]
         jobdir = self.ctx.workroot / "jobs" / f"{tree.parent.name[:12]}-{tree.name}-{slug}-{round_no}"
         if jobdir.exists():
@@ -180,12 +182,12 @@ class BatchRunner:
         progress = jobdir / "progress.jsonl"
         progress.touch()
         config = self.ctx.config
-        job = {"task": "attempt", "tree": str(tree), "weights": str(weights), "imgsz": config.model.imgsz,
+        job: AttemptJob = {"task": "attempt", "tree": str(tree), "weights": str(weights), "imgsz": config.model.imgsz,
                "atol": config.tolerances.atol, "rtol": config.tolerances.rtol, "progress": str(progress),
                "shims": list(fix.shims), "threads": self.ctx.threads, "cells": cells}
         return job, StageWatch(progress, config.timeouts), jobdir
 
-    def judge_event(self, spec: dict[str, Any], event: dict[str, Any]) -> Attempt:
+    def judge_event(self, spec: CellSpec, event: CellEvent) -> Attempt:
         """Turn one finished cell's measurements into its attempt (status, stage, message, details)."""
         export = event["export"]
         workdir = Path(export["workdir"])  # another cell's, when both ran the very same export command
@@ -227,7 +229,7 @@ class BatchRunner:
         return out
 
 
-def cell_log(spec: dict[str, Any], ran: proc.ProcResult) -> str:
+def cell_log(spec: CellSpec, ran: proc.ProcResult) -> str:
     log = Path(spec["workdir"]) / "export.log"
     text = log.read_text(errors="replace") if log.exists() else ""
     return proc.tail(text + "\n" + ran.text())

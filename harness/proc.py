@@ -23,7 +23,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -224,7 +224,7 @@ def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, w
     return ProcResult(argv, ending.returncode, ending.timed_out, ending.seconds, log, ending.killed_for)
 
 
-def write_job(workdir: Path, job: dict[str, Any]) -> tuple[Path, Path]:
+def write_job(workdir: Path, job: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write a worker job file into ``workdir``; returns (job file, the answer file it names, removed if stale)."""
     workdir.mkdir(parents=True, exist_ok=True)
     task = job["task"]
@@ -243,7 +243,7 @@ def read_answer(out: Path) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) else None
 
 
-def run_worker(python: Path, job: dict[str, Any], *, workdir: Path, watch: Watch,
+def run_worker(python: Path, job: Mapping[str, Any], *, workdir: Path, watch: Watch,
                env_extra: dict[str, str] | None = None, base_env: dict[str, str] | None = None,
                module: str = "harness.worker", jail: Jail | None = None) -> tuple[dict[str, Any] | None, ProcResult]:
     """Send one job to ``module`` (an env-side entry point: harness.worker, harness.compile.envside) in ``python``;

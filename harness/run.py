@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from harness import __version__, artifacts, causes, lock, preflight, proc, prog, results, sandbox, shard
 from harness.axes import VARIANTS
@@ -37,6 +37,7 @@ from harness.variant import Known, run_variant
 from harness.verdict import OUTCOMES
 from harness.warm import WarmPool
 from harness.worker import FONTS
+from harness.worker.protocol import CheckpointAnswer, CheckpointJob, ProbeAnswer, ProbeJob
 
 Log = Callable[[str], None]
 
@@ -140,8 +141,9 @@ def probe_env(python: Path, workdir: Path, config_dir: Path, jail: sandbox.Jail 
                 return dict(stored["versions"])
         except (ValueError, KeyError):
             pass
-    answer, ran = proc.run_worker(python, {"task": "probe", "yolov5_config_dir": str(config_dir)},
-                                  workdir=workdir, watch=proc.Watch(300), jail=jail)
+    job: ProbeJob = {"task": "probe", "yolov5_config_dir": str(config_dir)}
+    got, ran = proc.run_worker(python, job, workdir=workdir, watch=proc.Watch(300), jail=jail)
+    answer = cast("ProbeAnswer | None", got)
     if not answer or not answer.get("ok"):
         raise HarnessError(f"env: {python} cannot run the harness worker ({ran.failure() or ''}: "
                            f"{ran.tail(3)}) — rebuild the env (delete {python.parent.parent})")
@@ -402,10 +404,11 @@ class EnvRun:
             # Built in the env's work folder (the only place a sandboxed env process writes), then moved into place.
             build = self.ctx.workroot / "checkpoints" / f"{checkout.commit[:12]}-{fingerprint[:8]}"
             shutil.rmtree(build, ignore_errors=True)
-            job = {"task": "checkpoint", "tree": str(checkout.path), "cfg": model.cfg, "nc": model.nc,
-                   "seed": model.seed, "weights_out": str(build / weights.name)}
-            answer, ran = self.ctx.workers.run_worker(self.ctx.python, job, workdir=build / "job",
-                                                      watch=proc.Watch(self.config.timeouts.checkpoint))
+            job: CheckpointJob = {"task": "checkpoint", "tree": str(checkout.path), "cfg": model.cfg,
+                                  "nc": model.nc, "seed": model.seed, "weights_out": str(build / weights.name)}
+            got, ran = self.ctx.workers.run_worker(self.ctx.python, job, workdir=build / "job",
+                                                   watch=proc.Watch(self.config.timeouts.checkpoint))
+            answer = cast("CheckpointAnswer | None", got)
             if answer and answer.get("ok") and (build / weights.name).is_file():
                 folder.mkdir(parents=True, exist_ok=True)
                 sidecar.write_text(json.dumps({"built_with": answer.get("built_with")}))

@@ -10,6 +10,7 @@ from typing import Any
 from harness.axes import FORMATS
 from harness.config import Tolerances
 from harness.patch import expected_output_count
+from harness.worker.protocol import Verification
 
 
 def expected_shapes(variant: str, detect: dict[str, Any], batch: int, size: int) -> list[list[int]] | None:
@@ -42,7 +43,7 @@ class Judgement:
     decode: dict[str, Any] | None = None
 
 
-def judge(variant: str, fmt: str, answer: dict[str, Any], tolerances: Tolerances) -> Judgement:
+def judge(variant: str, fmt: str, answer: Verification, tolerances: Tolerances) -> Judgement:
     """Read the worker's verify answer: counts, then shapes, then numbers, per input case (main, size, batch)."""
     backend = FORMATS[fmt].backend
     detect = answer["detect"]

@@ -23,7 +23,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ class WarmWorker:
     def alive(self) -> bool:
         return self.thread.is_alive()
 
-    def run(self, job: dict[str, Any], *, workdir: Path, watch: proc.Watch,
+    def run(self, job: Mapping[str, Any], *, workdir: Path, watch: proc.Watch,
             env: dict[str, str]) -> tuple[dict[str, Any] | None, proc.ProcResult]:
         job_file, out = proc.write_job(workdir, job)
         queued = {**json.loads(job_file.read_text()), "env": env}
@@ -162,7 +162,7 @@ class WarmPool:
         self.workers: dict[tuple[str, tuple[tuple[str, str], ...]], WarmWorker] = {}
         self.lock = threading.Lock()
 
-    def run_worker(self, python: Path, job: dict[str, Any], *, workdir: Path, watch: proc.Watch,
+    def run_worker(self, python: Path, job: Mapping[str, Any], *, workdir: Path, watch: proc.Watch,
                    env_extra: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, proc.ProcResult]:
         """Like :func:`harness.proc.run_worker`, in a child of a warm process for ``python``."""
         extra = {**self.env_extra, **(env_extra or {})}

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from harness import proc, results, sandbox
 from harness.artifacts import regenerate
@@ -25,6 +25,7 @@ from harness.files import write_json
 from harness.results import CellResult, OutputMatch, TargetAttempt, TargetResult
 from harness.targets import causes, env
 from harness.targets.toolkits import TOOLKITS, Toolkit
+from harness.worker.protocol import TargetAnswer, TargetJob
 
 Log = Callable[[str], None]
 # Files a check keeps in its folder: the compiled model's description, logs and the answer (weights are rebuilt in
@@ -71,7 +72,7 @@ def inputs_key(kit: Toolkit, spec: TargetSpec, job: Job) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
-def judge(answer: dict[str, Any] | None, ran: proc.ProcResult, spec: TargetSpec) -> TargetAttempt:
+def judge(answer: TargetAnswer | None, ran: proc.ProcResult, spec: TargetSpec) -> TargetAttempt:
     """The attempt from envside's answer: pass when every output matches in shape and cosine."""
     if answer is None or not answer.get("ok"):
         failure = (answer or {}).get("error") or ran.failure() or "no answer"
@@ -125,7 +126,7 @@ class Checker:
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
-        task = {"task": "check", "target": self.kit.name, "reference": self.kit.reference,
+        task: TargetJob = {"task": "check", "target": self.kit.name, "reference": self.kit.reference,
                 "artifact": str(artifact), "image": job.image, "workdir": str(workdir),
                 "imgsz": int(job.result.model.get("imgsz") or 640), "options": self.spec.settings}
         jail = sandbox.step_jail(self.box, self.python, workdir=workdir, workroot=workdir,
@@ -133,7 +134,7 @@ class Checker:
         start = time.monotonic()
         answer, ran = proc.run_worker(self.python, task, workdir=workdir, watch=proc.Watch(self.spec.timeout),
                                       module="harness.targets.envside", jail=jail)
-        attempt = judge(answer, ran, self.spec)
+        attempt = judge(cast("TargetAnswer | None", answer), ran, self.spec)
         attempt.timings["total"] = round(time.monotonic() - start, 1)
         clean(workdir)
         return TargetResult(target=self.kit.name, tool=f"{self.kit.tool} {self.kit.version}",

@@ -7,6 +7,8 @@ toolkit (one runner per toolkit, same interface: ``runner(artifact, x, options, 
 run the compiled model on the same input and compare every output. The answer says at which stage it stopped.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
@@ -14,8 +16,14 @@ import subprocess
 import sys
 import time
 import traceback
+from typing import TYPE_CHECKING
 
 from harness.worker.inputs import load_batch
+
+if TYPE_CHECKING:  # the wire types (harness/worker/protocol.py); never imported in an env
+    from typing import Literal
+
+    from harness.worker.protocol import TargetAnswer, TargetJob
 
 
 class StageError(Exception):
@@ -180,10 +188,11 @@ def compare(names, refs, outputs):
     return rows
 
 
-def check(job):
-    timings, answer = {}, {}
+def check(job: TargetJob) -> TargetAnswer:
+    timings: dict[str, float] = {}
+    answer: TargetAnswer = {}
     start = time.monotonic()
-    stage = "build"
+    stage: Literal["build", "reference"] = "build"
     try:  # the toolkit first: what it refuses is the answer even where this env's reference could not read the file
         x = load_batch(job["image"], int(job["imgsz"]))
         outputs, answer["compiled"] = RUNNERS[job["target"]](job["artifact"], x, job.get("options") or {},
@@ -193,13 +202,15 @@ def check(job):
         names, refs, answer["reference"] = REFERENCES[job["reference"]](job["artifact"], x)
         timings["reference"] = round(time.monotonic() - start, 2)
     except StageError as exc:
-        answer.update(stage=exc.stage, error=str(exc), log=exc.log[-6000:], timings=timings, versions=versions())
+        answer.update({"stage": exc.stage, "error": str(exc), "log": exc.log[-6000:], "timings": timings,
+                       "versions": versions()})
         return answer
     except Exception as exc:  # a failure of the reference, or a toolkit that raised instead of returning a code
-        answer.update(stage=stage, error=_line(exc), log=traceback.format_exc()[-6000:], timings=timings,
-                      versions=versions())
+        answer.update({"stage": stage, "error": _line(exc), "log": traceback.format_exc()[-6000:],
+                       "timings": timings, "versions": versions()})
         return answer
-    answer.update(stage=None, outputs=compare(names, refs, outputs), timings=timings, versions=versions())
+    answer.update({"stage": None, "outputs": compare(names, refs, outputs), "timings": timings,
+                   "versions": versions()})
     return answer
 
 

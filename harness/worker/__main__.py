@@ -6,21 +6,27 @@ finished cells and the stage it died in. ``serve`` is the warm worker (serve.py)
 every later job in a forked child.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import platform
 import shutil
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 from harness.worker import FONTS, serve
 from harness.worker.attempt import attempt, first_line
 from harness.worker.checkpoint import checkpoint
 
+if TYPE_CHECKING:
+    from harness.worker.protocol import ProbeAnswer, ProbeJob
 
-def probe(job):
+
+def probe(job: ProbeJob) -> ProbeAnswer:
     """Versions as actually imported (not as pinned), and the font fix YOLOv5's plotting code needs offline."""
-    versions = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for name, module in (("torch", "torch"), ("torchvision", "torchvision"), ("onnx", "onnx"),
                          ("onnxruntime", "onnxruntime"), ("numpy", "numpy"), ("opencv", "cv2"),
                          ("onnxscript", "onnxscript")):

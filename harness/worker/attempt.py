@@ -7,6 +7,8 @@ Progress goes to a JSON-lines file, one event per line, flushed as it happens: `
 every finished cell, blames the stage in flight on the cell in flight, and starts a fresh worker for the rest.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
@@ -14,6 +16,10 @@ import runpy
 import sys
 import time
 import traceback
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the wire types: the harness's side reads them too; an env's Python never imports them
+    from harness.worker.protocol import AttemptAnswer, AttemptJob, CellSpec, Verification
 
 
 def first_line(exc):
@@ -143,14 +149,14 @@ class Reference:
         return self.outputs[(dynamic, key)]
 
 
-def verify(cell, reference, progress, job):
+def verify(cell: CellSpec, reference: Reference, progress: Progress, job: AttemptJob) -> Verification:
     """Load the artifact in its backend and compare it with eager PyTorch on the letterboxed photo(s)."""
     from harness.worker import compare, inputs, runners
 
     fmt, imgsz = cell["format"], int(job["imgsz"])
     dynamic = fmt == "onnx-dynamic"
-    timings = {}
-    result = {"timings": timings}
+    timings: dict[str, float] = {}
+    result: Verification = {"timings": timings}
 
     progress.emit(event="stage", cell=cell["id"], stage="load")
     t = time.time()
@@ -212,7 +218,7 @@ def check_decode(job, reference, dynamic, key, got, names):
                 "traceback": traceback.format_exc()[-2000:]}
 
 
-def attempt(job):
+def attempt(job: AttemptJob) -> AttemptAnswer:
     """Run every cell of ``job["cells"]`` in order; each cell's outcome is a ``cell`` event in the progress file."""
     from harness.worker import runners, shims
 

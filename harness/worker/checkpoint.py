@@ -4,11 +4,17 @@ Its own module so the checkpoint cache (harness/run.py) is keyed by this file's 
 harness does not throw away every built checkpoint.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import random
 import re
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the wire types (harness/worker/protocol.py); never imported in an env
+    from harness.worker.protocol import CheckpointAnswer, CheckpointJob
 
 # Ways to build the same model when the ref's Model() fails on this torch, as data: the error each way sidesteps (a
 # regex on the exception line), its name (recorded on the checkpoint as ``built_with``, never on the user's export)
@@ -76,7 +82,7 @@ def find_cfg(tree, cfg):
     raise FileNotFoundError(f"model cfg {cfg!r} not found under models/ or models/hub/ (there: {there})")
 
 
-def checkpoint(job):
+def checkpoint(job: CheckpointJob) -> CheckpointAnswer:
     """Build the model from the ref's yaml with the ref's own Model class and a fixed seed, saved the way train.py
     saves (a pickled module under 'model'), so the ref's attempt_load and exporter accept it."""
     import torch

@@ -13,7 +13,7 @@ def min_tolerance(ref, got):
 def compare_pair(ref, got, atol, rtol):
     """Metrics for one output: shapes, max abs and rel difference, cosine similarity, minimum passing tolerance,
     and how many elements break |got - ref| <= atol + rtol * |ref| (numpy.allclose's rule)."""
-    entry = {"ref_shape": list(ref.shape), "shape": list(got.shape)}
+    entry: dict[str, object] = {"ref_shape": list(ref.shape), "shape": list(got.shape)}
     if ref.shape != got.shape:
         entry["error"] = "shape mismatch"
         return entry

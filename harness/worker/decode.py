@@ -17,6 +17,7 @@ import copy
 import os
 import re
 import types
+from typing import Any
 
 import numpy as np
 
@@ -208,7 +209,7 @@ def reverse_patch(patched, diff):
     return "".join(out)
 
 
-_ORIGINALS = {}
+_ORIGINALS: "dict[str, Any]" = {}
 
 
 def original_yolo(tree):

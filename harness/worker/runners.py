@@ -7,6 +7,7 @@ so it is the very model the ref's exporter traced, and puts Detect in the mode e
 import contextlib
 import os
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class EagerRunner:
 
     def __init__(self, tree, weights, dynamic=False):
         self.tree, self.weights, self.dynamic = str(tree), str(weights), dynamic
-        self.model = None
+        self.model: Any = None  # the ref's Model, once loaded
 
     def load(self):
         if self.tree not in sys.path:
@@ -92,7 +93,8 @@ class TorchScriptRunner:
     name = "torchscript"
 
     def __init__(self, path):
-        self.path, self.module = str(path), None
+        self.path = str(path)
+        self.module: Any = None
 
     def load(self):
         import torch
@@ -120,7 +122,8 @@ class OnnxRuntimeRunner:
     name = "onnxruntime"
 
     def __init__(self, path, threads=None):
-        self.path, self.session, self.threads = str(path), None, threads
+        self.path, self.threads = str(path), threads
+        self.session: Any = None
 
     def load(self):
         import onnxruntime as ort

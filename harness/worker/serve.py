@@ -49,7 +49,7 @@ POLL = 0.05
 
 
 def preload(names):
-    loaded = {}
+    loaded: dict[str, object] = {}
     for name in names:
         t = time.time()
         try:

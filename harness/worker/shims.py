@@ -21,7 +21,7 @@ def onnx_dynamo_off():
         kwargs.setdefault("dynamo", False)
         return original(*args, **kwargs)
 
-    export._harness_shim = True
+    export._harness_shim = True  # type: ignore[attr-defined]  # marks a function already shimmed
     torch.onnx.export = export
 
 
@@ -64,8 +64,8 @@ def offline_attempt_download():
             return None
         return original(weights, *args, **kwargs)
 
-    attempt_download._harness_shim = True
-    module.attempt_download = attempt_download
+    attempt_download._harness_shim = True  # type: ignore[attr-defined]
+    module.attempt_download = attempt_download  # type: ignore[attr-defined]
 
 
 def pin_output_names():
@@ -100,7 +100,7 @@ def pin_output_names():
         kwargs["output_names"] = pinned
         return original(model, args, *rest, **kwargs)
 
-    export._harness_pins_names = True
+    export._harness_pins_names = True  # type: ignore[attr-defined]
     torch.onnx.export = export
 
 
