@@ -227,7 +227,8 @@ def _run_run(args: argparse.Namespace) -> int:
                             log=run.log_stderr, sandbox_mode=config.limits.sandbox)
             if not config.compile.enabled:  # else tpu-mlir still reads the ONNX files: `compile` prunes after it
                 artifacts.prune([results.result_path(args.reports, r.cell) for r in done],
-                                args.keep_artifacts or config.artifacts.keep, log=run.log_stderr)
+                                args.keep_artifacts or config.artifacts.keep, log=run.log_stderr,
+                                store=artifacts.store_dir(opts.cache))
         except EnvError as exc:  # this env cannot be built: the others still run (a config error stops them all)
             if len(envs) == 1:
                 raise
@@ -463,7 +464,8 @@ def _run_compile(args: argparse.Namespace) -> int:
         from harness import artifacts, results
 
         artifacts.prune(sorted(results.results_dir(args.reports).glob("*.json")), config.artifacts.keep,
-                        log=lambda line: print(line, file=sys.stderr, flush=True))
+                        log=lambda line: print(line, file=sys.stderr, flush=True),
+                        store=artifacts.store_dir(cache_dir()))
     return 0
 
 

@@ -13,10 +13,18 @@ cell's folder under ``<cache>/work/<env>``; a full default matrix leaves ~14 GB 
 
 Logs, answers and the patch diff always stay; results under reports/ are never touched. A cell whose files went
 says so (``artifacts_kept`` false) and the report gives the command that makes them again.
+
+What stays is stored once per content: every kept export is hashed and hard-linked to its copy in
+``<cache>/work/.store/<sha256>``, so the same bytes exported by two cells, two attempts or two runs into other
+reports folders take their size once. Nothing writes into an export after it is made (a rerun of a cell starts
+from an emptied folder), so a shared inode is never changed under another cell. A stored file no cell links to any
+more is removed at the next prune.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,6 +42,8 @@ ALWAYS_KEPT = (".log", ".json", ".txt", ".diff", ".yaml")
 # Below this much free space where the cells write, a run does not start: one yolov5s cell's export, its
 # workaround reruns and their logs take up to ~150 MB, and a few cells run side by side.
 MIN_FREE_MB = 1024
+# Exports smaller than this are not worth a hash and a link (logs, small by-products).
+STORE_MIN_BYTES = 1 << 20
 # Where the disk ran out mid-run (harness/causes.py names it): the run stops rather than fail every next cell.
 DISK_FULL = "disk full"
 
@@ -56,15 +66,17 @@ def verdict_files(result: CellResult) -> set[Path]:
     return {folder / n for n in names if any(n == m or n.startswith(m + ".") for m in main)}
 
 
-def prune(paths: Iterable[Path], keep: str, log: Callable[[str], None] = print) -> int:
+def prune(paths: Iterable[Path], keep: str, log: Callable[[str], None] = print, store: Path | None = None) -> int:
     """Remove the exported files ``keep`` does not keep of the cells at ``paths`` (result files), mark the results
-    of cells left without them, and return the bytes freed."""
-    if keep == "all":
-        return 0
-    freed, cells = 0, 0
+    of cells left without them, link what stays into ``store`` (one copy per content), and return the bytes
+    freed."""
+    freed, cells, kept = 0, 0, []
     for path in paths:
         result = results.read_result(path)
         if result is None or not result.artifacts_kept or not result.artifacts_dir:
+            continue
+        if keep == "all":
+            kept.append(Path(result.artifacts_dir))
             continue
         whole = removable(result, keep)
         spared = set() if whole else verdict_files(result)
@@ -77,10 +89,67 @@ def prune(paths: Iterable[Path], keep: str, log: Callable[[str], None] = print) 
             result.artifacts_kept = False
             write_json(path, result.to_json())
             cells += 1
+        else:
+            kept.append(Path(result.artifacts_dir))
     if freed:
         log(f"artifacts: removed the exported files of {cells} cell(s) and earlier attempts' of the others "
             f"([artifacts] keep = \"{keep}\"): {freed / 2**20:.0f} MB freed")
+    if store is not None:
+        shared = link_identical((f for folder in kept for f in folder.rglob("*")), store)
+        if shared:
+            log(f"artifacts: {shared / 2**20:.0f} MB of identical exports stored once ({store})")
+        freed += shared + drop_unlinked(store)
     return freed
+
+
+def store_dir(cache: Path) -> Path:
+    """Where kept exports are stored once per content (beside the env folders of ``<cache>/work``)."""
+    return cache / "work" / ".store"
+
+
+def link_identical(files: Iterable[Path], store: Path) -> int:
+    """Hard-link each export among ``files`` to the one copy of its content in ``store``; the bytes that saves."""
+    saved = 0
+    for file in files:
+        if file.is_symlink() or not file.is_file() or file.suffix in ALWAYS_KEPT:
+            continue
+        stat = file.stat()
+        if stat.st_size < STORE_MIN_BYTES:
+            continue
+        blob = store / content_hash(file)
+        if not blob.exists():
+            store.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(file, blob)
+                continue
+            except FileExistsError:  # another run stored the same bytes just now
+                pass
+        if blob.stat().st_ino == stat.st_ino:
+            continue
+        tmp = file.with_name(file.name + ".link")
+        os.link(blob, tmp)
+        os.replace(tmp, file)  # atomic: a reader sees the old copy or the stored one, never no file
+        saved += stat.st_size if stat.st_nlink == 1 else 0  # a copy still linked elsewhere frees nothing yet
+    return saved
+
+
+def drop_unlinked(store: Path) -> int:
+    """Remove stored contents no cell links to any more (their cells were pruned or rerun); the bytes freed."""
+    freed = 0
+    for blob in store.iterdir() if store.is_dir() else ():
+        stat = blob.stat()
+        if stat.st_nlink == 1:
+            blob.unlink()
+            freed += stat.st_size
+    return freed
+
+
+def content_hash(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def regenerate(result: CellResult) -> str:

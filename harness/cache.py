@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.artifacts import drop_unlinked, store_dir
 from harness.config import Config
 from harness.envs import env_dir, uv_binary
 
@@ -111,7 +112,8 @@ def stale(cache: Path, days: float, now: float | None = None) -> list[Path]:
     for part in AGEABLE:
         folder = cache / part
         if folder.is_dir():
-            found += [p for p in folder.iterdir() if _newest(p) < cutoff]
+            # Dot-entries (work/.store) hold what other entries link to: pruned by their links, not their age.
+            found += [p for p in folder.iterdir() if not p.name.startswith(".") and _newest(p) < cutoff]
     return found
 
 
@@ -127,7 +129,7 @@ def _newest(path: Path) -> float:
 def prune(cache: Path, config: Config, older_than: float | None, log: Callable[[str], None] = print) -> int:
     """Remove unused envs, and AGEABLE entries older than ``older_than`` days; returns the bytes freed."""
     doomed = unused_envs(cache, config) + (stale(cache, older_than) if older_than is not None else [])
-    return remove(doomed, cache, log)
+    return remove(doomed, cache, log) + drop_unlinked(store_dir(cache))
 
 
 def remove(paths: Iterable[Path], cache: Path, log: Callable[[str], None]) -> int:

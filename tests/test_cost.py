@@ -60,6 +60,13 @@ def test_a_working_cell_keeps_its_logs_not_its_export(make_config, yolov5_source
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(path.read_text())
     assert result["artifacts_kept"] is True and [p.name for p in exported(result)] == ["model.onnx"]
+    # The same cell into another reports folder writes the same bytes: stored once, one inode for both.
+    done = run(config, tmp_path / "other", yolov5_source.repo, *again.split()[6:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    [other] = exported(json.loads(next((tmp_path / "other" / "results").glob("*.json")).read_text()))
+    [first] = exported(result)
+    assert other != first and other.stat().st_ino == first.stat().st_ino, done.stderr[-2000:]
+    assert re.search(r"artifacts: \d+ MB of identical exports stored once", done.stderr), done.stderr[-2000:]
 
 
 def test_a_broken_cell_keeps_only_the_file_its_verdict_is_about(tmp_path: Path) -> None:
@@ -88,6 +95,30 @@ def test_a_broken_cell_keeps_only_the_file_its_verdict_is_about(tmp_path: Path) 
     assert results.read_result(path).artifacts_kept is True  # its verdict's file is there
     assert artifacts.prune([path], "none", log=lambda _: None) == 2000
     assert results.read_result(path).artifacts_kept is False
+
+
+def test_identical_exports_are_stored_once_and_dropped_with_their_last_cell(tmp_path: Path) -> None:
+    from harness import artifacts
+
+    store = tmp_path / "work" / ".store"
+    same, odd = b"onnx" * (artifacts.STORE_MIN_BYTES // 4), b"ONNX" * (artifacts.STORE_MIN_BYTES // 4)
+    cells = []
+    for name, content in (("a", same), ("b", same), ("c", odd)):
+        folder = tmp_path / "work" / "env" / name / "out-of-the-box"
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(content)
+        (folder / "export.log").write_bytes(same)  # logs stay where they are, whatever their size
+        cells.append(folder)
+    saved = artifacts.link_identical((f for c in cells for f in c.iterdir()), store)
+    a, b, c = (folder / "model.onnx" for folder in cells)
+    assert saved == len(same) and a.stat().st_ino == b.stat().st_ino != c.stat().st_ino
+    assert a.read_bytes() == same and c.read_bytes() == odd
+    assert sorted(p.stat().st_nlink for p in store.iterdir()) == [2, 3]
+    assert all((folder / "export.log").stat().st_nlink == 1 for folder in cells)
+    assert artifacts.link_identical([a, b, c], store) == 0  # a second pass changes nothing
+    for path in (a, b):
+        path.unlink()
+    assert artifacts.drop_unlinked(store) == len(same) and [p.stat().st_nlink for p in store.iterdir()] == [2]
 
 
 @pytest.fixture
