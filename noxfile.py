@@ -85,7 +85,7 @@ def run_harness(session: nox.Session, *args: str, exit_codes: Collection[int] = 
 
 def matrix_position(session: nox.Session) -> str | None:
     """``k/n``: this env among the matrix sessions this nox invocation runs (``nox -s matrix``: all of them;
-    ``nox -s "matrix(<env>)"``: 1/1), for harness/progress.py. nox has no public API for the selected sessions, so
+    ``nox -s "matrix(<env>)"``: 1/1), for harness/run/progress.py. nox has no public API for the selected sessions, so
     this reads its manifest and says nothing (None) when that changes shape: the estimate is a courtesy."""
     manifest = getattr(getattr(session, "_runner", None), "manifest", None)
     try:
@@ -216,8 +216,10 @@ def cache(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style and types: ruff (pyproject.toml's rules), mypy on harness/ (strict; env-side code checked inside
-    unannotated functions against harness/worker/protocol.py), env-side code as Python 3.8.
+    """Check style and types: ruff (pyproject.toml's rules), mypy on harness/, env-side code as Python 3.8.
+
+    mypy is strict on the harness's own code; env-side code is checked inside its unannotated functions, against the
+    wire types of harness/worker/protocol.py.
 
     Env-side code (harness/worker/, harness/compile/envside.py, harness/targets/envside.py, benchmarks/floor.py) runs
     in old interpreters: ruff checks it as 3.8 code (per-file-target-version) and a real Python 3.8, when the machine
@@ -230,7 +232,8 @@ def lint(session: nox.Session) -> None:
     envside = [*sorted(str(p) for p in (HERE / "harness" / "worker").glob("*.py")),
                str(HERE / "harness" / "compile" / "envside.py"), str(HERE / "harness" / "targets" / "envside.py"),
                str(HERE / "benchmarks" / "floor.py")]
-    python38 = session.run("python", "-c", "from harness.envs import python_candidates as c; print(*c('3.8')[:1])",
+    python38 = session.run("python", "-c",
+                           "from harness.envs.build import python_candidates as c; print(*c('3.8')[:1])",
                            silent=True, external=True) or ""
     if python38.strip():
         session.run(python38.strip(), "-c", "import sys\nfor f in sys.argv[1:]: compile(open(f).read(), f, 'exec')",

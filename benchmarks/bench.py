@@ -40,17 +40,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import exporters, proc, results  # noqa: E402
 from harness.axes import FORMATS  # noqa: E402
-from harness.batch import WEIGHTS_NAME  # noqa: E402
 from harness.config import Config, EnvSpec, is_local_repo, load_config  # noqa: E402
-from harness.envs import ensure_env  # noqa: E402
+from harness.envs import proc  # noqa: E402
+from harness.envs.build import ensure_env  # noqa: E402
 from harness.files import write_json  # noqa: E402
-from harness.patch import apply_patch  # noqa: E402
+from harness.patch.detect import apply_patch  # noqa: E402
 from harness.paths import cache_dir  # noqa: E402
-from harness.results import CellResult  # noqa: E402
-from harness.run import EnvRun, Options, choose_source, probe_env  # noqa: E402
-from harness.source import Checkout, get_checkout  # noqa: E402
+from harness.results import model as results  # noqa: E402
+from harness.results.model import CellResult  # noqa: E402
+from harness.run import exporters  # noqa: E402
+from harness.run.batch import WEIGHTS_NAME  # noqa: E402
+from harness.run.matrix import EnvRun, Options, choose_source, probe_env  # noqa: E402
+from harness.sources.checkout import Checkout, get_checkout  # noqa: E402
 
 TARGETS = {"ratio": 1.0, "no_change_s": 10.0, "env_warm_s": 15.0, "full_s": 25 * 60.0}
 HARNESS = [sys.executable, "-m", "harness"]

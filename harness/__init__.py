@@ -4,5 +4,5 @@ The pipeline is the layout: config -> source (+ mirror) -> patch -> envs -> run 
 """
 
 # The release (docs/releasing.md): `--version`, the wheel's metadata and every result's `harness_version` name it.
-# A release alone does not rerun cached cells: results are keyed by harness.run.RESULTS_REVISION.
+# A release alone does not rerun cached cells: results are keyed by harness.run.matrix.RESULTS_REVISION.
 __version__ = "0.2.0"

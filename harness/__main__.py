@@ -22,7 +22,7 @@ from harness.errors import EnvError, HarnessError
 
 if TYPE_CHECKING:
     from harness.config import Config, SandboxMode, TargetSpec
-    from harness.results import CellResult
+    from harness.results.model import CellResult
 
 # Exit code for an expected failure the user can act on (a HarnessError); argparse also uses 2 for usage errors.
 EXIT_HARNESS_ERROR = 2
@@ -109,7 +109,7 @@ def _add_mirror(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _run_mirror(args: argparse.Namespace) -> int:
-    from harness import mirror
+    from harness.sources import mirror
 
     dest = mirror.build_mirror(args.dest if args.dest is not None else mirror.default_mirror_dir())
     tags = ", ".join(f"{s.tag} ({s.distribution})" for s in mirror.STANDINS)
@@ -196,9 +196,11 @@ def _with_sandbox(config: Config, mode: str | None) -> Config:
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    from harness import artifacts, results, run
     from harness import config as config_mod
     from harness.paths import cache_dir
+    from harness.results import model as results
+    from harness.run import artifacts
+    from harness.run import matrix as run
 
     config = _with_sandbox(config_mod.load_config(args.config, repo=args.repo), args.sandbox)
     envs = list(config.envs) if args.env == ["all"] else args.env
@@ -212,7 +214,7 @@ def _run_run(args: argparse.Namespace) -> int:
         opts.jobs = args.jobs
     opts.threads = args.threads
     if args.shard:
-        from harness.shard import parse_shard
+        from harness.run.shard import parse_shard
 
         opts.shard = parse_shard(args.shard)
     targets = _chosen_targets(config, args.targets)
@@ -250,7 +252,7 @@ def _add_results_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _merged(args: argparse.Namespace) -> list[CellResult]:
-    from harness import results
+    from harness.results import model as results
 
     roots = [args.reports, *args.extra]
     found = results.merge_results(roots)
@@ -288,7 +290,7 @@ def _run_report(args: argparse.Namespace) -> int:
             tolerances = asdict(config_mod.load_config(args.config).tolerances)
         except HarnessError as exc:
             print(f"warning: tolerances not shown: {exc}", file=sys.stderr)
-    from harness.upgrade import render
+    from harness.decide.upgrade import render
 
     upgrade = render.read(args.reports)  # the section of the last `upgrade` into this folder, kept on a re-render
     out = args.out or args.reports / "index.html"
@@ -328,8 +330,8 @@ def _add_gate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _run_gate(args: argparse.Namespace) -> int:
-    from harness import gate
-    from harness.upgrade import render
+    from harness.decide import gate
+    from harness.decide.upgrade import render
 
     found = _merged(args)
     if args.write_baseline:
@@ -387,11 +389,12 @@ def _run_upgrade(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from harness import config as config_mod
-    from harness import results, run
+    from harness.decide.upgrade import render
+    from harness.decide.upgrade.question import Question, ask
     from harness.paths import cache_dir
     from harness.report import html
-    from harness.upgrade import render
-    from harness.upgrade.question import Question, ask
+    from harness.results import model as results
+    from harness.run import matrix as run
 
     if args.to_ref is None and args.from_env is None:
         raise HarnessError("upgrade: --to is missing — pass the ref to upgrade to (--from v6.1 --to v7.0), or "
@@ -461,7 +464,8 @@ def _run_compile(args: argparse.Namespace) -> int:
         log=lambda line: print(line, file=sys.stderr, flush=True), sandbox_mode=config.limits.sandbox)
     print(f"compile: {len(done)} cells: {compile_run.summary(done)}; verdicts joined into {args.reports / 'results'}")
     if args.if_enabled:  # after the matrix: the last check that reads the ONNX files has run
-        from harness import artifacts, results
+        from harness.results import model as results
+        from harness.run import artifacts
 
         artifacts.prune(sorted(results.results_dir(args.reports).glob("*.json")), config.artifacts.keep,
                         log=lambda line: print(line, file=sys.stderr, flush=True),
@@ -579,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_HARNESS_ERROR
-    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: steps were killed, saved results stay (harness.run.run_env)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: steps were killed, saved results stay (harness.run.matrix.run_env)
         print("interrupted: results saved so far are kept; rerun the same command to do the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - a bug: keep the traceback, but never exit 1, which `gate` reserves for a regression

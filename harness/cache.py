@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.artifacts import drop_unlinked, store_dir
 from harness.config import Config
-from harness.envs import env_dir, uv_binary
+from harness.envs.build import env_dir, uv_binary
+from harness.run.artifacts import drop_unlinked, store_dir
 
 # The parts of the cache, in the order a person reads them, and what each holds.
 PARTS: dict[str, str] = {

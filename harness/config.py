@@ -37,7 +37,6 @@ __all__ = [
     "ALLOWED_FORMATS",
     "ALLOWED_VARIANTS",
     "Artifacts",
-    "Cell",
     "CompileSpec",
     "Config",
     "EnvSpec",
@@ -47,9 +46,10 @@ __all__ = [
     "TargetSpec",
     "Timeouts",
     "Tolerances",
+    "did_you_mean",
     "is_local_repo",
     "load_config",
-    "plan",
+    "ref_problem",
     "validate_ref_name",
 ]
 
@@ -57,7 +57,7 @@ __all__ = [
 ALLOWED_VARIANTS: tuple[str, ...] = VARIANTS
 ALLOWED_FORMATS: tuple[str, ...] = FORMAT_NAMES
 FALLBACKS: tuple[str, ...] = ("mirror", "error")
-SANDBOXES: tuple[str, ...] = ("auto", "required", "off")  # [limits] sandbox, see harness/sandbox.py
+SANDBOXES: tuple[str, ...] = ("auto", "required", "off")  # [limits] sandbox, see harness/envs/sandbox.py
 SandboxMode = Literal["auto", "required", "off"]
 # Environment variable that overrides [source].repo (the --repo CLI argument overrides both).
 REPO_ENV_VAR = "YOLOV5_REPO"
@@ -110,14 +110,18 @@ class Limits:
     """Resources one env-side step may use; a step over a limit is killed and costs its cell ("out of memory")."""
 
     memory_mb: int | None = None  # resident memory of the step's processes; None: no limit
-    # The box around env processes (harness/sandbox.py): "auto" (the best this machine has), "required" (refuse to
+    # The box around env processes (harness/envs/sandbox.py): "auto" (the best this machine has), "required" (refuse to
     # run without one), "off" (none).
     sandbox: SandboxMode = "auto"
 
 
+# What [artifacts] keep may say (harness/run/artifacts.py applies it).
+KEEP_POLICIES: tuple[str, ...] = ("failed", "all", "none")
+
+
 @dataclass(frozen=True)
 class Artifacts:
-    """[artifacts]: whose exported files stay once every check that reads them ran (harness/artifacts.py)."""
+    """[artifacts]: whose exported files stay once every check that reads them ran (harness/run/artifacts.py)."""
 
     keep: str = "failed"  # "failed", "all" or "none"
     min_free_mb: int = 1024  # a run does not start with less free where the cells write
@@ -212,21 +216,6 @@ class Config:
     artifacts: Artifacts = Artifacts()
     compile: CompileSpec = CompileSpec()
     targets: dict[str, TargetSpec] = dataclasses.field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One unit of work and of results: a ref, in an env, with a Detect variant, exported to a format."""
-
-    ref: str
-    env: str
-    variant: str
-    format: str
-
-    @property
-    def id(self) -> str:
-        """A file-name-safe identifier, e.g. ``v7.0__py311-torch2.14__3__onnx-dynamic``."""
-        return "__".join((validate_ref_name(self.ref), self.env, self.variant, self.format))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -347,13 +336,13 @@ def validate_ref_name(ref: str) -> str:
     Raises:
         ConfigError: naming the ref and what is wrong with it.
     """
-    problem = _ref_problem(ref)
+    problem = ref_problem(ref)
     if problem:
         raise ConfigError(f"invalid ref {ref!r}: {problem} — use a git tag, branch or commit SHA name")
     return ref.replace("/", _REF_SLASH)
 
 
-def _ref_problem(ref: str) -> str | None:
+def ref_problem(ref: str) -> str | None:
     """Return why ``ref`` is unsafe or not a git ref name, or None when it is fine."""
     if not isinstance(ref, str) or not ref:
         return "it is empty"
@@ -597,7 +586,7 @@ class _Checker:
 
     def one_of(self, key: str, value: str, allowed: tuple[str, ...]) -> str:
         if value not in allowed:
-            raise self.error(f"'{key}' is {value!r}, not one of {', '.join(allowed)}", _did_you_mean(value, allowed))
+            raise self.error(f"'{key}' is {value!r}, not one of {', '.join(allowed)}", did_you_mean(value, allowed))
         return value
 
     def choices(self, key: str, values: list[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -609,7 +598,7 @@ class _Checker:
                 what = name.removesuffix("s")
                 raise self.error(
                     f"unknown {what} {value!r} in '{key}' (allowed: {', '.join(allowed)})",
-                    _did_you_mean(value, allowed),
+                    did_you_mean(value, allowed),
                 )
         self.no_duplicates(key, values)
         return tuple(values)
@@ -625,7 +614,7 @@ class _Checker:
         if not refs:
             raise self.error("'source.refs' is empty", 'list at least one tag, branch or SHA, e.g. refs = ["v7.0"]')
         for ref in refs:
-            problem = _ref_problem(ref)
+            problem = ref_problem(ref)
             if problem:
                 raise self.error(
                     f"invalid ref {ref!r} in 'source.refs': {problem}", "use a git tag, branch or commit SHA name"
@@ -679,8 +668,6 @@ class _Checker:
         return Limits(memory_mb=memory_mb, sandbox=cast(SandboxMode, sandbox))
 
     def artifacts(self, table: Mapping[str, Any]) -> Artifacts:
-        from harness.artifacts import KEEP_POLICIES
-
         keep = self.one_of("artifacts.keep", table.get("keep", Artifacts.keep), KEEP_POLICIES)
         return Artifacts(keep=keep, min_free_mb=self.at_least("artifacts.min_free_mb",
                                                               table.get("min_free_mb", Artifacts.min_free_mb), 0))
@@ -731,7 +718,7 @@ class _Checker:
                 continue
             if name not in TOOLKITS:
                 raise self.error(f"unknown target '{name}' in [targets.{name}]",
-                                 f"{_did_you_mean(name, known)} (targets: {', '.join(known)})")
+                                 f"{did_you_mean(name, known)} (targets: {', '.join(known)})")
             if not isinstance(table, dict):
                 raise self.error(f"'targets.{name}' must be a table, got {_describe(table)}",
                                  f"write [targets.{name}] and its keys")
@@ -857,7 +844,7 @@ def _type_fix(key: str, field: _Field, value: Any) -> str:
     return f"write {key} = {field.example}"
 
 
-def _did_you_mean(value: str, allowed: Iterable[str]) -> str:
+def did_you_mean(value: str, allowed: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(value), list(allowed), n=1)
     return f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(allowed)}"
 
@@ -865,86 +852,3 @@ def _did_you_mean(value: str, allowed: Iterable[str]) -> str:
 def _env_slug(name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip(".-")
     return slug or "py311"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Planning
-
-
-def plan(
-    config: Config,
-    *,
-    refs: Iterable[str] | None = None,
-    variants: Iterable[str] | None = None,
-    formats: Iterable[str] | None = None,
-    envs: Iterable[str] | None = None,
-) -> list[Cell]:
-    """Expand the config into cells, optionally narrowed to subsets of its refs, envs, variants and formats.
-
-    The order is the config's (refs, then envs, then variants, then formats, each as written), whatever order
-    the narrowing lists use: cells of one ref x env sit together, which is what the checkpoint cache wants,
-    and reruns list results the same way.
-
-    Args:
-        config: the loaded config.
-        refs, variants, formats, envs: None keeps everything; otherwise only these. Variants, formats and envs
-            must be in the config; a ref may be any safe ref name (a branch or SHA to try without editing the
-            file): the configured ones keep the config's order, others follow in the order given.
-
-    Raises:
-        ConfigError: a narrowing name is not in the config (the message lists the allowed ones), a narrowing list
-            is empty, or two cells would share an id.
-    """
-    label = config.path.name
-    chosen_refs = _narrow_refs(label, refs, config.source.refs)
-    chosen_envs = _narrow(label, "env", envs, tuple(config.envs))
-    chosen_variants = _narrow(label, "variant", variants, config.variants)
-    chosen_formats = _narrow(label, "format", formats, config.formats)
-    cells = [
-        Cell(ref=r, env=e, variant=v, format=f)
-        for r in chosen_refs
-        for e in chosen_envs
-        for v in chosen_variants
-        for f in chosen_formats
-    ]
-    seen: dict[str, Cell] = {}
-    for cell in cells:
-        other = seen.setdefault(cell.id, cell)
-        if other is not cell:
-            raise ConfigError(
-                f"{label}: cells {other} and {cell} share the id {cell.id!r} — rename the env or ref so they differ"
-            )
-    return cells
-
-
-def _narrow_refs(label: str, wanted: Iterable[str] | None, configured: tuple[str, ...]) -> tuple[str, ...]:
-    """Any ref name passes (whether it exists is the source's question, answered per ref with the closest tags)."""
-    if wanted is None:
-        return configured
-    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
-    if not wanted:
-        raise ConfigError(f"{label}: the ref selection is empty — choose from {', '.join(configured)} or name any "
-                          f"tag, branch or SHA")
-    for ref in wanted:
-        problem = _ref_problem(ref)
-        if problem:
-            raise ConfigError(f"{label}: ref {ref!r} in the selection {problem}")
-    extra = tuple(dict.fromkeys(r for r in wanted if r not in configured))
-    return tuple(r for r in configured if r in set(wanted)) + extra
-
-
-def _narrow(label: str, what: str, wanted: Iterable[str] | None, available: tuple[str, ...]) -> tuple[str, ...]:
-    if wanted is None:
-        return available
-    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
-    if not wanted:
-        raise ConfigError(f"{label}: the {what} selection is empty — choose from {', '.join(available)}")
-    for name in wanted:
-        if name not in available:
-            hint = _did_you_mean(name, available)
-            raise ConfigError(
-                f"{label}: unknown {what} {name!r} in the selection — choose from {', '.join(available)}"
-                + (f" ({hint})" if hint.startswith("did") else "")
-            )
-    keep = set(wanted)
-    return tuple(a for a in available if a in keep)

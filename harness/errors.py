@@ -20,7 +20,7 @@ class PatchError(HarnessError):
 
 
 class UnknownShapeError(PatchError):
-    """The ref's Detect.forward is a shape the patcher's table (harness/patch.py ``_SHAPES``) does not know."""
+    """The ref's Detect.forward is a shape the patcher's table (harness/patch/detect.py ``_SHAPES``) does not know."""
 
 
 class EnvError(HarnessError):

@@ -16,7 +16,7 @@ from typing import Literal
 import git
 import pytest
 
-from harness.mirror import build_mirror, default_mirror_dir, default_wheel_cache
+from harness.sources.mirror import build_mirror, default_mirror_dir, default_wheel_cache
 
 PROJECT = Path(__file__).resolve().parent.parent
 # Which repository the tests run on: this variable (any path or URL git takes), else the real upstream bundle beside
@@ -78,7 +78,7 @@ def repo_from_tag(source: Path | str, tag: str, path: Path) -> git.Repo:
     mirror, the upstream bundle, any repository git reads): a base for test refs (faults, odd shapes) that never
     touches `source` itself. The tree comes from the harness's cached clone of `source`."""
     from harness.paths import cache_dir
-    from harness.source import open_repo
+    from harness.sources.checkout import open_repo
 
     repo = git.Repo.init(path, initial_branch="main")
     with repo.config_writer() as cw:
@@ -116,7 +116,7 @@ def yolov5_source(request: pytest.FixtureRequest) -> Yolov5Source:
     (real upstream tags with their history), else the stand-in mirror (a user's clone has no ../shared: their tests
     still pass, on stand-ins). Tests using it record it (`yolov5_source` property; pytest_report_header)."""
     from harness.paths import cache_dir
-    from harness.source import STANDIN_FILE, open_repo
+    from harness.sources.checkout import STANDIN_FILE, open_repo
 
     repo, origin = chosen_repo()
     if repo is None:
@@ -180,7 +180,7 @@ def config():
 def env_python(config) -> Path:
     """The quick env's interpreter (torch, onnx, onnxruntime), built into the cache on first use (~1-2 min with
     uv's wheel cache warm, a few GB of downloads cold) and reused afterwards."""
-    from harness.envs import ensure_env
+    from harness.envs.build import ensure_env
     from harness.paths import cache_dir
 
     return ensure_env(config.envs[QUICK_ENV], cache_dir())
@@ -254,9 +254,9 @@ def failing_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def small_weights(mirror_repo: Path, env_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A yolov5n checkpoint of the v7.0 stand-in, built once by the harness's own worker: runs that name it as
     [model] weights skip the checkpoint stage, so a small run costs its exports only."""
-    from harness import proc
+    from harness.envs import proc
     from harness.paths import cache_dir
-    from harness.source import get_checkout
+    from harness.sources.checkout import get_checkout
 
     tree = get_checkout(str(mirror_repo), "v7.0", cache=cache_dir()).path
     out = tmp_path_factory.mktemp("weights") / "yolov5n-v7.0.pt"

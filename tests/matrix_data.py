@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from harness.results import CellResult, Output, Parity
+from harness.results.model import CellResult, Output, Parity
 
 ENVS = [("py38-torch1.8", "1.8.0"), ("py39-torch1.10", "1.10.2"), ("py310-torch1.13", "1.13.1"),
         ("py311-torch2.1", "2.1.2"), ("py311-torch2.4", "2.4.1"), ("py311-torch2.8", "2.8.0"),

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from conftest import first_attempt, repo_from_tag, result_files
 
-from harness.config import Cell
 from harness.errors import ConfigError, HarnessError
-from harness.preflight import check_weights
-from harness.results import Attempt, CellResult, result_path, results_dir, save_result
+from harness.results.model import Attempt, CellResult, result_path, results_dir, save_result
+from harness.run.plan import Cell
+from harness.run.preflight import check_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 

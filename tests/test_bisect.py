@@ -1,4 +1,4 @@
-"""harness.upgrade.bisect: the search with pure probes (edge cases, the probe bound over many shapes), the commit
+"""harness.decide.upgrade.bisect: the search with pure probes (edge cases, the probe bound over many shapes), the commit
 range on small real git repositories, and one real search whose probes are harness runs on a YOLOv5 history."""
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from pathlib import Path
 import git
 import pytest
 
-from harness.errors import HarnessError, SourceError
-from harness.results import CellResult
-from harness.upgrade.bisect import (
+from harness.decide.upgrade.bisect import (
     CellProbe,
     Commit,
     CommitRange,
@@ -25,6 +23,8 @@ from harness.upgrade.bisect import (
     max_probes,
     search,
 )
+from harness.errors import HarnessError, SourceError
+from harness.results.model import CellResult
 
 # -- the search, with pure probes -------------------------------------------------------------------------------------
 
@@ -276,7 +276,7 @@ def yolov5_tags(request: pytest.FixtureRequest) -> Path:
     """A repository with the tag v6.1: the upstream bundle's cached clone when present, else the stand-in mirror."""
     if BUNDLE.is_file():
         from harness.paths import cache_dir
-        from harness.source import open_repo
+        from harness.sources.checkout import open_repo
 
         return Path(open_repo(str(BUNDLE), cache=cache_dir()).git_dir)
     return Path(request.getfixturevalue("mirror_repo"))
@@ -339,9 +339,10 @@ def _steps(repo: git.Repo, root: Path) -> None:
 def history_weights(history: Path, env_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A yolov5n checkpoint of the base tree, built once by the harness's worker: every probe names it as [model]
     weights, so a probe costs its export only (the model's yaml is the same in every commit)."""
-    from harness import proc, run
+    from harness.envs import proc
     from harness.paths import cache_dir
-    from harness.source import get_checkout
+    from harness.run import matrix as run
+    from harness.sources.checkout import get_checkout
 
     checkout = get_checkout(str(history), "A", cache=cache_dir())
     tree = checkout.path

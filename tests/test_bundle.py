@@ -17,10 +17,10 @@ import git
 import pytest
 from conftest import Yolov5Source
 
-from harness import results
 from harness.errors import SourceError
 from harness.paths import cache_dir
-from harness.source import bundle_file, get_checkout, open_repo, repo_label
+from harness.results import model as results
+from harness.sources.checkout import bundle_file, get_checkout, open_repo, repo_label
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_LINE_FIX = "— copy the bundle again, or make a new one with `git bundle create FILE --all`"
@@ -202,7 +202,7 @@ def test_a_source_that_cannot_be_opened_stops_the_run(real_bundle: Path, small_c
 
 
 def test_a_good_bundle_passes_the_preflight(real_bundle: Path, yolov5_source: Yolov5Source, tmp_path: Path) -> None:
-    from harness.preflight import check_source
+    from harness.run.preflight import check_source
 
     check_source(str(real_bundle), tmp_path / "cache", "error")
     [clone] = (tmp_path / "cache" / "repos").iterdir()

@@ -1,4 +1,4 @@
-"""The cause table (harness/causes.py) on real failures: the harness runs real exports in real envs and the tests
+"""The cause table (harness/verify/causes.py) on real failures: the harness runs real exports in real envs and the tests
 read the causes and second verdicts it wrote. The table's own consistency is checked without torch.
 
 - quick env (torch 2.14, the one CI builds anyway): weights_only at torch.load, then the dynamo exporter writing
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import deciding_attempt, first_attempt, result_files
 
-from harness import causes
-from harness.patch import FORMS
+from harness.patch.detect import FORMS
+from harness.verify import causes
 from harness.worker import shims
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from conftest import deciding_attempt
 
-from harness import results
 from harness.compile import causes, env
 from harness.compile import run as compile_run
 from harness.config import load_config
 from harness.errors import ConfigError
 from harness.files import write_json
+from harness.results import model as results
 
 ROOT = Path(__file__).resolve().parent.parent
 

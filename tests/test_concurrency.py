@@ -1,4 +1,4 @@
-"""Two runs on one cache and one reports directory at once: locks (harness/lock.py) keep them from building,
+"""Two runs on one cache and one reports directory at once: locks (harness/envs/lock.py) keep them from building,
 patching or writing the same thing together, and a cell one run finished is not redone by the other.
 
 The lock tests use real processes (flock is per open file, dropped by the kernel when its holder dies); the run test
@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from conftest import first_attempt, result_files
 
-from harness import lock
+from harness.envs import lock
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLDER = """
 import sys, time
 from pathlib import Path
-from harness import lock
+from harness.envs import lock
 with lock.hold(Path(sys.argv[1]), "the test resource"):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -11,16 +11,15 @@ import pytest
 from harness.config import (
     ALLOWED_FORMATS,
     ALLOWED_VARIANTS,
-    Cell,
     Config,
     EnvSpec,
     Timeouts,
     Tolerances,
     load_config,
-    plan,
     validate_ref_name,
 )
 from harness.errors import ConfigError
+from harness.run.plan import Cell, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -70,8 +70,9 @@ def test_a_working_cell_keeps_its_logs_not_its_export(make_config, yolov5_source
 
 
 def test_a_broken_cell_keeps_only_the_file_its_verdict_is_about(tmp_path: Path) -> None:
-    from harness import artifacts, results
-    from harness.results import Attempt, CellResult, ExportFacts
+    from harness.results import model as results
+    from harness.results.model import Attempt, CellResult, ExportFacts
+    from harness.run import artifacts
 
     cell = tmp_path / "work" / "v5.0__e__1__onnx"
     files = {"out-of-the-box": ["model.onnx", "model.torchscript.pt"],
@@ -98,7 +99,7 @@ def test_a_broken_cell_keeps_only_the_file_its_verdict_is_about(tmp_path: Path) 
 
 
 def test_identical_exports_are_stored_once_and_dropped_with_their_last_cell(tmp_path: Path) -> None:
-    from harness import artifacts
+    from harness.run import artifacts
 
     store = tmp_path / "work" / ".store"
     same, odd = b"onnx" * (artifacts.STORE_MIN_BYTES // 4), b"ONNX" * (artifacts.STORE_MIN_BYTES // 4)
@@ -173,7 +174,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_keeps_what_was_saved(make_con
 def test_the_cache_command_lists_and_prunes(tmp_path: Path, config) -> None:
     """A cache made here: an env venv the config no longer names is pruned, one it names is kept, work folders go
     only with --older-than; sizes count a hard link once."""
-    from harness.envs import env_dir
+    from harness.envs.build import env_dir
 
     cache = tmp_path / "cache"
     named = env_dir(config.envs[QUICK_ENV], cache)

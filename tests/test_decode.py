@@ -19,16 +19,18 @@ from typing import Any
 import pytest
 from conftest import QUICK_ENV, deciding_attempt, repo_from_tag, result_files
 
-from harness import axes, exporters, proc
-from harness.batch import WEIGHTS_NAME
-from harness.causes import classify
+from harness import axes
 from harness.config import Tolerances
-from harness.patch import adaptation_of, apply_patch
+from harness.envs import proc
+from harness.patch.detect import adaptation_of, apply_patch
 from harness.paths import cache_dir
-from harness.results import CellResult
-from harness.run import probe_env
-from harness.source import get_checkout, open_repo
-from harness.verify import judge
+from harness.results.model import CellResult
+from harness.run import exporters
+from harness.run.batch import WEIGHTS_NAME
+from harness.run.matrix import probe_env
+from harness.sources.checkout import get_checkout, open_repo
+from harness.verify.causes import classify
+from harness.verify.judge import judge
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT.parent / "shared" / "upstream" / "yolov5.bundle"
@@ -68,7 +70,8 @@ def build_weights(env_python: Path, tree: Path, cfg: str, out: Path) -> Path:
 
 def export_and_verify(env_python: Path, checkout: Path, ref: str, weights: Path, imgsz: int, variant: str,
                       workdir: Path) -> dict[str, dict[str, Any]]:
-    """One worker attempt, as harness/run.py sends it: patch, the ref's export script per format, verify (with the
+    """One worker attempt, as harness/run/matrix.py sends it: patch, the ref's export script per format, verify (with
+    the
     decode check). Returns format -> the worker's ``cell`` event; each cell's files stay in ``workdir/<format>``."""
     tree = workdir / "tree"
     # The harness's adapted form where the guide's line cannot export as written (v7.0's variant 3: tuple(x); v5.0's
@@ -87,7 +90,7 @@ def export_and_verify(env_python: Path, checkout: Path, ref: str, weights: Path,
     progress = workdir / "progress.jsonl"
     job = {"task": "attempt", "tree": str(tree), "weights": str(weights), "imgsz": imgsz, "atol": TOL.atol,
            "rtol": TOL.rtol, "progress": str(progress), "cells": cells,
-           # the workarounds torch 2.14 needs for these refs (harness/causes.py finds them in a real run)
+           # the workarounds torch 2.14 needs for these refs (harness/verify/causes.py finds them in a real run)
            "shims": ["onnx-dynamo-off", "skip-optimize-for-mobile"]}
     answer, ran = proc.run_worker(env_python, job, workdir=workdir / "job", watch=proc.Watch(1800),
                                   env_extra=env_extra())

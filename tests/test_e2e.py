@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import UPSTREAM_URL, Yolov5Source, result_files
 
-from harness import gate
-from harness.results import SCHEMA_VERSION, CellResult, to_json
+from harness.decide import gate
+from harness.results.model import SCHEMA_VERSION, CellResult, to_json
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness.envs import derive, env_dir, find_python
+from harness.envs.build import derive, env_dir, find_python
 
 
 def test_every_default_env_finds_its_python(config) -> None:

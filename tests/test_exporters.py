@@ -9,8 +9,8 @@ from pathlib import Path
 import git
 import pytest
 
-from harness import exporters
 from harness.errors import HarnessError
+from harness.run import exporters
 
 # tag -> (script, opset the script asks for by default), read from the stand-ins' export scripts.
 EXPECTED = {"v5.0": ("models/export.py", 12), "v6.0": ("export.py", 13), "v6.1": ("export.py", 13),

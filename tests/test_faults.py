@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import deciding_attempt, first_attempt, repo_from_tag, result_files
 
-from harness import proc
+from harness.envs import proc
 
 MEMORY_LIMIT_MB = 3000  # above a warm worker's ~1 GB, far below the fault's cap
 # The hang's cost, and what a healthy yolov5n TorchScript export at 160 px must fit in, so it grows with the machine's

@@ -17,12 +17,13 @@ import git
 import pytest
 from conftest import Yolov5Source
 
-from harness import gate, results
+from harness.decide import gate
 from harness.errors import HarnessError
 from harness.paths import cache_dir
-from harness.results import CellResult, CompileSection
-from harness.source import open_repo
-from harness.verdict import WORKING
+from harness.results import model as results
+from harness.results.model import CellResult, CompileSection
+from harness.results.verdict import WORKING
+from harness.sources.checkout import open_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

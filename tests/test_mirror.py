@@ -15,7 +15,7 @@ import git
 import pytest
 
 from harness.errors import SourceError
-from harness.mirror import (
+from harness.sources.mirror import (
     SOURCE_FIXES,
     STANDIN_FILE,
     STANDINS,

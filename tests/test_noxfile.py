@@ -94,7 +94,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(("args", "code", "says"), [
     ((), 0, "no change in 12 cell pair(s) — nothing to edit"),
-    (("--ref", "v6.1=v6.2"), 1, "FAIL  output count 4 → 1"),
+    (("--ref", "v6.1=v6.2"), 1, "FAIL  [2] output count 4 → 1"),
     (("--ref", "v6.1"), 2, "error: gate: --ref 'v6.1': expected OLD=NEW"),
 ])
 def test_nox_gate_exits_with_the_harness_code(baseline: Path, args: tuple[str, ...], code: int, says: str) -> None:

@@ -77,7 +77,7 @@ def test_installed_report_finds_its_templates(installed: Path, tmp_path: Path) -
 
 
 def test_workers_of_an_installed_harness_see_only_the_harness(installed: Path) -> None:
-    """Env-side steps run with PYTHONPATH = harness.proc.HARNESS_ROOT; installed, that is a directory holding only
+    """Env-side steps run with PYTHONPATH = harness.envs.proc.HARNESS_ROOT; installed, that is a directory holding only
     harness/, so an env's interpreter imports harness.worker but not jinja2, gitpython or anything else of the
     harness's venv (on a 3.8 env, a 3.11 site-packages on the path would break imports in ways hard to trace)."""
     probe = ("import json, importlib.util as u; w = u.find_spec('harness.worker') if u.find_spec('harness') else None; "
@@ -85,7 +85,7 @@ def test_workers_of_an_installed_harness_see_only_the_harness(installed: Path) -
     script = f"""
 import json, os, subprocess, sys
 import yolov5_export_matrix  # the installed launcher: puts the harness's own directory on sys.path
-from harness import proc
+from harness.envs import proc
 root = proc.HARNESS_ROOT
 site = root.parent.parent
 seen = {{}}

@@ -1,4 +1,4 @@
-"""harness.patch on small hand-written Detect modules, on every stand-in tag, and (with torch) on real forwards.
+"""harness.patch.detect on small hand-written Detect modules, on every stand-in tag, and (with torch) on real forwards.
 
 The synthetic modules below are minimal: just enough of a Detect to carry each return shape the patcher knows. The
 stand-in tags come from the `mirror_repo` fixture (tests/conftest.py); the torch tests from `env_python`. Both are
@@ -20,7 +20,7 @@ import git
 import pytest
 
 from harness.errors import PatchError
-from harness.patch import (
+from harness.patch.detect import (
     DIFF_NAME,
     GUIDE_RETURNS,
     STAMP_NAME,
@@ -88,7 +88,7 @@ SYNTHETIC = {
     ),
 }
 
-# --- independent checks of a patched text (plain ast, nothing from harness.patch) -------------------------------------
+# --- independent checks of a patched text (plain ast, nothing from harness.patch.detect) ------------------------------
 
 
 def _class(source: str, name: str) -> ast.ClassDef:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from harness.preflight import _checkpoint_classes, check_weights
+from harness.run.preflight import _checkpoint_classes, check_weights
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 

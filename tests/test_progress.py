@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from harness.progress import Progress, duration, outer_from_env
 from harness.report import junit, view
-from harness.results import Attempt, CellResult, CheckpointNote
-from harness.run import summary
-from harness.verdict import OUTCOMES
+from harness.results.model import Attempt, CellResult, CheckpointNote
+from harness.results.verdict import OUTCOMES
+from harness.run.matrix import summary
+from harness.run.progress import Progress, duration, outer_from_env
 
 
 class Clock:

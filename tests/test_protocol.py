@@ -75,10 +75,11 @@ def test_the_checker_catches_each_kind_of_drift() -> None:
 
 @pytest.mark.torch
 def test_a_real_worker_speaks_the_protocol(yolov5_source, env_python: Path, tmp_path: Path) -> None:
-    from harness import exporters, proc
     from harness.axes import FORMATS
+    from harness.envs import proc
     from harness.paths import cache_dir
-    from harness.source import get_checkout
+    from harness.run import exporters
+    from harness.sources.checkout import get_checkout
 
     tree = get_checkout(yolov5_source.repo, "v7.0", cache=cache_dir()).path
 

@@ -22,10 +22,10 @@ from conftest import HOSTILE, SMALL_RUN_REFS, SmallRun
 from markupsafe import escape
 from matrix_data import ENVS, REFS, SPECIAL, full_matrix, out_of_the_box
 
-from harness import results
 from harness.report import charts, html, junit, view
 from harness.report.view import build
-from harness.results import CellResult, CompileSection, Output, Parity
+from harness.results import model as results
+from harness.results.model import CellResult, CompileSection, Output, Parity
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

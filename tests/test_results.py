@@ -12,7 +12,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.files import write_json
-from harness.results import (
+from harness.results.model import (
     SCHEMA_VERSION,
     Attempt,
     CellResult,
@@ -23,7 +23,7 @@ from harness.results import (
     schema_markdown,
     schema_table,
 )
-from harness.verdict import Verdict, read_v1_line
+from harness.results.verdict import Verdict, read_v1_line
 
 TESTS = Path(__file__).resolve().parent
 V1_FILES = sorted(TESTS.glob("data*/results/*.json"))  # real schema 1 results, kept as they were written
@@ -189,7 +189,7 @@ def test_compile_sections_share_the_verdict_rules_and_read_old_skipped() -> None
 
 def test_schema_reference_is_generated_from_the_types() -> None:
     """docs/schema.md carries the key reference schema_markdown() generates, and every key a result writes is in it
-    (regenerate: python -c "from harness.results import schema_markdown; print(schema_markdown())")."""
+    (regenerate: python -c "from harness.results.model import schema_markdown; print(schema_markdown())")."""
     assert schema_markdown() in SCHEMA_DOC.read_text()
     documented = set(re.findall(r"^\| `([a-z_]+)`", SCHEMA_DOC.read_text().split("### CellResult")[1].split("###")[0],
                                 re.MULTILINE))

@@ -18,7 +18,7 @@ import pytest
 from conftest import result_files
 
 from harness.paths import cache_dir
-from harness.results import result_path
+from harness.results.model import result_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 

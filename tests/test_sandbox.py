@@ -1,4 +1,5 @@
-"""The sandbox (harness/sandbox.py, harness/worker/confine.py), for real: bwrap/unshare namespaces, Landlock and PID
+"""The sandbox (harness/envs/sandbox.py, harness/worker/confine.py), for real: bwrap/unshare namespaces, Landlock and
+PID
 namespaces on this machine's kernel, no mocks.
 
 Fast tests first (a plain Python child, seconds): the config key, ``required`` refusing, what one confined step can
@@ -26,11 +27,11 @@ from pathlib import Path
 import pytest
 from conftest import QUICK_ENV, deciding_attempt, repo_from_tag, result_files
 
-from harness import proc, sandbox
 from harness.config import load_config
+from harness.envs import proc, sandbox
+from harness.envs.warm import WarmPool
 from harness.errors import ConfigError
 from harness.paths import cache_dir
-from harness.warm import WarmPool
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = Path("/work/shared/upstream/yolov5.bundle")
@@ -322,7 +323,7 @@ def hostile(base_repo: Path, small_weights: Path, small_matrix, harness_run,
     """One run: ref ``hostile`` (v7.0 whose models/yolo.py attacks at import) and ref ``clean`` (v7.0 as is), both
     with a checkpoint whose pickle attacks on load; HOME is a folder holding a planted ~/.ssh key."""
     from harness.paths import cache_dir
-    from harness.run import cell_root
+    from harness.run.matrix import cell_root
 
     if not BOX.tool:
         pytest.skip(f"no namespace sandbox on this machine: {BOX.describe()}")

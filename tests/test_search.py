@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import causes
-from harness.search import Learned, Reuse, Run, WorkaroundSearch, learn_key
+from harness.run.search import Learned, Reuse, Run, WorkaroundSearch, learn_key
+from harness.verify import causes
 
 
 def cause(name: str) -> causes.Cause:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from conftest import SMALL_RUN_REFS, SMALL_RUN_VARIANTS, SmallRun
 
-from harness import results
-from harness.config import Cell
 from harness.errors import ConfigError, HarnessError
 from harness.files import write_json
-from harness.results import Attempt, CellResult
-from harness.shard import parse_shard, select
+from harness.results import model as results
+from harness.results.model import Attempt, CellResult
+from harness.run.plan import Cell
+from harness.run.shard import parse_shard, select
 
 ROOT = Path(__file__).resolve().parent.parent
 

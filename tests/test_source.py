@@ -1,4 +1,4 @@
-"""harness.source against real git repositories built in tmp_path (no network, no mocks)."""
+"""harness.sources.checkout against real git repositories built in tmp_path (no network, no mocks)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import git
 import pytest
 
 from harness.errors import SourceError
-from harness.source import Checkout, checkout, get_checkout, is_reachable, open_repo, redact, resolve
+from harness.sources.checkout import Checkout, checkout, get_checkout, is_reachable, open_repo, redact, resolve
 
 ACTOR = git.Actor("Test", "test@example.com")
 STANDIN = {"distribution": "yolov5==5.0.3", "stands_in_for": "v5.0", "note": "test"}

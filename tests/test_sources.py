@@ -118,9 +118,9 @@ def test_master_with_the_default_config(upstream: Yolov5Source, make_config, tmp
 @pytest.fixture(scope="module")
 def v61_weights(upstream: Yolov5Source, env_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A yolov5s checkpoint pickled by v6.1's code (its models.common classes), built by the harness's worker."""
-    from harness import proc
+    from harness.envs import proc
     from harness.paths import cache_dir
-    from harness.source import get_checkout
+    from harness.sources.checkout import get_checkout
 
     tree = get_checkout(upstream.repo, "v6.1", cache=cache_dir()).path
     out = tmp_path_factory.mktemp("weights") / "yolov5s-v6.1.pt"
@@ -183,7 +183,7 @@ print(json.dumps(out))
 def test_checkpoint_build_ways(env_python: Path) -> None:
     """The same init under torch.no_grad() where torch refuses it; when no way works, the error names the harness's
     checkpoint and the fix (never the export); a failure no way sidesteps comes out as it is."""
-    from harness import causes
+    from harness.verify import causes
     from harness.worker.checkpoint import NO_BUILD
 
     proc = subprocess.run([str(env_python), "-c", BUILD_PROBE], cwd=ROOT, capture_output=True, text=True,
@@ -200,8 +200,8 @@ def test_checkpoint_build_ways(env_python: Path) -> None:
 def test_ref_packages_from_requirements(tmp_path: Path, config) -> None:
     """A ref whose requirements.txt names ultralytics gets it added to the env (once); one that does not, nothing;
     a run whose install failed names the package and the fix."""
-    from harness import causes
-    from harness.envs import extend, ref_packages
+    from harness.envs.build import extend, ref_packages
+    from harness.verify import causes
 
     spec = config.envs[QUICK_ENV]
     (tmp_path / "requirements.txt").write_text("torch>=1.8.0  # see ...\nultralytics>=8.4.118  # https://...\n")
@@ -219,7 +219,7 @@ def test_ref_packages_from_requirements(tmp_path: Path, config) -> None:
 def test_a_ref_package_that_cannot_install_leaves_the_env_as_configured(tmp_path: Path, config) -> None:
     """When the env cannot take what the ref needs (here a pin PyPI does not have, resolved by the real installer),
     the ref's cells run in the env as configured, and the run's log says which package and why."""
-    from harness.run import extended_env
+    from harness.run.matrix import extended_env
 
     spec = config.envs[QUICK_ENV]
     said: list[str] = []

@@ -61,7 +61,7 @@ def test_an_unknown_target_on_the_command_line_is_one_line(tmp_path: Path) -> No
 def test_the_artifact_is_found_under_every_name_the_refs_give_it(tmp_path: Path) -> None:
     """v5.0 and v6.0 write model.torchscript.pt, later refs model.torchscript: ncnn takes either."""
     from harness.axes import FORMATS
-    from harness.results import Attempt, CellResult, ExportFacts
+    from harness.results.model import Attempt, CellResult, ExportFacts
     from harness.targets.check import artifact_of
 
     for name in ("model.torchscript.pt", "model.torchscript"):
@@ -130,9 +130,11 @@ def test_a_second_run_keeps_the_checks_and_the_report_shows_them(checked, tmp_pa
 def test_a_refusal_is_named_and_fails_the_gate(checked, env_python: Path, tmp_path: Path) -> None:
     """An operator OpenVINO has no conversion rule for (a real refusal of the real toolkit) is a named cause; a cell
     whose target worked in the baseline and fails now fails the gate with that target named."""
-    from harness import gate, proc, results
     from harness.config import TargetSpec
+    from harness.decide import gate
+    from harness.envs import proc
     from harness.paths import cache_dir
+    from harness.results import model as results
     from harness.targets import env
     from harness.targets.check import judge
     from harness.targets.toolkits import TOOLKITS

@@ -1,4 +1,5 @@
-"""harness.upgrade: grouping real results (tests/data-upgrade: upstream YOLOv5 v6.1, v6.2 and v7.0, yolov5n at 160, in
+"""harness.decide.upgrade: grouping real results (tests/data-upgrade: upstream YOLOv5 v6.1, v6.2 and v7.0, yolov5n at
+160, in
 torch 2.4 and 2.14), one group per change and the axis it came with, the edits a deployer makes (each once), the
 reports and their line budget, bad input through the command line, and real upgrades through the command line: on a
 small YOLOv5 history (exit code, bisect, a rerun that computes nothing, one line per probe), and with pinned output
@@ -19,11 +20,12 @@ import git
 import pytest
 from test_bisect import BROKEN, DETECT, history, history_weights, yolov5_tags  # noqa: F401 (fixtures shared)
 
-from harness import diff, results
+from harness.decide import diff
+from harness.decide.upgrade import render
+from harness.decide.upgrade.question import Answer, GroupAnswer, Question, answer_of
 from harness.report import html
-from harness.results import CellResult
-from harness.upgrade import render
-from harness.upgrade.question import Answer, GroupAnswer, Question, answer_of
+from harness.results import model as results
+from harness.results.model import CellResult
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data-upgrade"
@@ -215,7 +217,7 @@ def test_pinned_runs_replace_made_up_names_where_they_check_out(done: dict[str, 
     """A pair whose ONNX outputs carry made-up names is compared on its runs with the names pinned, when those runs
     stand as the unpinned ones do; otherwise it stays as exported, with a note saying why. (Real pinned exports: see
     test_pinned_names_survive_v6_2_to_v7_0.)"""
-    from harness.upgrade.question import needs_pinning, pin
+    from harness.decide.upgrade.question import needs_pinning, pin
 
     q = Question("v6.2", "v7.0", variants=("3",), formats=("onnx",))
     pairs = offline(done, q, variants=["3"], formats=["onnx"]).pairs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.config import Tolerances
-from harness.verify import expected_shapes, judge
+from harness.verify.judge import expected_shapes, judge
 
 P5 = {"nl": 3, "na": 3, "no": 85, "nc": 80, "stride": [8.0, 16.0, 32.0]}
 P6 = {"nl": 4, "na": 3, "no": 85, "nc": 80, "stride": [8.0, 16.0, 32.0, 64.0]}

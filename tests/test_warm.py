@@ -1,4 +1,4 @@
-"""The warm worker (harness/warm.py + harness/worker/serve.py) on real processes in the quick env's Python.
+"""The warm worker (harness/envs/warm.py + harness/worker/serve.py) on real processes in the quick env's Python.
 
 Each job is a real ``attempt`` whose "export script" is a tiny file in a tmp tree, so the tests run in seconds (the
 warm process preloads nothing here) while exercising what the matrix relies on: one warm process serves every job,
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import proc
-from harness.warm import WarmPool
+from harness.envs import proc
+from harness.envs.warm import WarmPool
 
 pytestmark = pytest.mark.torch  # needs the quick env's interpreter (built on first use)
 

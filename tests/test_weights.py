@@ -19,7 +19,7 @@ import pytest
 from conftest import Yolov5Source, deciding_attempt, result_files
 
 from harness.paths import cache_dir
-from harness.source import get_checkout
+from harness.sources.checkout import get_checkout
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 

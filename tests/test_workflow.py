@@ -210,10 +210,10 @@ def test_gate_step_puts_its_table_in_the_summary_and_fails_on_a_regression(
     assert summary.startswith(f"### gate against {baseline}: exit {proc.returncode}")
     assert "```" not in summary  # Markdown, not console text in a code block
     if regression:
-        assert "### ✘ FAIL: ONNX output #0 renamed `images_out` → `output`" in summary
-        assert "**1 failing group(s)**" in summary and "1 cell: ref v6.1 · env py311-torch2.14" in summary
+        assert "1. ✘ ONNX output #0 renamed `images_out` → `output` — 1 cell" in summary
+        assert "✘ 1 failing change(s)" in summary and "| v6.1 · native · onnx | 1 |" in summary
     else:
-        assert "**no failing group**" in summary and "Nothing changed in these cells: nothing to edit." in summary
+        assert "✔ no failing change" in summary and "Nothing changed in these cells: nothing to edit." in summary
 
 
 def box_check(workflow: dict, tmp_path: Path, log: str) -> subprocess.CompletedProcess:
@@ -222,7 +222,7 @@ def box_check(workflow: dict, tmp_path: Path, log: str) -> subprocess.CompletedP
 
 
 def test_the_box_check_passes_a_run_that_names_bubblewrap(workflow: dict, tmp_path: Path) -> None:
-    from harness import sandbox
+    from harness.envs import sandbox
 
     box = sandbox.choose("auto")  # this machine's real box (the tests need bubblewrap: see test_sandbox.py)
     assert box.tool == "bwrap", box.describe()
@@ -234,9 +234,9 @@ def test_the_box_check_passes_a_run_that_names_bubblewrap(workflow: dict, tmp_pa
 
 @pytest.mark.parametrize("first", ["unshare", "off", "nothing"])
 def test_the_box_check_fails_a_run_that_does_not(workflow: dict, tmp_path: Path, first: str) -> None:
-    """What a machine without a usable bubblewrap says (harness/sandbox.py's unshare fallback), a run with the box
+    """What a machine without a usable bubblewrap says (harness/envs/sandbox.py's unshare fallback), a run with the box
     off, and a run that printed nothing of its own: each fails the step."""
-    from harness import sandbox
+    from harness.envs import sandbox
 
     line = {"unshare": sandbox.Box("auto", "unshare", "", 6, True).describe(),
             "off": sandbox.choose("off").describe(), "nothing": ""}[first]

@@ -2,7 +2,7 @@
 wheel does not run as shipped.
 
 Not an [envs.NAME] of matrix.toml: its pins are tpu-mlir's, not a torch matrix axis, and it needs a post-install
-repair (below). The interpreter lookup is harness/envs.py's.
+repair (below). The interpreter lookup is harness/envs/build.py's.
 
 What the wheel needs that it does not declare or that breaks (measured on Debian 12, tpu_mlir 1.30.2):
 - tpu_mlir/__init__.py imports ``pkg_resources``, which setuptools 81 removed;
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.envs import build_venv, find_python, uv_binary
+from harness.envs.build import build_venv, find_python, uv_binary
 from harness.files import write_json
 
 TOOL = "tpu-mlir"
@@ -136,7 +136,7 @@ def ensure_env(cache: Path, *, log: Log = print) -> dict[str, Any]:
 def tool_env(info: dict[str, Any]) -> dict[str, str]:
     """Environment for the tools: the venv's bin first on PATH, because model_transform runs helpers such as
     npz_tool.py through ``#!/usr/bin/env python3``, which must be the venv's Python, not the system's."""
-    from harness.proc import child_env
+    from harness.envs.proc import child_env
 
     env = child_env()
     env["PATH"] = info["bin"] + os.pathsep + env.get("PATH", "")

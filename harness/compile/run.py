@@ -1,5 +1,5 @@
 """Supervisor of the compile check: pick the ONNX files of chosen variants from the matrix results, run tpu-mlir's
-model_transform and model_deploy on each (in the tpu-mlir env, through harness/proc.py), compare the bmodel's
+model_transform and model_deploy on each (in the tpu-mlir env, through harness/envs/proc.py), compare the bmodel's
 outputs from the cmodel simulator with ONNX Runtime's, and join a ``compile`` section into each cell's result.
 
 A compile is tried as the user would run it first ("out of the box"); when it fails for a known cause with a safe
@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import proc, prog, results, sandbox
+from harness import prog
 from harness.compile import causes, env
 from harness.config import CompileSpec
+from harness.envs import proc, sandbox
 from harness.files import write_json
-from harness.results import Attempt, CellResult, CompileAttempt, CompileSection
+from harness.results import model as results
+from harness.results.model import Attempt, CellResult, CompileAttempt, CompileSection
 
 Log = Callable[[str], None]
 MODEL = "m"  # tpu-mlir's --model_name: short, so its many derived file names stay readable
@@ -352,7 +354,7 @@ def run_compile(spec: CompileSpec, reports: Path, cache: Path, *, envs: list[str
                 quantize: tuple[str, ...] | None = None, force: bool = False, keep: bool = False,
                 log: Log = print, sandbox_mode: str = "auto") -> list[CompileSection]:
     """Compile every selected ONNX result under ``reports`` and join the verdicts; returns the sections written.
-    ``sandbox_mode``: [limits] sandbox (harness/sandbox.py), for tpu-mlir's tools as for the matrix's steps."""
+    ``sandbox_mode``: [limits] sandbox (harness/envs/sandbox.py), for tpu-mlir's tools as for the matrix's steps."""
     box = sandbox.choose(sandbox_mode)
     log(f"[compile] {box.describe()}")
     modes = quantize or spec.quantize

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 CHAR_W = 6.6  # px per character at the charts' 11 px font, a little generous
 SIGNATURE_CHAR_W = 7.4  # the same at 12 px, bold (the signature diff marks changes in bold)
-# Stages in the order they run (harness/results.py Stage), then the workaround reruns as one segment.
+# Stages in the order they run (harness/results/model.py Stage), then the workaround reruns as one segment.
 STAGES = ("checkout", "checkpoint", "patch", "export", "load", "run", "compare")
 WORKAROUND = "workaround reruns"
 # Nothing is plotted below this (a tolerance of 0 means the outputs were bit-identical).

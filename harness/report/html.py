@@ -16,10 +16,10 @@ from typing import Any
 import jinja2
 
 from harness.files import write_atomic
-from harness.patch import GUIDE_RETURNS
+from harness.patch.detect import GUIDE_RETURNS
 from harness.report import charts, merged
 from harness.report import view as view_mod
-from harness.results import CellResult
+from harness.results.model import CellResult
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -41,7 +41,8 @@ def render(found: list[CellResult], *, title: str = "YOLOv5 export matrix",
            tolerances: dict[str, float] | None = None, upgrade: dict[str, Any] | None = None,
            merged_text: str | None = None) -> str:
     """The page for ``found`` results (one per cell, e.g. from results.merge_results); ``upgrade``: an upgrade answer
-    (upgrade.json, harness/upgrade/) shown as its own section above the grid; ``merged_text``: ``merged.text(found)``
+    (upgrade.json, harness/decide/upgrade/) shown as its own section above the grid; ``merged_text``:
+    ``merged.text(found)``
     when the caller has it already (it is written beside the page too)."""
     view = view_mod.build(found, tolerances)
     return _environment().get_template("report.html.j2").render(

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from harness.files import write_atomic
-from harness.results import CellResult
+from harness.results.model import CellResult
 
 # Characters XML 1.0 cannot carry at all, escaped or not (log tails hold ANSI colour codes, for one).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

@@ -13,7 +13,7 @@ from typing import Any
 
 from harness import __version__
 from harness.files import write_atomic
-from harness.results import SCHEMA_VERSION, CellResult
+from harness.results.model import SCHEMA_VERSION, CellResult
 
 KIND = "yolov5-export-matrix results"
 FILE_NAME = "results.json"

@@ -14,11 +14,11 @@ from typing import Any, Literal
 from packaging.version import InvalidVersion, Version
 
 from harness.axes import FORMAT_NAMES, FORMATS, VARIANTS
-from harness.causes import WORKAROUNDS
-from harness.patch import GUIDE_RETURNS
+from harness.patch.detect import GUIDE_RETURNS
 from harness.report import charts
-from harness.results import Attempt, CellResult, CompileSection
-from harness.verdict import WORKING, Outcome
+from harness.results.model import Attempt, CellResult, CompileSection
+from harness.results.verdict import WORKING, Outcome
+from harness.verify.causes import WORKAROUNDS
 
 # Text next to the colour, never colour alone: (symbol, short label, long label).
 OUTCOME_LABELS: dict[str, tuple[str, str, str]] = {
@@ -56,7 +56,7 @@ class Entry:
     @property
     def regenerate(self) -> str:
         """The command that makes the cell's exported files again (when [artifacts] keep removed them)."""
-        from harness.artifacts import regenerate
+        from harness.run.artifacts import regenerate
 
         return regenerate(self.result)
 
@@ -100,7 +100,7 @@ class SignatureRow:
 
 @dataclass
 class GuideLine:
-    """Whether the seed guide's line for a patched variant works as written on a ref (harness/patch.py)."""
+    """Whether the seed guide's line for a patched variant works as written on a ref (harness/patch/detect.py)."""
 
     ref: str
     variant: str

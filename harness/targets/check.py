@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from harness import proc, results, sandbox
-from harness.artifacts import regenerate
 from harness.axes import FORMATS
 from harness.config import TargetSpec
+from harness.envs import proc, sandbox
 from harness.files import write_json
-from harness.results import CellResult, OutputMatch, TargetAttempt, TargetResult
+from harness.results import model as results
+from harness.results.model import CellResult, OutputMatch, TargetAttempt, TargetResult
+from harness.run.artifacts import regenerate
 from harness.targets import causes, env
 from harness.targets.toolkits import TOOLKITS, Toolkit
 from harness.worker.protocol import TargetAnswer, TargetJob

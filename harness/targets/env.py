@@ -1,5 +1,5 @@
 """A target's env: a venv with the target's toolkit pins (toolkits.py), built once into the cache like the matrix's
-envs (the same builder, harness/envs.py) and keyed by its pins, so a toolkit bump builds a new one."""
+envs (the same builder, harness/envs/build.py) and keyed by its pins, so a toolkit bump builds a new one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.envs import build_venv, find_python
+from harness.envs.build import build_venv, find_python
 from harness.files import write_json
 from harness.targets.toolkits import Toolkit
 

@@ -1,6 +1,7 @@
 """The checkpoint a cell exports when the user gives none: built from the ref's yaml with the ref's own Model class.
 
-Its own module so the checkpoint cache (harness/run.py) is keyed by this file's code only: editing the rest of the
+Its own module so the checkpoint cache (harness/run/matrix.py) is keyed by this file's code only: editing the rest of
+the
 harness does not throw away every built checkpoint.
 """
 
@@ -32,7 +33,7 @@ NO_BUILD = ("the harness could not build a checkpoint from cfg on this torch: pa
 
 
 class CannotBuildError(RuntimeError):
-    """Every way of building the checkpoint failed on this torch (harness/causes.py names it)."""
+    """Every way of building the checkpoint failed on this torch (harness/verify/causes.py names it)."""
 
 
 def _context(kind):
@@ -58,7 +59,7 @@ def build(make, seed):
             if first is None:
                 first = line
                 if not any(re.search(p, line) for p, _, _ in BUILD_WAYS):
-                    raise  # no way sidesteps it: the failure as it is, for harness/causes.py to name
+                    raise  # no way sidesteps it: the failure as it is, for harness/verify/causes.py to name
             tried.append(f"{name or 'plain'}: {line}")
     raise CannotBuildError(f"{NO_BUILD} (tried {'; '.join(tried)})")
 

@@ -1,7 +1,7 @@
-"""Confinement a process applies to itself before it runs a ref's code or loads a pickle (see harness/sandbox.py).
+"""Confinement a process applies to itself before it runs a ref's code or loads a pickle (see harness/envs/sandbox.py).
 
 The namespaces around an env process (bwrap or unshare, started by the harness) give it no network and a narrow
-view of the disk. What they cannot do cheaply is narrow that view per job: the warm process (harness/warm.py) forks
+view of the disk. What they cannot do cheaply is narrow that view per job: the warm process (harness/envs/warm.py) forks
 every job from one process whose mounts are fixed when it starts. So each job narrows itself, in its own process,
 right after the fork and before any of the ref's code runs:
 
@@ -242,7 +242,7 @@ def run_isolated(command):
 
 
 def enter(policy):
-    """Apply ``policy`` (from harness/sandbox.py) to this process; returns a one-line description.
+    """Apply ``policy`` (from harness/envs/sandbox.py) to this process; returns a one-line description.
 
     Keys: ``tmp`` (the private temp dir), ``landlock`` (ABI to use, 0: none) with ``read``, ``write`` and ``list``
     (listing only) path lists. Capabilities are always dropped. A restriction asked for and refused raises

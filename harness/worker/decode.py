@@ -182,7 +182,8 @@ def compare_nms(eager, got, rows):
 
 
 def reverse_patch(patched, diff):
-    """The text before ``diff`` (a unified diff as harness/patch.py writes it) was applied to give ``patched``."""
+    """The text before ``diff`` (a unified diff as harness/patch/detect.py writes it) was applied to give
+    ``patched``."""
     lines = patched.splitlines(True)
     body = diff.splitlines(True)
     out, pos, k = [], 0, 0

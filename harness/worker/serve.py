@@ -12,7 +12,7 @@ with its ``out`` path and an ``env`` of variables to set in the child); the pare
 child starts and ``N.exit`` (``{"returncode": ...}``, negative for a signal) when it is reaped. The child's output
 goes to ``N.log``. A ``stop`` file, or the harness going away, ends the parent.
 
-Sandboxed (harness/sandbox.py), the serve job asks to ``isolate``: after the imports, every child goes into a PID
+Sandboxed (harness/envs/sandbox.py), the serve job asks to ``isolate``: after the imports, every child goes into a PID
 namespace of the warm process's own, and whatever the kernel hands to that namespace's init (a process whose parent
 ended: a job's leftovers, however detached) is killed at the next poll. A job may carry a ``confine`` policy: its
 child applies it (harness/worker/confine.py: no capabilities, Landlock) right after the fork, before the job's code

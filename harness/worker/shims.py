@@ -1,4 +1,4 @@
-"""Named in-process workarounds, applied before a ref's export script runs (harness/causes.py names when).
+"""Named in-process workarounds, applied before a ref's export script runs (harness/verify/causes.py names when).
 
 Each is the smallest change a user could make by hand to the ref's export.py, done here without editing the tree,
 so the same patched tree serves the out-of-the-box attempt and the workaround attempt alike.
@@ -69,7 +69,7 @@ def offline_attempt_download():
 
 
 def pin_output_names():
-    """The export option "pinned output names" (harness/causes.py PINNED_NAMES): every ``torch.onnx.export`` call
+    """The export option "pinned output names" (harness/verify/causes.py PINNED_NAMES): every ``torch.onnx.export`` call
     names each output ``output0``, ``output1``, ... in order, as a deployer's own export call would, instead of the
     script's names for some outputs and the exporter's made-up ones for the rest. The outputs are counted by one
     forward at the export's input (the scripts run the same dry run just before); the script's dynamic axes follow
