@@ -105,30 +105,11 @@ def _reports_and_config(posargs: Sequence[str]) -> tuple[str, list[str]]:
     return known.reports, ["--config", known.config] if known.config else []
 
 
-def report_is_current(reports: Path, results: list[Path], config: Path) -> bool:
-    """True when <reports>/index.html is newer than everything it is rendered from: the results (a compile verdict
-    joins its result file), the upgrade section, the config (tolerances) and the report's own code. Rendering 420
-    cells takes ~0.8 s; a no-change `nox -s matrix` would pay it once per env for the same page."""
-    page = reports / "index.html"
-    if not page.is_file():
-        return False
-    inputs = [*results, *reports.glob("*.json"), config,
-              *(HERE / "harness" / "report").rglob("*")]
-    return page.stat().st_mtime > max((p.stat().st_mtime for p in inputs if p.is_file()), default=0.0)
-
-
 def refresh_report(session: nox.Session) -> None:
-    """Rewrite <reports>/index.html + junit.xml from every result so far (nothing to do before the first result, or
-    when the page is newer than all it shows: see report_is_current; `nox -s report` always renders)."""
+    """Rewrite <reports>/index.html + junit.xml from every result so far, when something it shows changed (the
+    harness's `report --if-changed` decides; `nox -s report` always renders)."""
     reports, config = _reports_and_config(session.posargs)
-    folder = HERE / reports
-    results = list(folder.glob("**/results/*.json"))
-    if not results:
-        return
-    if report_is_current(folder, results, HERE / (config[1] if config else "matrix.toml")):
-        session.log(f"{reports}/index.html is newer than every result, the config and the report code: kept")
-        return
-    session.run("python", "-m", "harness", "report", "--reports", reports, *config)
+    session.run("python", "-m", "harness", "report", "--reports", reports, *config, "--if-changed")
 
 
 @nox.session

@@ -273,6 +273,9 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--junit", type=Path, default=None, help="JUnit XML file (default: <reports>/junit.xml)")
     parser.add_argument("--config", type=Path, default=Path("matrix.toml"),
                         help="config whose tolerances the page shows (default: matrix.toml; skipped if absent)")
+    parser.add_argument("--if-changed", action="store_true",
+                        help="render only when a result, the upgrade section, the config or the report's code is newer "
+                        "than the page (what `nox -s matrix` does after each env); no results yet is not an error")
     parser.set_defaults(handler=_run_report)
 
 
@@ -283,6 +286,15 @@ def _run_report(args: argparse.Namespace) -> int:
     from harness.report import html, junit, merged
     from harness.report.view import build
 
+    out = args.out or args.reports / "index.html"
+    if args.if_changed:
+        inputs = [*args.reports.glob("**/results/*.json"), *args.reports.glob("*.json"), args.config]
+        if not inputs[:-1]:
+            print(f"report: no results in {args.reports} yet: nothing to render", file=sys.stderr)
+            return 0
+        if not args.extra and html.is_current(out, inputs):
+            print(f"report: {out} is newer than every result, the config and the report code: kept", file=sys.stderr)
+            return 0
     found = _merged(args)
     tolerances = None
     if args.config.exists():
@@ -293,7 +305,6 @@ def _run_report(args: argparse.Namespace) -> int:
     from harness.decide.upgrade import render
 
     upgrade = render.read(args.reports)  # the section of the last `upgrade` into this folder, kept on a re-render
-    out = args.out or args.reports / "index.html"
     text = merged.text(found)
     data = merged.write(out.parent / merged.FILE_NAME, text)  # before the page: nox's freshness check reads both
     page = html.write(out, found, tolerances=tolerances, upgrade=upgrade, merged_text=text)
