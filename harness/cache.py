@@ -11,13 +11,13 @@ takes them; 0 takes everything rebuildable, for a machine where nothing else run
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import Config
+from harness.envs import proc
 from harness.envs.build import env_dir, uv_binary
 from harness.run.artifacts import drop_unlinked, store_dir
 
@@ -88,7 +88,7 @@ def uv_dir() -> Path | None:
     uv = uv_binary()
     if not uv:
         return None
-    found = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True, check=False)
+    found = proc.capture([uv, "cache", "dir"], timeout=60)
     path = Path(found.stdout.strip()) if found.returncode == 0 else None
     return path if path and path.is_dir() else None
 

@@ -129,3 +129,28 @@ def test_stop_kills_a_step_in_flight(tmp_path: Path) -> None:
     finally:
         timer.cancel()
         proc.STOP.clear()
+
+
+def test_a_short_tool_that_overruns_is_killed_with_what_it_left_behind(tmp_path: Path) -> None:
+    """proc.capture (version probes, git ls-remote, pip download): a timeout kills the whole group, helpers too, and
+    a program that cannot start is an answer, not an exception."""
+    import sys
+
+    pid_file = tmp_path / "helper.pid"
+    script = ("import subprocess, sys, time\n"
+              "helper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(helper.pid))\n"
+              "print('started', flush=True)\ntime.sleep(60)\n")
+    start = time.monotonic()
+    done = proc.capture([sys.executable, "-c", script], timeout=2)
+    assert done.returncode == -9 and "killed after 2 s" in done.stderr and done.stdout == "started\n"
+    assert time.monotonic() - start < 20
+    helper = int(pid_file.read_text())
+    time.sleep(0.2)
+    stat = Path(f"/proc/{helper}/stat")
+    # The helper went with its group: gone, or a zombie its new parent has not reaped yet.
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    missing = proc.capture([str(tmp_path / "no-such-tool"), "--version"], timeout=5)
+    assert missing.returncode == 127 and "cannot start" in missing.stderr
+    assert proc.capture([sys.executable, "-c", "import sys; sys.stderr.write('e'); print('o')"], timeout=30,
+                        merge=True).stdout in ("eo\n", "o\ne")

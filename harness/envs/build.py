@@ -12,7 +12,6 @@ import dataclasses
 import glob
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from harness.config import EnvSpec
+from harness.envs import proc
 from harness.errors import EnvError
 from harness.files import write_json
 
@@ -68,11 +68,7 @@ def _uv_managed(version: str) -> list[str]:
     uv = uv_binary()
     if not uv:
         return []
-    try:
-        out = subprocess.run([uv, "python", "find", "--managed-python", version], capture_output=True, text=True,
-                             timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
+    out = proc.capture([uv, "python", "find", "--managed-python", version], timeout=30)
     return [out.stdout.strip()] if out.returncode == 0 and out.stdout.strip() else []
 
 
@@ -81,11 +77,7 @@ def find_python(version: str, owner: str) -> str:
     who needs it in the error ("env 'py38-torch1.8'", "tpu-mlir env")."""
     looked = python_candidates(version)
     for path in looked:
-        try:
-            out = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                 capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
+        out = proc.capture([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], timeout=30)
         if out.returncode == 0 and out.stdout.strip() == version:
             return path
     raise EnvError(
@@ -107,10 +99,10 @@ def _run(cmd: list[str], owner: str, log: Path, fix: str) -> None:
     with log.open("a") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-        fh.write(proc.stdout)
-    if proc.returncode != 0:
-        lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+        done = proc.capture(cmd, timeout=None, merge=True)  # an install takes what it takes (a few GB cold)
+        fh.write(done.stdout)
+    if done.returncode != 0:
+        lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
         # uv explains a conflict on a "Because ..." line; pip names the missing distribution on its last lines.
         markers = ("Because", "No matching distribution", "Could not find", "not found in the package registry")
         culprit = next((line.removeprefix("cause: ") for line in lines if any(m in line for m in markers)),
@@ -217,7 +209,7 @@ def freeze(python: Path) -> list[str]:
     """Every distribution installed in the env, as ``name==version`` (the resolution the extras got)."""
     uv = uv_binary()
     cmd = [uv, "pip", "freeze", "--python", str(python)] if uv else [str(python), "-m", "pip", "freeze"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out = proc.capture(cmd, timeout=300)
     return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 

@@ -183,6 +183,30 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def capture(argv: list[str], *, timeout: float | None, env: Mapping[str, str] | None = None,
+            merge: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a short tool for its output (a version, a path, an install step, a pip download), stdin closed, as the
+    leader of its own process group, and kill that whole group when it ends or overruns ``timeout`` (git and pip
+    leave helpers behind). Never raises for the tool: a program that cannot start answers 127, a timeout -9, with
+    the reason in stderr. ``merge``: stderr into stdout, in order."""
+    try:
+        popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                                 stdin=subprocess.DEVNULL, text=True, env=None if env is None else dict(env),
+                                 start_new_session=True)
+    except OSError as exc:
+        return subprocess.CompletedProcess(argv, 127, "", f"cannot start {argv[0]}: {exc}")
+    try:
+        out, err = popen.communicate(timeout=timeout)
+        code = popen.returncode
+    except subprocess.TimeoutExpired:
+        kill_group(popen.pid)
+        out, err = popen.communicate()
+        code, err = -signal.SIGKILL, (err or "") + f"\nharness: killed after {timeout:.0f} s"
+    finally:
+        kill_group(popen.pid)
+    return subprocess.CompletedProcess(argv, code, out or "", err or "")
+
+
 class _Popen:
     """A plain subprocess, leader of its own process group."""
 

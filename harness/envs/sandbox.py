@@ -27,7 +27,6 @@ import functools
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from harness.envs import proc
 from harness.errors import HarnessError
 
 Tool = Literal["bwrap", "unshare"]
@@ -130,10 +130,7 @@ def landlock_abi() -> int:
 
 
 def _works(argv: list[str]) -> bool:
-    try:
-        return subprocess.run(argv, capture_output=True, timeout=PROBE_TIMEOUT, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    return proc.capture(argv, timeout=PROBE_TIMEOUT).returncode == 0
 
 
 _BWRAP_FLAGS = ("--die-with-parent", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--cap-drop", "ALL")
@@ -161,7 +158,7 @@ def detect() -> Box:
         if pids or _works([path, *flags, true]):
             version = ""
             if tool == "bwrap":
-                version = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
+                version = proc.capture([path, "--version"], timeout=PROBE_TIMEOUT).stdout
             return Box("auto", cast(Tool, tool), version.strip(), landlock, pids, tuple(missing))
         missing.append(f"{tool} refused to start (user namespaces or mounts not allowed here)")
     return Box("auto", None, "", landlock, bool(pids_probe) and _works(pids_probe), tuple(missing))

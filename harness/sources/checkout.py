@@ -20,9 +20,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import stat
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +34,7 @@ from packaging.version import InvalidVersion, Version
 
 from harness import prog
 from harness.config import is_local_repo, validate_ref_name
+from harness.envs import proc
 from harness.errors import ConfigError, SourceError
 
 __all__ = ["Checkout", "bundle_file", "checkout", "get_checkout", "is_reachable", "normalize_url", "open_repo",
@@ -281,25 +280,8 @@ def is_reachable(url: str, timeout: float = 10) -> bool:
     process group is killed on timeout, since git leaves helpers (git-remote-https, ssh) behind otherwise.
     """
     url = normalize_url(url)
-    env = {**os.environ, **_GIT_ENV}
-    try:
-        proc = subprocess.Popen(
-            ["git", "ls-remote", "--heads", "--", url],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-    except OSError:
-        return False
-    try:
-        return proc.wait(timeout=timeout) == 0
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return False
+    return proc.capture(["git", "ls-remote", "--heads", "--", url], timeout=timeout,
+                        env={**os.environ, **_GIT_ENV}).returncode == 0
 
 
 def _origin_url(repo: git.Repo) -> str:

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -33,6 +32,7 @@ import git
 from gitdb import IStream  # type: ignore[import-untyped]  # gitpython's object store, no stubs
 from packaging.requirements import InvalidRequirement, Requirement
 
+from harness.envs import proc
 from harness.errors import SourceError
 from harness.paths import cache_dir
 from harness.sources.checkout import STANDIN_FILE  # the reader owns the name the mirror writes
@@ -279,10 +279,10 @@ def fetch_wheel(standin: StandIn, wheel_cache: Path) -> Path:
         log.info("downloading %s into %s", standin.distribution, wheel_cache)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                "--disable-pip-version-check", "--no-input", "--quiet", standin.distribution, "-d", str(wheel_cache)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        done = proc.capture(cmd, timeout=900)
         wheel = _cached_wheel(standin, wheel_cache)
-        if proc.returncode != 0 or wheel is None:
-            detail = (proc.stderr.strip().splitlines() or ["no wheel was written"])[-1]
+        if done.returncode != 0 or wheel is None:
+            detail = (done.stderr.strip().splitlines() or ["no wheel was written"])[-1]
             raise SourceError(
                 f"mirror: cannot download {standin.distribution} from PyPI ({detail}) — check network access to PyPI, "
                 f"or put the wheel into {wheel_cache}"
