@@ -83,8 +83,10 @@ def checked(make_config, yolov5_source, tmp_path_factory: pytest.TempPathFactory
     config = make_config(["v7.0"], small=True, variants=("3",), formats=("onnx", "torchscript"))
     reports = tmp_path_factory.mktemp("targets") / "reports"
     argv = [sys.executable, "-m", "harness", "run", "--env", QUICK_ENV, "--config", str(config), "--repo",
-            yolov5_source.repo, "--reports", str(reports), "--jobs", "1", "--targets", "openvino,rknn,ncnn"]
-    first = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+            yolov5_source.repo, "--reports", str(reports), "--jobs", "1", "--targets", "openvino,rknn,ncnn",
+            "--keep-artifacts", "all"]  # the same-bytes test hashes the files after the run
+    # --force: compile for real even where a run before this one checked the same bytes (the content cache).
+    first = subprocess.run([*argv, "--force"], cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
     assert first.returncode == 0, first.stderr[-3000:]
     found = {p.stem: json.loads(p.read_text()) for p in (reports / "results").glob("*.json")}
     again = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
@@ -123,6 +125,29 @@ def test_a_second_run_keeps_the_checks_and_the_report_shows_them(checked, tmp_pa
     assert done.returncode == 0, done.stderr
     html = page.read_text()
     assert "Target rknn: rknn-toolkit2 2.5.0" in html and "Target ncnn: pnnx" in html and "T✔" in html
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_the_same_bytes_are_checked_once(checked, tmp_path: Path) -> None:
+    """Another results folder with the same cells (a copy, its target sections dropped): every check is found by the
+    content of the file it compiled, none runs again, and the joined sections are the first run's."""
+    _, found, _ = checked
+    copy = tmp_path / "reports" / "results"
+    copy.mkdir(parents=True)
+    for name, data in found.items():
+        (copy / f"{name}.json").write_text(json.dumps({**data, "targets": {}}))
+    done = subprocess.run([sys.executable, "-m", "harness", "targets", "--reports", str(copy.parent), "--targets",
+                           "openvino,rknn,ncnn"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("openvino", "rknn", "ncnn"):
+        assert re.search(rf"\[{name}\] v7\.0__{re.escape(QUICK_ENV)}__3__\w+: the same bytes were checked before, "
+                         rf"kept \(works\)", done.stderr), done.stderr[-3000:]
+    again = {p.stem: json.loads(p.read_text()) for p in copy.glob("*.json")}
+    for cell, data in found.items():
+        for name, section in data["targets"].items():
+            assert again[cell]["targets"][name]["content_key"] == section["content_key"] is not None
+            assert again[cell]["targets"][name]["attempts"] == section["attempts"]
 
 
 @pytest.mark.torch

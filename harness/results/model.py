@@ -300,6 +300,9 @@ class TargetResult(Attempts[TargetAttempt]):
     attempts: list[TargetAttempt] = field(default_factory=lambda: [TargetAttempt()])
     decided: int = 0
     inputs_key: str | None = None
+    # The bytes it checked (with the toolkit, options and input): a cell whose artifact has the same content reuses
+    # this check instead of compiling again, in this run or a later one (harness/targets/check.py).
+    content_key: str | None = None
     created: float = 0.0
 
 

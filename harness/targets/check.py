@@ -2,8 +2,11 @@
 it in the target's env (envside.py, in the same box as the matrix's steps), judge the comparison, and join the
 result into the cell's JSON under ``targets.NAME``.
 
-A check is keyed like a cell (its ``inputs_key``): the cell's own key, the artifact's size, the toolkit's pins and
-the spec; a rerun with nothing changed keeps the stored result.
+A check is keyed like a cell (its ``inputs_key``): the cell's own key, the toolkit's pins and the spec; a rerun with
+nothing changed keeps the stored result. And by what it compiled (``content_key``: the artifact's bytes, the input
+photo and size, the toolkit's pins and the spec): the same bytes compile once, whichever cell or run exported them
+(two cells whose exports are identical, a cell rerun into another results folder), from
+``<cache>/targets/<name>/checked/<content_key>.json``; ``--force`` checks again.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from harness.envs import proc, sandbox
 from harness.files import write_json
 from harness.results import model as results
 from harness.results.model import CellResult, OutputMatch, TargetAttempt, TargetResult
-from harness.run.artifacts import regenerate
+from harness.run.artifacts import content_hash, regenerate
 from harness.targets import causes, env
 from harness.targets.toolkits import TOOLKITS, Toolkit
 from harness.worker.protocol import TargetAnswer, TargetJob
@@ -71,6 +74,28 @@ def inputs_key(kit: Toolkit, spec: TargetSpec, job: Job) -> str:
     the spec. Not the file itself: [artifacts] keep may have removed it after the check."""
     parts = [job.result.inputs_key, sorted(kit.requirements), spec.options, spec.min_cosine]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+
+def content_key(kit: Toolkit, spec: TargetSpec, job: Job, artifact: Path) -> str:
+    """What a check's answer depends on, by content: the artifact's bytes, the input (photo and size), the toolkit's
+    pins and the spec."""
+    imgsz = int(job.result.model.get("imgsz") or 640)
+    parts = [content_hash(artifact), content_hash(Path(job.image)), imgsz, sorted(kit.requirements), spec.options,
+             spec.min_cosine, kit.reference]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
+
+
+def checked_before(cache: Path, name: str, key: str) -> TargetResult | None:
+    """The check of the same bytes made before, if any (a file that does not read is no answer)."""
+    path = cache / "targets" / name / "checked" / f"{key}.json"
+    try:
+        return results.from_json(json.loads(path.read_text()), TargetResult)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def remember(cache: Path, name: str, key: str, section: TargetResult) -> None:
+    write_json(cache / "targets" / name / "checked" / f"{key}.json", results.to_json(section))
 
 
 def judge(answer: TargetAnswer | None, ran: proc.ProcResult, spec: TargetSpec) -> TargetAttempt:
@@ -183,11 +208,18 @@ def run_targets(specs: dict[str, TargetSpec], reports: Path, cache: Path, *, cel
                     f"its exported file is gone (remake it: {regenerate(job.result)})"
                 log(f"[{name}] {job.result.cell}: skipped — nothing to compile: {why}")
                 continue
-            checker = checker or Checker(kit, spec, cache, box, log)
-            section = checker.check(job, job.artifact)
+            same = content_key(kit, spec, job, job.artifact)
+            section = None if force else checked_before(cache, name, same)
+            if section is not None:
+                log(f"[{name}] {job.result.cell}: the same bytes were checked before, kept ({section.verdict})")
+            else:
+                checker = checker or Checker(kit, spec, cache, box, log)
+                section = checker.check(job, job.artifact)
+                section.content_key = same
+                remember(cache, name, same, section)
+                log(f"[{name}] {job.result.cell}: {section.verdict} — {section.deciding.message[:200]} "
+                    f"({section.deciding.timings.get('total', 0):.0f} s)")
             section.inputs_key = key
             join(job.path, name, section)
             done.append(section)
-            log(f"[{name}] {job.result.cell}: {section.verdict} — {section.deciding.message[:200]} "
-                f"({section.deciding.timings.get('total', 0):.0f} s)")
     return done
