@@ -125,6 +125,10 @@ def test_a_second_run_keeps_the_checks_and_the_report_shows_them(checked, tmp_pa
     assert done.returncode == 0, done.stderr
     html = page.read_text()
     assert "Target rknn: rknn-toolkit2 2.5.0" in html and "Target ncnn: pnnx" in html and "T✔" in html
+    # The summary: one table per target, the ref's row, the env's column: 1 check, 1 works.
+    for name in ("ncnn", "openvino", "rknn"):
+        table = html.split(f'<table class="targets" data-target="{name}">', 1)[1].split("</table>", 1)[0]
+        assert re.search(r'<th scope="row">v7\.0</th>\s*<td>\s*<span class="o-works">✔ 1/1</span>', table), table
 
 
 @pytest.mark.torch

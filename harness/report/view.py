@@ -110,6 +110,22 @@ class GuideLine:
 
 
 @dataclass
+class TargetCell:
+    """One target's checks of one ref in one env (every variant and format it took): how many came to each outcome,
+    and why the others did not work."""
+
+    target: str
+    ref: str
+    env: str
+    outcomes: Counter[str]
+    causes: list[str]  # distinct causes of the checks that did not work, in the order met
+
+    @property
+    def checked(self) -> int:
+        return sum(self.outcomes.values())
+
+
+@dataclass
 class View:
     refs: list[str]
     envs: list[str]
@@ -129,6 +145,7 @@ class View:
     timing: charts.TimingChart | None = None  # None: no timings recorded
     signature_diffs: dict[str, charts.SignatureDiff] = field(default_factory=dict)  # failing ONNX cell -> diff
     guide_lines: list[GuideLine] = field(default_factory=list)
+    targets: dict[str, dict[tuple[str, str], TargetCell]] = field(default_factory=dict)  # name -> (ref, env) -> cell
 
     def at(self, ref: str, env: str, variant: str, fmt: str) -> Entry | None:
         """The entry of one cell of the grid's variant x format table, or None when it was not run."""
@@ -212,7 +229,22 @@ def build(found: list[CellResult], tolerances: dict[str, float] | None = None) -
         view.timing = charts.timing_chart(times)
     view.signature_diffs = signature_diffs(view)
     view.guide_lines = guide_lines(view)
+    view.targets = target_cells(view)
     return view
+
+
+def target_cells(view: View) -> dict[str, dict[tuple[str, str], TargetCell]]:
+    """The target summary: per target, per ref x env, the outcomes of its checks and the causes of those that failed."""
+    found: dict[str, dict[tuple[str, str], TargetCell]] = {}
+    for entry in view.entries:
+        ref, env = entry.result.ref, entry.result.env
+        for name, section in sorted(entry.result.targets.items()):
+            cell = found.setdefault(name, {}).setdefault((ref, env), TargetCell(name, ref, env, Counter(), []))
+            verdict = section.judgement
+            cell.outcomes[verdict.outcome] += 1
+            if verdict.cause and verdict.outcome not in ("works", "workaround") and verdict.cause not in cell.causes:
+                cell.causes.append(verdict.cause)
+    return dict(sorted(found.items()))
 
 
 def guide_lines(view: View) -> list[GuideLine]:
