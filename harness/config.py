@@ -157,6 +157,7 @@ class TargetSpec:
     name: str
     enabled: bool = False
     variants: tuple[str, ...] = ("3", "native")
+    formats: tuple[str, ...] = ()  # the cell formats it compiles; empty: every format the toolkit takes
     options: tuple[tuple[str, Any], ...] = ()  # the toolkit's options as set (defaults filled in), in its order
     timeout: float = 900.0  # seconds for one compile-and-run
     min_cosine: float = 0.999  # per output, against the reference runtime
@@ -286,6 +287,7 @@ _OPTIONAL_TABLES = frozenset({"tolerances", "timeouts", "limits", "artifacts", "
 _TARGET_FIELDS.update({
     "enabled": _Field("bool", "true", required=False, default=TargetSpec.enabled),
     "variants": _Field("str_list", '["3", "native"]', required=False, default=TargetSpec.variants),
+    "formats": _Field("str_list", '["onnx"]', required=False, default=TargetSpec.formats),
     "timeout": _Field("number", "900", required=False, default=TargetSpec.timeout),
     "min_cosine": _Field("number", "0.999", required=False, default=TargetSpec.min_cosine),
 })
@@ -734,12 +736,26 @@ class _Checker:
                 name=name, enabled=table.get("enabled", TargetSpec.enabled),
                 variants=self.choices(f"targets.{name}.variants", list(table.get("variants", TargetSpec.variants)),
                                       ALLOWED_VARIANTS),
+                formats=self.target_formats(name, table.get("formats"), kit.formats),
                 options=tuple(chosen.items()),
                 timeout=self.in_range(f"targets.{name}.timeout", float(table.get("timeout", TargetSpec.timeout)),
                                       low=0.0, low_open=True),
                 min_cosine=self.in_range(f"targets.{name}.min_cosine",
                                          float(table.get("min_cosine", TargetSpec.min_cosine)), low=0.0, high=1.0))
         return specs
+
+    def target_formats(self, name: str, listed: list[str] | None, takes: tuple[str, ...]) -> tuple[str, ...]:
+        """[targets.NAME] formats: known formats, and only those the toolkit compiles (an ONNX toolkit asked for
+        TorchScript is a config error before any work, naming what it takes)."""
+        if listed is None:
+            return ()
+        formats = self.choices(f"targets.{name}.formats", list(listed), ALLOWED_FORMATS)
+        for fmt in formats:
+            if fmt not in takes:
+                quoted = ", ".join(f'"{f}"' for f in takes)
+                raise self.error(f"target '{name}' does not take {fmt} exports (it takes {', '.join(takes)})",
+                                 f"write formats = [{quoted}] in [targets.{name}], or drop the key")
+        return formats
 
     def env(self, name: str, table: Mapping[str, Any]) -> EnvSpec:
         """Check an env's pins (already type-checked by ``tables``) and build its spec."""

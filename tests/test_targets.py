@@ -43,6 +43,9 @@ def test_the_shipped_config_lists_every_target_off() -> None:
     ('[targets.rknn]\nplatfrom = "rk3588"\n', "unknown key 'targets.rknn.platfrom' — did you mean 'platform'?"),
     ('[targets.ncnn]\nfp16 = "yes"\n', "'targets.ncnn.fp16' must be true or false"),
     ("[targets.openvino]\nmin_cosine = 2\n", "'targets.openvino.min_cosine' must be >= 0 and <= 1, got 2"),
+    ('[targets.rknn]\nformats = ["torchscript"]\n',
+     'target \'rknn\' does not take torchscript exports (it takes onnx) — write formats = ["onnx"] in [targets.rknn]'),
+    ('[targets.ncnn]\nformats = ["onxx"]\n', "unknown format 'onxx' in 'targets.ncnn.formats'"),
 ])
 def test_target_tables_name_the_problem_and_the_fix(tmp_path: Path, tables: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -63,7 +63,7 @@ def jobs_for(kit: Toolkit, spec: TargetSpec, paths: Iterable[Path]) -> list[Job]
     jobs = []
     for path in paths:
         result = results.read_result(path)
-        if result is None or result.format != kit.artifact or result.variant not in spec.variants:
+        if result is None or result.format not in (spec.formats or kit.formats) or result.variant not in spec.variants:
             continue
         jobs.append(Job(path, result, artifact_of(result, FORMATS[kit.artifact].suffixes), result.deciding.image or ""))
     return jobs

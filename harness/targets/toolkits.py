@@ -25,6 +25,11 @@ class Toolkit:
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # allowed values of string options
     notes: str = ""
 
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The cell formats whose files it compiles ([targets.NAME] formats may narrow them, never widen)."""
+        return (self.artifact,)
+
 
 # The letterboxed photo is read with the worker's own inputs.py (cv2), so every env carries opencv (the matrix's pin).
 OPENCV = "opencv-python-headless==4.13.0.92"
