@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Detect-output variants: "native" leaves the ref's return alone; "1"/"3"/"4" rewrite it to that many outputs (on a
-# P5 model; "3" is one raw tensor per detection layer, so four on P6). Strings, in TOML and in cell ids, so "native"
-# and the counts share one type.
-VARIANTS: tuple[str, ...] = ("native", "1", "3", "4")
+# P5 model; "3" is one raw tensor per detection layer, so four on P6); "npu" returns each level's convolution output
+# before Detect reshapes it, (bs, na*no, ny, nx): the 4-D form Rockchip's and other NPU vendors' guides export, since
+# many NPUs take no 5-D tensor. Strings, in TOML and in cell ids, so "native" and the counts share one type.
+VARIANTS: tuple[str, ...] = ("native", "1", "3", "4", "npu")
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ class TargetSpec:
 
     name: str
     enabled: bool = False
-    variants: tuple[str, ...] = ("3", "native")
+    variants: tuple[str, ...] = ("3", "native", "npu")
     formats: tuple[str, ...] = ()  # the cell formats it compiles; empty: every format the toolkit takes
     options: tuple[tuple[str, Any], ...] = ()  # the toolkit's options as set (defaults filled in), in its order
     timeout: float = 900.0  # seconds for one compile-and-run
@@ -286,7 +286,7 @@ _OPTIONAL_TABLES = frozenset({"tolerances", "timeouts", "limits", "artifacts", "
 
 _TARGET_FIELDS.update({
     "enabled": _Field("bool", "true", required=False, default=TargetSpec.enabled),
-    "variants": _Field("str_list", '["3", "native"]', required=False, default=TargetSpec.variants),
+    "variants": _Field("str_list", '["3", "native", "npu"]', required=False, default=TargetSpec.variants),
     "formats": _Field("str_list", '["onnx"]', required=False, default=TargetSpec.formats),
     "timeout": _Field("number", "900", required=False, default=TargetSpec.timeout),
     "min_cosine": _Field("number", "0.999", required=False, default=TargetSpec.min_cosine),

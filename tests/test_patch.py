@@ -23,6 +23,7 @@ from harness.errors import PatchError
 from harness.patch.detect import (
     DIFF_NAME,
     GUIDE_RETURNS,
+    NPU_STATEMENT,
     STAMP_NAME,
     VARIANTS,
     adaptation_of,
@@ -179,12 +180,13 @@ def _check_patched(before: str, after: str, variant: str, form: str = "guide") -
 
 
 def test_variants_are_the_product_names() -> None:
-    assert VARIANTS == ("native", "1", "3", "4")
+    assert VARIANTS == ("native", "1", "3", "4", "npu")
 
 
 @pytest.mark.parametrize(
     ("variant", "nl", "count"),
-    [("native", 3, None), ("1", 3, 1), ("3", 3, 3), ("4", 3, 4), ("1", 4, 1), ("3", 4, 4), ("4", 4, 5)],
+    [("native", 3, None), ("1", 3, 1), ("3", 3, 3), ("4", 3, 4), ("1", 4, 1), ("3", 4, 4), ("4", 4, 5), ("npu", 3, 3),
+     ("npu", 4, 4)],
 )
 def test_expected_output_count(variant: str, nl: int, count: int | None) -> None:
     assert expected_output_count(variant, nl) == count
@@ -200,6 +202,25 @@ def test_unknown_variant_is_refused() -> None:
         patch_source(SYNTHETIC["v6.0"], "2", "v6.0")
     with pytest.raises(PatchError, match="unknown variant"):
         expected_output_count("2", 3)
+
+
+@pytest.mark.parametrize("shape", sorted(SYNTHETIC))
+def test_the_npu_form_is_the_first_statement_and_nothing_else_changes(shape: str) -> None:
+    """Variant npu inserts one line, first in Detect.forward (before v5.0's `self.training |= self.export`): the
+    return, the export switches, Segment and every other line stay as they were; patching again changes nothing."""
+    before = SYNTHETIC[shape]
+    after = patch_source(before, "npu", shape)
+    first = _forward(after).body[0]
+    assert ast.unparse(first) == ast.unparse(ast.parse(NPU_STATEMENT).body[0])
+    added = [line for line in after.splitlines() if line not in before.splitlines()]
+    assert len(added) == 1 and "yolov5-export-matrix: variant=npu" in added[0]
+    assert len(after.splitlines()) == len(before.splitlines()) + 1
+    assert ast.dump(_last_return(_forward(after))) == ast.dump(_last_return(_forward(before)))
+    assert patch_source(after, "npu", shape) == after
+    with pytest.raises(PatchError, match="no adapted form of variant npu"):
+        patch_source(before, "npu", shape, "adapted")
+    with pytest.raises(PatchError, match="already patched for variant npu"):
+        patch_source(after, "3", shape)
 
 
 @pytest.mark.parametrize("shape", sorted(SYNTHETIC))
@@ -582,4 +603,5 @@ def test_tag_real_forward(mirror: git.Repo, torch_python: Path, tag: str, tmp_pa
             assert shapes == raw, (tag, key, shapes)
             continue
         assert len(shapes) == count
-        assert shapes == {"1": [decoded], "3": raw, "4": [decoded, *raw]}[variant]
+        npu = [[1, r["na"] * r["no"], 256 // s, 256 // s] for s in r["stride"]]  # each level's conv output, 4-D
+        assert shapes == {"1": [decoded], "3": raw, "4": [decoded, *raw], "npu": npu}[variant]

@@ -57,6 +57,13 @@ GUIDE_RETURNS: Mapping[str, str] = {
     "3": "x if self.training else x",
     "4": "x if self.training else (torch.cat(z, 1), x)",
 }
+# The NPU form (variant "npu"): not an edit of the return but a first statement of Detect.forward that returns each
+# level's convolution output before the view/permute to 5-D, as Rockchip's rknn_model_zoo export of YOLOv5 does
+# (its Detect returns `self.m[i](x[i])` per level when exporting). A tuple, not a list: v6.2+ export.py reads its
+# dry run's `.shape` on anything that is not a tuple. First, so no switch of the ref (v3.1-v5.0's
+# `self.training |= self.export`) runs before it; the training branch (Model.__init__'s stride probe, the loss) is
+# untouched.
+NPU_STATEMENT = "if not self.training: return tuple(self.m[i](x[i]) for i in range(self.nl))"
 # "guide": the guide's line as written; "adapted": the row's adaptation, where the ref needs one (a workaround,
 # harness/verify/causes.py, tried when the guide's line fails).
 FORMS: tuple[str, ...] = ("guide", "adapted")
@@ -142,7 +149,7 @@ def expected_output_count(variant: str, nl: int) -> int | None:
         raw per-level tensors; ``1 + nl`` for both.
     """
     _check_variant(variant)
-    return {"native": None, "1": 1, "3": nl, "4": 1 + nl}[variant]
+    return {"native": None, "1": 1, "3": nl, "4": 1 + nl, "npu": nl}[variant]
 
 
 def patch_source(source: str, variant: str, ref: str, form: str = "guide") -> str:
@@ -170,6 +177,8 @@ def patch_source(source: str, variant: str, ref: str, form: str = "guide") -> st
         raise PatchError(f"patch: unknown form {form!r}; use one of {', '.join(FORMS)}")
     if variant == "native":
         return source
+    if variant == "npu":
+        return _patch_npu(source, ref, form)
     refused = UnknownShapeError(f"patch: Detect.forward return not recognised at {ref}")
     forward, ret = _locate(source, ref)
     lines = source.splitlines(keepends=True)
@@ -194,6 +203,41 @@ def patch_source(source: str, variant: str, ref: str, form: str = "guide") -> st
         _replace_lines(lines, stmt, new, f"{_TAG}{label} (was: {ast.unparse(stmt).splitlines()[0]})", refused)
     patched = "".join(lines)
     _verify(patched, intended_return(shape, variant, form), variant, ref)
+    return patched
+
+
+def _patch_npu(source: str, ref: str, form: str) -> str:
+    """Insert NPU_STATEMENT as the first statement of Detect.forward (after a docstring), at its indentation."""
+    if form != "guide":
+        raise PatchError(f"patch: no adapted form of variant npu at {ref}: its one statement is the only form")
+    forward, _ = _locate(source, ref)
+    lines = source.splitlines(keepends=True)
+    done = {m.group(1) for m in _TAG_RE.finditer("".join(lines[forward.lineno - 1 : forward.end_lineno]))}
+    if done == {"npu"}:
+        return source
+    if done:
+        raise PatchError(f"patch: models/yolo.py at {ref} is already patched for variant {', '.join(sorted(done))}; "
+                         "patch a clean checkout")
+    body = forward.body
+    first = body[1] if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+        else body[0]
+    at = first.lineno - 1
+    indent = lines[at][: _char_offset(lines[at], first.col_offset)]
+    if indent.strip():
+        raise UnknownShapeError(f"patch: Detect.forward at {ref} starts with a statement sharing its line "
+                                f"(line {first.lineno}): no line to insert the NPU form before")
+    ending = lines[at][len(lines[at].rstrip("\r\n")) :] or "\n"
+    lines.insert(at, f"{indent}{NPU_STATEMENT}  # {_TAG}npu (returns each level's conv output){ending}")
+    patched = "".join(lines)
+    try:
+        with _AST_LOCK:
+            compile(patched, YOLO_PY, "exec")
+        start = _detect_forward(_parse(patched))
+    except SyntaxError as e:
+        raise PatchError(f"patch: patched {YOLO_PY} does not compile at {ref} ({e}); report this patcher bug") from e
+    statements = [ast.unparse(s) for s in start.body[:2]] if start else []
+    if ast.unparse(_parse(NPU_STATEMENT).body[0]) not in statements:
+        raise PatchError(f"patch: patched Detect.forward does not start with the NPU form at {ref}; report this bug")
     return patched
 
 

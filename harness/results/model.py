@@ -76,6 +76,9 @@ class OnnxFacts:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)
     external_data: bool = False
+    # The highest tensor rank in the graph (ONNX shape inference over every value): many NPUs take nothing above 4,
+    # which the npu variant keeps to and variant 3's (bs, na, ny, nx, no) levels do not. None: inference failed.
+    max_rank: int | None = None
 
 
 @dataclass

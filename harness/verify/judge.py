@@ -25,7 +25,8 @@ def expected_shapes(variant: str, detect: dict[str, Any], batch: int, size: int)
     grids = [(size // int(s), size // int(s)) for s in detect["stride"]]
     raw = [[batch, na, ny, nx, no] for ny, nx in grids]
     decoded = [batch, na * sum(ny * nx for ny, nx in grids), no]
-    shapes = {"1": [decoded], "3": raw, "4": [decoded, *raw]}[variant]
+    npu = [[batch, na * no, ny, nx] for ny, nx in grids]  # each level's conv output, channels first
+    shapes = {"1": [decoded], "3": raw, "4": [decoded, *raw], "npu": npu}[variant]
     if len(shapes) != expected_output_count(variant, detect["nl"]):  # one rule, two places: keep them agreeing
         raise RuntimeError(f"variant {variant}: {len(shapes)} shapes, expected_output_count disagrees")
     return shapes

@@ -102,7 +102,20 @@ def onnx_facts(path):
             "producer": f"{model.producer_name} {model.producer_version}",
             "inputs": [{"name": v.name, "shape": dims(v)} for v in model.graph.input],
             "outputs": [{"name": v.name, "shape": dims(v)} for v in model.graph.output],
-            "external_data": external}
+            "external_data": external, "max_rank": max_rank(model)}
+
+
+def max_rank(model):
+    """The highest rank of any tensor in the graph, by ONNX shape inference (None when inference fails)."""
+    import onnx
+
+    try:
+        graph = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # an exporter's custom op or a malformed graph: the fact is unknown, not an error
+        return None
+    values = [*graph.input, *graph.value_info, *graph.output]
+    ranks = [len(v.type.tensor_type.shape.dim) for v in values if v.type.HasField("tensor_type")]
+    return max(ranks) if ranks else None
 
 
 class Reference:

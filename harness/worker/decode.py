@@ -85,17 +85,32 @@ def reference_decode(raw, strides, anchors, sigmoid_in_graph=False):
 
 def level_outputs(shapes, strides, na, no, size, batch):
     """Which output index holds each level's raw tensor (None when some level has none), and the decoded concat's
-    index (or None): found by shape, as a deployer would, since names and order differ between refs and backends."""
+    index (or None): found by shape, as a deployer would, since names and order differ between refs and backends.
+    A level's raw tensor is Detect's (bs, na, ny, nx, no) or the NPU form's conv output (bs, na*no, ny, nx)."""
     order = []
     for stride in strides:
-        want = [batch, na, size // int(stride), size // int(stride), no]
-        found = [i for i, shape in enumerate(shapes) if list(shape) == want]
+        grid = size // int(stride)
+        wanted = ([batch, na, grid, grid, no], [batch, na * no, grid, grid])
+        found = [i for i, shape in enumerate(shapes) if list(shape) in wanted]
         if not found:
             return None, None
         order.append(found[0])
     rows = na * sum((size // int(s)) ** 2 for s in strides)
     decoded = [i for i, shape in enumerate(shapes) if list(shape) == [batch, rows, no]]
     return order, (decoded[0] if decoded else None)
+
+
+def as_level(raw, na, no):
+    """One level's raw output as Detect lays it out, (bs, na, ny, nx, no): the NPU form's (bs, na*no, ny, nx) is
+    viewed as (bs, na, no, ny, nx) and permuted (0, 1, 3, 4, 2), the very steps Detect.forward takes after the conv."""
+    if raw.ndim == 4:
+        bs, _, ny, nx = raw.shape
+        return raw.reshape(bs, na, no, ny, nx).transpose(0, 1, 3, 4, 2)
+    return raw
+
+
+# How a deployer turns an NPU-form output into Detect's layout, for the record.
+NPU_LAYOUT = "(bs, na*no, ny, nx) -> view (bs, na, no, ny, nx) -> permute (0, 1, 3, 4, 2) -> (bs, na, ny, nx, no)"
 
 
 def candidates(decoded):
@@ -288,7 +303,7 @@ def check(tree, head, model_decode, outputs, names, size, atol, rtol):
     _, detect_source = original_yolo(tree)
     form = form_of(detect_source)
     in_graph = form.sigmoid_in_graph if form else False
-    raw = [outputs[i] for i in order]
+    raw = [as_level(outputs[i], int(head.na), int(head.no)) for i in order]
     eager, eager_raw = model_decode()
     got = reference_decode(raw, strides, anchors, in_graph)
     # The reference decode of eager's own raw outputs: a difference here is the formula or the constants, not the
@@ -299,7 +314,8 @@ def check(tree, head, model_decode, outputs, names, size, atol, rtol):
         "anchors_in_model_decode": form.anchors_in_decode if form else None,
         "sigmoid_in_graph": in_graph, "strides": strides, "anchors": anchors,
         "output_order": [{"level": level, "output": index, "name": names[index] if names else None,
-                          "stride": strides[level], "shape": list(outputs[index].shape)}
+                          "stride": strides[level], "shape": list(outputs[index].shape),
+                          "layout": NPU_LAYOUT if outputs[index].ndim == 4 else "(bs, na, ny, nx, no)"}
                          for level, index in enumerate(order)],
         "decoded_output": decoded_index,
         "raw_range": [float(min(r.min() for r in raw)), float(max(r.max() for r in raw))],
