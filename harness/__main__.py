@@ -137,6 +137,10 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--refs", type=_csv, default=None, help="comma-separated subset of the configured refs")
     parser.add_argument("--variants", type=_csv, default=None, help="subset of variants, e.g. 1,3")
     parser.add_argument("--formats", type=_csv, default=None, help="subset of formats, e.g. onnx,torchscript")
+    parser.add_argument("--profile", default=None, metavar="VENDOR",
+                        help="run what a vendor's guide does instead of [matrix] variants and formats, on its target "
+                             "when the harness has it: sophgo (variants 1,3,4; onnx, onnx-dynamic, torchscript; "
+                             "tpu-mlir), rockchip (npu; onnx; rknn)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
     parser.add_argument("--force", action="store_true", help="rerun cells whose inputs did not change")
     parser.add_argument("--fetch", action="store_true", help="fetch the repository before resolving refs")
@@ -181,6 +185,29 @@ def _chosen_targets(config: Config, names: list[str] | None) -> dict[str, Target
             for name in names}
 
 
+def _with_profile(config: Config, name: str | None) -> tuple[Config, list[str] | None]:
+    """``config`` running a vendor profile's variants and formats (harness/patch/profiles.py), and the targets it
+    asks for (None: the config's enabled ones)."""
+    if name is None:
+        return config, None
+    from dataclasses import replace
+
+    from harness.patch.profiles import PROFILES
+    from harness.targets.toolkits import TOOLKITS
+
+    profile = PROFILES.get(name)
+    if profile is None:
+        raise HarnessError(f"--profile: unknown vendor profile {name!r} — use one of {', '.join(PROFILES)}")
+    print(f"profile {name}: {profile.vendor}: variants {', '.join(profile.variants)}, formats "
+          f"{', '.join(profile.formats)}, target {profile.target} (from {profile.read_from.split(':')[0]})",
+          file=sys.stderr)
+    if profile.target not in TOOLKITS:
+        print(f"profile {name}: its target {profile.target} runs after the matrix: {prog.command('compile')}",
+              file=sys.stderr)
+    return (replace(config, variants=profile.variants, formats=profile.formats),
+            [profile.target] if profile.target in TOOLKITS else None)
+
+
 def _add_sandbox_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sandbox", choices=("auto", "required", "off"), default=None,
                         help="override [limits] sandbox; `required` refuses to run without the box (CI on forks)")
@@ -203,6 +230,7 @@ def _run_run(args: argparse.Namespace) -> int:
     from harness.run import matrix as run
 
     config = _with_sandbox(config_mod.load_config(args.config, repo=args.repo), args.sandbox)
+    config, profile_targets = _with_profile(config, args.profile)
     envs = list(config.envs) if args.env == ["all"] else args.env
     unknown = [env for env in envs if env not in config.envs]
     if unknown or not envs:
@@ -217,7 +245,7 @@ def _run_run(args: argparse.Namespace) -> int:
         from harness.run.shard import parse_shard
 
         opts.shard = parse_shard(args.shard)
-    targets = _chosen_targets(config, args.targets)
+    targets = _chosen_targets(config, args.targets if args.targets is not None else profile_targets)
     failed: list[str] = []
     for env in envs:
         try:

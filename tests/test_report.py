@@ -497,7 +497,10 @@ def test_the_guide_lines_table_says_which_refs_need_the_adapted_form(tmp_path: P
     assert rows[("v7.0", "3")].reading == "adapted" and rows[("v7.0", "3")].workarounds == ["patch form tuple(x)"]
     assert rows[("v7.0", "1")].reading == "as written"
     text = html.render(found)
-    assert "<h2>The guide's lines as written</h2>" in text and "◑ needs patch form tuple(x)" in text
+    assert "<h2>The guides' lines as written</h2>" in text and "◑ needs patch form tuple(x)" in text
+    # One table per vendor profile whose variants ran: Sophgo's (1, 3, 4), not Rockchip's (npu: no such cell here).
+    assert 'data-profile="sophgo"' in text and 'data-profile="rockchip"' not in text
+    assert all(row.profile == "sophgo" for row in rows.values())
 
 
 # -- search, ref/env filters and the merged results download ----------------------------------------------------

@@ -29,8 +29,8 @@ def _config_with(tmp_path: Path, tables: str) -> Path:
 
 def test_the_shipped_config_lists_every_target_off() -> None:
     targets = load_config(ROOT / "matrix.toml").targets
-    assert {name: (spec.enabled, spec.variants) for name, spec in targets.items()} == {
-        name: (False, ("3", "native", "npu")) for name in ("openvino", "rknn", "ncnn")}
+    found = {name: (spec.enabled, spec.variants) for name, spec in targets.items()}
+    assert found == dict.fromkeys(("openvino", "rknn", "ncnn"), (False, ("3", "native", "npu")))
     assert targets["rknn"].settings == {"platform": "rk3588", "quantize": False}
     assert targets["openvino"].settings == {"device": "CPU", "precision": "f32"}
 
@@ -111,6 +111,8 @@ def test_each_target_compiles_runs_and_matches_the_reference(checked) -> None:
             assert [r["shape"] for r in rows] == shapes, name  # every output of the cell, in order
             assert all(r["cosine"] >= 0.999 and r["error"] is None for r in rows), (name, rows)
     assert onnx["targets"]["rknn"]["tool"] == "rknn-toolkit2 2.5.0"
+    # Variant 3's levels are 5-D (what many NPUs refuse; variant npu keeps to 4: tests/test_npu.py).
+    assert onnx["attempts"][onnx["decided"]]["export"]["onnx"]["max_rank"] == 5
     assert onnx["targets"]["rknn"]["options"] == {"platform": "rk3588", "quantize": False}
     assert torchscript["targets"]["ncnn"]["reference"].startswith("torchscript (torch 2.14")
 

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 
 from harness.files import write_atomic
-from harness.patch.detect import GUIDE_RETURNS
+from harness.patch.profiles import PROFILES
 from harness.report import charts, merged
 from harness.report import view as view_mod
 from harness.results.model import CellResult
@@ -57,7 +57,7 @@ def render(found: list[CellResult], *, title: str = "YOLOv5 export matrix",
     view = view_mod.build(found, tolerances)
     return _environment().get_template("report.html.j2").render(
         view=view, title=title, labels=view_mod.OUTCOME_LABELS, compile_labels=view_mod.COMPILE_LABELS,
-        outcomes=list(view_mod.OUTCOME_LABELS), guide_returns=GUIDE_RETURNS, upgrade=upgrade,
+        outcomes=list(view_mod.OUTCOME_LABELS), profiles=PROFILES, upgrade=upgrade,
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         download=merged.embedded(merged_text or merged.text(found)), download_name=merged.FILE_NAME)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from packaging.version import InvalidVersion, Version
 
 from harness.axes import FORMAT_NAMES, FORMATS, VARIANTS
-from harness.patch.detect import GUIDE_RETURNS
+from harness.patch.profiles import PROFILES
 from harness.report import charts
 from harness.results.model import Attempt, CellResult, CompileSection
 from harness.results.verdict import WORKING, Outcome
@@ -100,8 +100,9 @@ class SignatureRow:
 
 @dataclass
 class GuideLine:
-    """Whether the seed guide's line for a patched variant works as written on a ref (harness/patch/detect.py)."""
+    """Whether a vendor guide's edit for a patched variant works as written on a ref (harness/patch/profiles.py)."""
 
+    profile: str
     ref: str
     variant: str
     reading: Literal["as written", "adapted", "unknown"]
@@ -248,11 +249,11 @@ def target_cells(view: View) -> dict[str, dict[tuple[str, str], TargetCell]]:
 
 
 def guide_lines(view: View) -> list[GuideLine]:
-    """Per ref and patched variant: does the guide's line work as written (some cell works without a patch-form
-    workaround), did a cell need the harness's adapted form, or did no cell get far enough to tell?"""
+    """Per vendor profile, ref and patched variant: does the guide's edit work as written (some cell works without a
+    patch-form workaround), did a cell need the harness's adapted form, or did no cell get far enough to tell?"""
     rows = []
-    for ref in view.refs:
-        for variant in (v for v in view.variants if v in GUIDE_RETURNS):
+    for profile, ref in ((p, r) for p in PROFILES.values() for r in view.refs):
+        for variant in (v for v in profile.variants if v in view.variants):
             entries = [e for env in view.envs for e in view.grid.get((ref, env), []) if e.result.variant == variant]
             if not entries:
                 continue
@@ -267,7 +268,7 @@ def guide_lines(view: View) -> list[GuideLine]:
                     written = True
             reading: Literal["as written", "adapted", "unknown"] = (
                 "adapted" if needed else "as written" if written else "unknown")
-            rows.append(GuideLine(ref, variant, reading, list(needed), len(entries)))
+            rows.append(GuideLine(profile.name, ref, variant, reading, list(needed), len(entries)))
     return rows
 
 
