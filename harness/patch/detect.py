@@ -229,12 +229,7 @@ def _patch_npu(source: str, ref: str, form: str) -> str:
     ending = lines[at][len(lines[at].rstrip("\r\n")) :] or "\n"
     lines.insert(at, f"{indent}{NPU_STATEMENT}  # {_TAG}npu (returns each level's conv output){ending}")
     patched = "".join(lines)
-    try:
-        with _AST_LOCK:
-            compile(patched, YOLO_PY, "exec")
-        start = _detect_forward(_parse(patched))
-    except SyntaxError as e:
-        raise PatchError(f"patch: patched {YOLO_PY} does not compile at {ref} ({e}); report this patcher bug") from e
+    start = _patched_forward(patched, ref)
     statements = [ast.unparse(s) for s in start.body[:2]] if start else []
     if ast.unparse(_parse(NPU_STATEMENT).body[0]) not in statements:
         raise PatchError(f"patch: patched Detect.forward does not start with the NPU form at {ref}; report this bug")
@@ -408,14 +403,19 @@ def _char_offset(line: str, byte_offset: int | None) -> int:
     return len(line.encode("utf-8")[: byte_offset or 0].decode("utf-8", errors="ignore"))
 
 
-def _verify(patched: str, intended: str, variant: str, ref: str) -> None:
-    """Re-parse the result: it must compile and its Detect.forward must now end in the intended return."""
+def _patched_forward(patched: str, ref: str) -> ast.FunctionDef | None:
+    """The patched text's Detect.forward, once the whole text compiles (a patcher bug otherwise)."""
     try:
         with _AST_LOCK:
             compile(patched, YOLO_PY, "exec")
-        forward = _detect_forward(_parse(patched))
+        return _detect_forward(_parse(patched))
     except SyntaxError as e:
         raise PatchError(f"patch: patched {YOLO_PY} does not compile at {ref} ({e}); report this patcher bug") from e
+
+
+def _verify(patched: str, intended: str, variant: str, ref: str) -> None:
+    """Re-parse the result: it must compile and its Detect.forward must now end in the intended return."""
+    forward = _patched_forward(patched, ref)
     ret = next((s for s in reversed(forward.body) if isinstance(s, ast.Return)), None) if forward else None
     if ret is None or ast.unparse(ret) != ast.unparse(_parse(f"return {intended}").body[0]):
         raise PatchError(f"patch: patched Detect.forward does not end as variant {variant} at {ref}; report this bug")
