@@ -77,6 +77,21 @@ def test_the_artifact_is_found_under_every_name_the_refs_give_it(tmp_path: Path)
         assert artifact_of(result, FORMATS["torchscript"].suffixes) is None  # gone: the stored verdict stays
 
 
+def test_a_transient_failure_is_not_reused_by_content() -> None:
+    """A timeout or a toolkit that never answered may not recur for the same bytes: the content cache skips them;
+    a refusal (a named operator) is the file's own and is reused."""
+    from harness.results.model import TargetAttempt, TargetResult
+    from harness.targets.check import transient
+
+    def section(**attempt: str) -> TargetResult:
+        return TargetResult(target="rknn", attempts=[TargetAttempt(status="error", **attempt)])
+
+    assert transient(section(cause="timeout", message="build: timed out after 900 s"))
+    assert transient(section(cause="toolkit crashed", message="the target's process did not answer: died"))
+    assert not transient(section(cause="operator not supported by the toolkit", message="build: Frobnicate"))
+    assert not transient(TargetResult(target="rknn", attempts=[TargetAttempt(status="pass", message="3 match")]))
+
+
 # -- the real toolkits ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

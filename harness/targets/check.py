@@ -94,6 +94,13 @@ def checked_before(cache: Path, name: str, key: str) -> TargetResult | None:
         return None
 
 
+def transient(section: TargetResult) -> bool:
+    """A failure the same bytes may not meet again (the toolkit overran its timeout on a loaded machine, or its
+    process never answered): kept in the cell, not reused by content."""
+    attempt = section.deciding
+    return attempt.cause == "timeout" or attempt.message.startswith("the target's process did not answer")
+
+
 def remember(cache: Path, name: str, key: str, section: TargetResult) -> None:
     write_json(cache / "targets" / name / "checked" / f"{key}.json", results.to_json(section))
 
@@ -216,7 +223,8 @@ def run_targets(specs: dict[str, TargetSpec], reports: Path, cache: Path, *, cel
                 checker = checker or Checker(kit, spec, cache, box, log)
                 section = checker.check(job, job.artifact)
                 section.content_key = same
-                remember(cache, name, same, section)
+                if not transient(section):
+                    remember(cache, name, same, section)
                 log(f"[{name}] {job.result.cell}: {section.verdict} — {section.deciding.message[:200]} "
                     f"({section.deciding.timings.get('total', 0):.0f} s)")
             section.inputs_key = key
