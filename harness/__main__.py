@@ -199,7 +199,7 @@ def _with_profile(config: Config, name: str | None) -> tuple[Config, list[str] |
     if profile is None:
         raise HarnessError(f"--profile: unknown vendor profile {name!r} — use one of {', '.join(PROFILES)}")
     print(f"profile {name}: {profile.vendor}: variants {', '.join(profile.variants)}, formats "
-          f"{', '.join(profile.formats)}, target {profile.target} (from {profile.read_from.split(':')[0]})",
+          f"{', '.join(profile.formats)}, target {profile.target} (from {profile.guide})",
           file=sys.stderr)
     if profile.target not in TOOLKITS:
         print(f"profile {name}: its target {profile.target} runs after the matrix: {prog.command('compile')}",
@@ -316,11 +316,12 @@ def _run_report(args: argparse.Namespace) -> int:
 
     out = args.out or args.reports / "index.html"
     if args.if_changed:
-        inputs = [*args.reports.glob("**/results/*.json"), *args.reports.glob("*.json"), args.config]
-        if not inputs[:-1]:
+        saved = list(args.reports.glob("**/results/*.json"))
+        if not saved:
             print(f"report: no results in {args.reports} yet: nothing to render", file=sys.stderr)
             return 0
-        if not args.extra and html.is_current(out, inputs):
+        # What the page shows: the results, the merged file and upgrade section beside them, the config.
+        if not args.extra and html.is_current(out, [*saved, *args.reports.glob("*.json"), args.config]):
             print(f"report: {out} is newer than every result, the config and the report code: kept", file=sys.stderr)
             return 0
     found = _merged(args)

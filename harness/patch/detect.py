@@ -183,12 +183,8 @@ def patch_source(source: str, variant: str, ref: str, form: str = "guide") -> st
     forward, ret = _locate(source, ref)
     lines = source.splitlines(keepends=True)
     label = f"{variant}" if form == "guide" else f"{variant}+{form}"
-    done = {m.group(1) for m in _TAG_RE.finditer("".join(lines[forward.lineno - 1 : forward.end_lineno]))}
-    if done == {label}:
+    if _already_patched(lines, forward, label, ref):
         return source
-    if done:
-        raise PatchError(f"patch: models/yolo.py at {ref} is already patched for variant {', '.join(sorted(done))}; "
-                         "patch a clean checkout")
     switches = list(_export_switches(forward, ret))
     shape = _shape_of(ret, switches, ref, form)
     adaptation = shape.adapted.get(variant) if form == "adapted" else None
@@ -212,12 +208,8 @@ def _patch_npu(source: str, ref: str, form: str) -> str:
         raise PatchError(f"patch: no adapted form of variant npu at {ref}: its one statement is the only form")
     forward, _ = _locate(source, ref)
     lines = source.splitlines(keepends=True)
-    done = {m.group(1) for m in _TAG_RE.finditer("".join(lines[forward.lineno - 1 : forward.end_lineno]))}
-    if done == {"npu"}:
+    if _already_patched(lines, forward, "npu", ref):
         return source
-    if done:
-        raise PatchError(f"patch: models/yolo.py at {ref} is already patched for variant {', '.join(sorted(done))}; "
-                         "patch a clean checkout")
     body = forward.body
     first = body[1] if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
         else body[0]
@@ -234,6 +226,16 @@ def _patch_npu(source: str, ref: str, form: str) -> str:
     if ast.unparse(_parse(NPU_STATEMENT).body[0]) not in statements:
         raise PatchError(f"patch: patched Detect.forward does not start with the NPU form at {ref}; report this bug")
     return patched
+
+
+def _already_patched(lines: list[str], forward: ast.FunctionDef, label: str, ref: str) -> bool:
+    """True when Detect.forward carries this patch's tag already (patching is idempotent); a PatchError when it
+    carries another's."""
+    done = {m.group(1) for m in _TAG_RE.finditer("".join(lines[forward.lineno - 1 : forward.end_lineno]))}
+    if done and done != {label}:
+        raise PatchError(f"patch: models/yolo.py at {ref} is already patched for variant {', '.join(sorted(done))}; "
+                         "patch a clean checkout")
+    return bool(done)
 
 
 def intended_return(shape: _Shape, variant: str, form: str) -> str:

@@ -18,7 +18,8 @@ from harness.patch.detect import GUIDE_RETURNS, NPU_STATEMENT
 class Profile:
     name: str  # what `--profile` takes
     vendor: str
-    read_from: str  # the guide, and what of it this row follows
+    guide: str  # where it was read
+    read_from: str  # what of the guide this row follows
     variants: tuple[str, ...]  # the Detect edits it prints (harness variants)
     edits: dict[str, str]  # variant -> the edit as the guide writes it
     formats: tuple[str, ...]
@@ -30,8 +31,9 @@ class Profile:
 PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile(
         name="sophgo", vendor="Sophgo (tpu-mlir / BM1684X)",
-        read_from="Sophgo's YOLOv5 export guide: edit the last `return` of Detect.forward in models/yolo.py for 1, "
-                  "3 or 4 outputs, then `export.py --include onnx --dynamic` and `export.py --include torchscript`",
+        guide="Sophgo's YOLOv5 export guide",
+        read_from="edit the last `return` of Detect.forward in models/yolo.py for 1, 3 or 4 outputs, then "
+                  "`export.py --include onnx --dynamic` and `export.py --include torchscript`",
         variants=("1", "3", "4"), edits={v: f"return {line}" for v, line in GUIDE_RETURNS.items()},
         formats=("onnx", "onnx-dynamic", "torchscript"),
         export_flags=("--include onnx --dynamic", "--include torchscript"), target="tpu-mlir",
@@ -39,8 +41,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
     ),
     Profile(
         name="rockchip", vendor="Rockchip (RKNN NPUs: RK3588, RK3568, ...)",
-        read_from="rknn-toolkit2's YOLOv5 demo and rknn_model_zoo: the outputs are each level's convolution before "
-                  "Detect's reshape and transpose, [1,255,80,80], [1,255,40,40], [1,255,20,20] for yolov5s at 640; "
+        guide="rknn-toolkit2's YOLOv5 demo and rknn_model_zoo",
+        read_from="the outputs are each level's convolution before Detect's reshape and transpose, [1,255,80,80], "
+                  "[1,255,40,40], [1,255,20,20] for yolov5s at 640; "
                   "rknn.config(mean_values=[[0, 0, 0]], std_values=[[255, 255, 255]], target_platform='rk3588')",
         variants=("npu",), edits={"npu": NPU_STATEMENT}, formats=("onnx",), export_flags=("--include onnx",),
         target="rknn",

@@ -125,6 +125,10 @@ class TargetCell:
     def checked(self) -> int:
         return sum(self.outcomes.values())
 
+    @property
+    def working(self) -> int:
+        return sum(self.outcomes[o] for o in WORKING)
+
 
 @dataclass
 class View:
@@ -243,7 +247,7 @@ def target_cells(view: View) -> dict[str, dict[tuple[str, str], TargetCell]]:
             cell = found.setdefault(name, {}).setdefault((ref, env), TargetCell(name, ref, env, Counter(), []))
             verdict = section.judgement
             cell.outcomes[verdict.outcome] += 1
-            if verdict.cause and verdict.outcome not in ("works", "workaround") and verdict.cause not in cell.causes:
+            if verdict.cause and verdict.outcome not in WORKING and verdict.cause not in cell.causes:
                 cell.causes.append(verdict.cause)
     return dict(sorted(found.items()))
 

@@ -35,6 +35,8 @@ Log = Callable[[str], None]
 # Files a check keeps in its folder: the compiled model's description, logs and the answer (weights are rebuilt in
 # seconds by rerunning; a .rknn or ncnn .bin of yolov5s is 15-30 MB per cell).
 KEEP = ("*.log", "*.json", "*.param", "*.xml")
+# How a check whose process never answered begins its message (judge writes it, transient reads it).
+NO_ANSWER = "the target's process did not answer"
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def transient(section: TargetResult) -> bool:
     """A failure the same bytes may not meet again (the toolkit overran its timeout on a loaded machine, or its
     process never answered): kept in the cell, not reused by content."""
     attempt = section.deciding
-    return attempt.cause == "timeout" or attempt.message.startswith("the target's process did not answer")
+    return attempt.cause == "timeout" or attempt.message.startswith(NO_ANSWER)
 
 
 def remember(cache: Path, name: str, key: str, section: TargetResult) -> None:
@@ -109,7 +111,7 @@ def judge(answer: TargetAnswer | None, ran: proc.ProcResult, spec: TargetSpec) -
     """The attempt from envside's answer: pass when every output matches in shape and cosine."""
     if answer is None or not answer.get("ok"):
         failure = (answer or {}).get("error") or ran.failure() or "no answer"
-        return failed(TargetAttempt(stage="build"), f"the target's process did not answer: {failure}",
+        return failed(TargetAttempt(stage="build"), f"{NO_ANSWER}: {failure}",
                       (answer or {}).get("log") or ran.tail())
     attempt = TargetAttempt(stage=answer.get("stage"), timings=answer.get("timings") or {},
                             artifact=answer.get("compiled"))
