@@ -192,12 +192,13 @@ def _with_profile(config: Config, name: str | None) -> tuple[Config, list[str] |
         return config, None
     from dataclasses import replace
 
+    from harness import config as config_mod
     from harness.patch.profiles import PROFILES
     from harness.targets.toolkits import TOOLKITS
 
     profile = PROFILES.get(name)
     if profile is None:
-        raise HarnessError(f"--profile: unknown vendor profile {name!r} — use one of {', '.join(PROFILES)}")
+        raise HarnessError(f"--profile: unknown vendor profile {name!r} — {config_mod.did_you_mean(name, PROFILES)}")
     print(f"profile {name}: {profile.vendor}: variants {', '.join(profile.variants)}, formats "
           f"{', '.join(profile.formats)}, target {profile.target} (from {profile.guide})",
           file=sys.stderr)
