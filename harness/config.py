@@ -2,8 +2,9 @@
 
 Why one strict loader: every later stage (sources, envs, workers, reports) trusts these values, and a typo in a
 config that drives hour-long runs should fail in a second with one line naming the file, the key and the fix,
-not as a KeyError deep in a worker. The schema is a table (``_SCHEMA``), so the checks and the messages read
-from one place.
+not as a KeyError deep in a worker. The schema is the config's own dataclasses: each key is a field made with
+``_key`` (its type, its default, the example its fixes show), read by cattrs; a new key is added there and nowhere
+else.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
+import types
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
+import cattrs
+from cattrs.errors import AttributeValidationNote
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -37,6 +41,7 @@ __all__ = [
     "ALLOWED_FORMATS",
     "ALLOWED_VARIANTS",
     "Artifacts",
+    "Axes",
     "CompileSpec",
     "Config",
     "EnvSpec",
@@ -65,54 +70,69 @@ REPO_ENV_VAR = "YOLOV5_REPO"
 MAX_STRIDE = 32
 # Bump when the meaning of an env's venv changes (layout, installer), so old cached venvs are not reused.
 _ENV_KEY_VERSION = 1
+T = TypeVar("T")
+
+
+def _key(example: str, default: Any = dataclasses.MISSING) -> Any:
+    """A matrix.toml key: its default (none: the key is required) and the right-hand side that "add key = ..." and
+    "write key = ..." fixes show. Only fields made with it are read from the file."""
+    return dataclasses.field(default=default, metadata={"example": example})
 
 
 @dataclass(frozen=True)
 class Source:
     """Where the YOLOv5 code comes from and what to do when it is unreachable."""
 
-    repo: str
-    refs: tuple[str, ...]
-    fallback: Literal["mirror", "error"]
+    repo: str = _key('"https://github.com/ultralytics/yolov5.git"')
+    refs: tuple[str, ...] = _key('["v7.0"]')
+    fallback: Literal["mirror", "error"] = _key('"mirror"')
 
 
 @dataclass(frozen=True)
 class Model:
     """How the checkpoint under test is built (from ``cfg`` with ``seed``) or which one is used (``weights``)."""
 
-    cfg: str
-    nc: int
-    imgsz: int
-    seed: int
-    weights: str | None = None
+    cfg: str = _key('"yolov5s.yaml"')
+    nc: int = _key("80")
+    imgsz: int = _key("640")
+    seed: int = _key("0")
+    weights: str | None = _key('"/path/to/model.pt"', None)
+
+
+@dataclass(frozen=True)
+class Axes:
+    """[matrix]: the variants and formats every (ref, env) pair is exported in."""
+
+    variants: tuple[str, ...] = _key('["native", "1", "3", "4"]')
+    formats: tuple[str, ...] = _key('["onnx", "onnx-dynamic", "torchscript"]')
 
 
 @dataclass(frozen=True)
 class Tolerances:
     """Parity thresholds between a backend and eager PyTorch: ``|b - e| <= atol + rtol*|e|`` and cosine."""
 
-    atol: float = 1e-3
-    rtol: float = 1e-3
-    min_cosine: float = 0.9999
+    atol: float = _key("1e-3", 1e-3)
+    rtol: float = _key("1e-3", 1e-3)
+    min_cosine: float = _key("0.9999", 0.9999)
 
 
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds allowed per stage of one cell; a stage that overruns costs that cell, not the run."""
 
-    checkpoint: float = 300.0
-    export: float = 600.0
-    verify: float = 300.0
+    checkpoint: float = _key("300", 300.0)
+    export: float = _key("600", 600.0)
+    verify: float = _key("300", 300.0)
 
 
 @dataclass(frozen=True)
 class Limits:
     """Resources one env-side step may use; a step over a limit is killed and costs its cell ("out of memory")."""
 
-    memory_mb: int | None = None  # resident memory of the step's processes; None: no limit
+    memory_mb: int | None = _key("16000", None)  # resident memory of the step's processes; None: no limit
     # The box around env processes (harness/envs/sandbox.py): "auto" (the best this machine has), "required" (refuse to
     # run without one), "off" (none).
-    sandbox: SandboxMode = "auto"
+    sandbox: SandboxMode = _key('"auto"', "auto")
 
 
 # What [artifacts] keep may say (harness/run/artifacts.py applies it).
@@ -123,8 +143,8 @@ KEEP_POLICIES: tuple[str, ...] = ("failed", "all", "none")
 class Artifacts:
     """[artifacts]: whose exported files stay once every check that reads them ran (harness/run/artifacts.py)."""
 
-    keep: str = "failed"  # "failed", "all" or "none"
-    min_free_mb: int = 1024  # a run does not start with less free where the cells write
+    keep: str = _key('"failed"', "failed")  # "failed", "all" or "none"
+    min_free_mb: int = _key("1024", 1024)  # a run does not start with less free where the cells write
 
 
 # What the compile check knows how to drive: tpu-mlir's quantize modes that need no calibration, and the processors
@@ -140,35 +160,36 @@ class CompileSpec:
     Off by default: `nox -s tpu_mlir` runs it on request; ``enabled = true`` also runs it after `nox -s matrix`.
     """
 
-    enabled: bool = False
-    variants: tuple[str, ...] = ("3", "native")
-    quantize: tuple[str, ...] = ("F32",)  # the first is the result's ``compile``, the others ``compile.more``
-    processor: str = "bm1684x"
-    timeout: float = 3600.0  # seconds per tool run (model_transform, model_deploy)
-    min_cosine: float = 0.99  # bmodel vs ONNX Runtime, per output (tpu-mlir's own default tolerance)
-    min_euclidean: float = 0.99
+    enabled: bool = _key("false", False)
+    variants: tuple[str, ...] = _key('["3", "native"]', ("3", "native"))
+    # The first is the result's ``compile``, the others ``compile.more``.
+    quantize: tuple[str, ...] = _key('["F32"]', ("F32",))
+    processor: str = _key('"bm1684x"', "bm1684x")
+    timeout: float = _key("3600", 3600.0)  # seconds per tool run (model_transform, model_deploy)
+    # bmodel vs ONNX Runtime, per output (tpu-mlir's own default tolerance)
+    min_cosine: float = _key("0.99", 0.99)
+    min_euclidean: float = _key("0.99", 0.99)
 
 
 @dataclass(frozen=True)
 class TargetSpec:
     """[targets.NAME]: a downstream toolkit of harness/targets/toolkits.py (openvino, rknn, ncnn) that compiles and
-    runs the artifacts of these variants (in the format the toolkit takes). tpu-mlir's table is a CompileSpec."""
+    runs the artifacts of these variants (in the format the toolkit takes). tpu-mlir's table is a CompileSpec.
+    Its ``name`` is the table's; ``options`` are the toolkit's own keys, checked against toolkits.py's defaults."""
 
     name: str
-    enabled: bool = False
-    variants: tuple[str, ...] = ("3", "native", "npu")
-    formats: tuple[str, ...] = ()  # the cell formats it compiles; empty: every format the toolkit takes
+    enabled: bool = _key("true", False)
+    variants: tuple[str, ...] = _key('["3", "native", "npu"]', ("3", "native", "npu"))
+    formats: tuple[str, ...] = _key('["onnx"]', ())  # the cell formats it compiles; empty: every format it takes
     options: tuple[tuple[str, Any], ...] = ()  # the toolkit's options as set (defaults filled in), in its order
-    timeout: float = 900.0  # seconds for one compile-and-run
-    min_cosine: float = 0.999  # per output, against the reference runtime
+    timeout: float = _key("900", 900.0)  # seconds for one compile-and-run
+    min_cosine: float = _key("0.999", 0.999)  # per output, against the reference runtime
 
     @property
     def settings(self) -> dict[str, Any]:
         return dict(self.options)
 
 
-# The keys every [targets.NAME] takes; a toolkit adds its own options (toolkits.py defaults).
-_TARGET_FIELDS: dict[str, _Field] = {}  # filled below, once _Field exists
 TPU_MLIR = "tpu-mlir"  # the [targets.NAME] of the compile check (harness/compile/), also read as [compile]
 
 
@@ -177,13 +198,13 @@ class EnvSpec:
     """One pinned environment: a venv created once from exactly these pins and reused across runs."""
 
     name: str
-    python: str
-    torch: str
-    torchvision: str
-    onnx: str
-    onnxruntime: str
-    numpy: str
-    extra: tuple[str, ...] = ()
+    python: str = _key('"3.11"')
+    torch: str = _key('"<version>"')
+    torchvision: str = _key('"<version>"')
+    onnx: str = _key('"<version>"')
+    onnxruntime: str = _key('"<version>"')
+    numpy: str = _key('"<version>"')
+    extra: tuple[str, ...] = _key('["pyyaml"]', ())
 
     def requirements(self) -> list[str]:
         """Return the pip requirement lines for this env: the core pins first, then ``extra`` as written."""
@@ -199,6 +220,9 @@ class EnvSpec:
         payload = {"v": _ENV_KEY_VERSION, "python": self.python, "requirements": sorted(self.requirements())}
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
         return digest[:16]
+
+
+_CORE_PINS: tuple[str, ...] = ("torch", "torchvision", "onnx", "onnxruntime", "numpy")
 
 
 @dataclass(frozen=True)
@@ -219,85 +243,70 @@ class Config:
     targets: dict[str, TargetSpec] = dataclasses.field(default_factory=dict)
 
 
+
 # --------------------------------------------------------------------------------------------------------------
-# The schema, as data. ``example`` is the right-hand side shown in "add key = ..." fixes.
+# The schema is the dataclasses above: a field made with ``_key`` is a key of its table, its type is what the file
+# must hold and its default makes it optional. cattrs reads each table into its class (types, missing keys, lists
+# to tuples); unknown keys, value ranges and the one-line messages are checked here.
 
-_Kind = Literal["str", "int", "number", "str_list", "bool"]
+# The top-level tables and their classes; [envs.NAME] and [targets.NAME] are tables of tables, checked on their own.
+_TABLES: dict[str, type] = {"source": Source, "model": Model, "matrix": Axes, "tolerances": Tolerances,
+                            "timeouts": Timeouts, "limits": Limits, "artifacts": Artifacts, "compile": CompileSpec}
+
+# How a type reads in "must be ..." messages.
+_TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+                               tuple: "a list of strings"}
 
 
-@dataclass(frozen=True)
-class _Field:
-    kind: _Kind
-    example: str
-    required: bool = True
-    default: Any = None
+def _table_keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    """The keys a table of ``cls`` may hold, in the class's order."""
+    return {f.name: f for f in dataclasses.fields(cls) if "example" in f.metadata}
 
 
-_CORE_PINS: tuple[str, ...] = ("torch", "torchvision", "onnx", "onnxruntime", "numpy")
+def _required(cls: type) -> list[str]:
+    return [name for name, f in _table_keys(cls).items() if f.default is dataclasses.MISSING]
 
-_SCHEMA: dict[str, dict[str, _Field]] = {
-    "source": {
-        "repo": _Field("str", '"https://github.com/ultralytics/yolov5.git"'),
-        "refs": _Field("str_list", '["v7.0"]'),
-        "fallback": _Field("str", '"mirror"'),
-    },
-    "model": {
-        "cfg": _Field("str", '"yolov5s.yaml"'),
-        "nc": _Field("int", "80"),
-        "imgsz": _Field("int", "640"),
-        "seed": _Field("int", "0"),
-        "weights": _Field("str", '"/path/to/model.pt"', required=False),
-    },
-    "matrix": {
-        "variants": _Field("str_list", '["native", "1", "3", "4"]'),
-        "formats": _Field("str_list", '["onnx", "onnx-dynamic", "torchscript"]'),
-    },
-    "tolerances": {
-        "atol": _Field("number", "1e-3", required=False, default=Tolerances.atol),
-        "rtol": _Field("number", "1e-3", required=False, default=Tolerances.rtol),
-        "min_cosine": _Field("number", "0.9999", required=False, default=Tolerances.min_cosine),
-    },
-    "timeouts": {
-        "checkpoint": _Field("number", "300", required=False, default=Timeouts.checkpoint),
-        "export": _Field("number", "600", required=False, default=Timeouts.export),
-        "verify": _Field("number", "300", required=False, default=Timeouts.verify),
-    },
-    "limits": {
-        "memory_mb": _Field("int", "16000", required=False, default=None),
-        "sandbox": _Field("str", '"auto"', required=False, default=Limits.sandbox),
-    },
-    "artifacts": {
-        "keep": _Field("str", '"failed"', required=False, default=Artifacts.keep),
-        "min_free_mb": _Field("int", "1024", required=False, default=Artifacts.min_free_mb),
-    },
-    # The downstream compile check (harness/compile/, `nox -s tpu_mlir`); see CompileSpec.
-    "compile": {
-        "enabled": _Field("bool", "false", required=False, default=CompileSpec.enabled),
-        "variants": _Field("str_list", '["3", "native"]', required=False, default=CompileSpec.variants),
-        "quantize": _Field("str_list", '["F32"]', required=False, default=CompileSpec.quantize),
-        "processor": _Field("str", '"bm1684x"', required=False, default=CompileSpec.processor),
-        "timeout": _Field("number", "3600", required=False, default=CompileSpec.timeout),
-        "min_cosine": _Field("number", "0.99", required=False, default=CompileSpec.min_cosine),
-        "min_euclidean": _Field("number", "0.99", required=False, default=CompileSpec.min_euclidean),
-    },
-}
-# Tables that may be left out entirely (all their keys have defaults).
-_OPTIONAL_TABLES = frozenset({"tolerances", "timeouts", "limits", "artifacts", "compile"})
 
-_TARGET_FIELDS.update({
-    "enabled": _Field("bool", "true", required=False, default=TargetSpec.enabled),
-    "variants": _Field("str_list", '["3", "native", "npu"]', required=False, default=TargetSpec.variants),
-    "formats": _Field("str_list", '["onnx"]', required=False, default=TargetSpec.formats),
-    "timeout": _Field("number", "900", required=False, default=TargetSpec.timeout),
-    "min_cosine": _Field("number", "0.999", required=False, default=TargetSpec.min_cosine),
-})
-_OPTION_KINDS: dict[type, _Kind] = {bool: "bool", str: "str", int: "int", float: "number"}
+def _base_type(annotation: Any) -> Any:
+    """``int | None`` -> int, ``Literal["a"]`` -> str, ``tuple[str, ...]`` -> tuple: the TOML type a key takes."""
+    if get_origin(annotation) is Literal:
+        return str
+    if get_origin(annotation) in (Union, types.UnionType):
+        return next(a for a in get_args(annotation) if a is not type(None))
+    return get_origin(annotation) or annotation
 
-_ENV_SCHEMA: dict[str, _Field] = {
-    "python": _Field("str", '"3.11"'),
-    **{pin: _Field("str", '"<version>"') for pin in _CORE_PINS},
-    "extra": _Field("str_list", '["pyyaml"]', required=False, default=()),
-}
+
+def _strict_converter() -> cattrs.Converter:
+    """TOML values as they are: no "640" read as 640, no true as 1, no string read as a list of its characters.
+    A Literal is read as any string: its value is checked with a "did you mean" hint afterwards."""
+    converter = cattrs.Converter()
+
+    def exact(kind: type) -> Callable[[Any, Any], Any]:
+        def hook(value: Any, _: Any) -> Any:
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise TypeError(kind.__name__)
+            return value
+        return hook
+
+    def number(value: Any, _: Any) -> float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError("float")
+        return float(value)
+
+    def strings(value: Any, _: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TypeError("list of strings")
+        return tuple(value)
+
+    for kind in (str, int, bool):
+        converter.register_structure_hook(kind, exact(kind))
+    converter.register_structure_hook(float, number)
+    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], strings)
+    converter.register_structure_hook_func(lambda t: get_origin(t) is cast(Any, Literal), exact(str))
+    return converter
+
+
+_STRICT = _strict_converter()
 
 # Env names become directory and cell-id parts: a conservative character set, no leading dot or dash.
 _ENV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
@@ -404,14 +413,14 @@ def load_config(path: Path, *, repo: str | None = None, env: Mapping[str, str] =
     doc = _read_toml(path, label)
     check = _Checker(label)
     override = _repo_override(label, repo, env)
-    check.tables(doc, override_repo=override is not None)
-    mtx = doc["matrix"]
+    check.tables(doc)
+    axes = check.axes(doc["matrix"])
     return Config(
         path=path.resolve(),
         source=check.source(doc["source"], override, path),
         model=check.model(doc["model"]),
-        variants=check.choices("matrix.variants", mtx["variants"], ALLOWED_VARIANTS),
-        formats=check.choices("matrix.formats", mtx["formats"], ALLOWED_FORMATS),
+        variants=axes.variants,
+        formats=axes.formats,
         tolerances=check.tolerances(doc.get("tolerances", {})),
         timeouts=check.timeouts(doc.get("timeouts", {})),
         envs={name: check.env(name, table) for name, table in doc["envs"].items()},
@@ -464,11 +473,6 @@ def _repo_override(label: str, repo: str | None, env: Mapping[str, str]) -> str 
     return from_env or None  # an empty variable means "not set", as shells make unsetting awkward
 
 
-def _number(table: Mapping[str, Any], section: str, key: str) -> float:
-    """A key of an optional table, or its documented default."""
-    return float(table.get(key, _SCHEMA[section][key].default))
-
-
 class _Checker:
     """Type and value checks that phrase every failure as ``<file>: <what> — <fix>``."""
 
@@ -480,22 +484,19 @@ class _Checker:
 
     # -- structure ---------------------------------------------------------------------------------------------
 
-    def tables(self, doc: Mapping[str, Any], *, override_repo: bool) -> None:
-        """Check every table's presence, keys and value types against the schema (values are checked later)."""
-        self.unknown_keys("", doc, [*_SCHEMA, "envs", "targets"])
-        for section, fields in _SCHEMA.items():
+    def tables(self, doc: Mapping[str, Any]) -> None:
+        """Check that the tables are there and are tables (their keys are read by ``structure``)."""
+        self.unknown_keys("", doc, [*_TABLES, "envs", "targets"])
+        for section, cls in _TABLES.items():
             if section not in doc:
-                if section in _OPTIONAL_TABLES:
+                if not _required(cls):
                     continue
-                keys = ", ".join(k for k, f in fields.items() if f.required)
-                raise self.error(f"missing table '[{section}]'", f"add a [{section}] table with {keys}")
-            table = doc[section]
-            if not isinstance(table, dict):
+                raise self.error(f"missing table '[{section}]'",
+                                 f"add a [{section}] table with {', '.join(_required(cls))}")
+            if not isinstance(doc[section], dict):
                 raise self.error(
-                    f"'{section}' must be a table, got {_describe(table)}", f"write [{section}] and its keys"
+                    f"'{section}' must be a table, got {_describe(doc[section])}", f"write [{section}] and its keys"
                 )
-            skip = frozenset({"repo"}) if section == "source" and override_repo else frozenset()
-            self.fields(section, table, fields, skip_required=skip)
         envs = doc.get("envs")
         if envs is None:
             raise self.error(
@@ -516,7 +517,6 @@ class _Checker:
                     f"'envs.{name}' must be a table, got {_describe(table)}", f"write [envs.{name}] and its keys"
                 )
             self.dotted_env_name(name, table)
-            self.fields(f"envs.{name}", table, _ENV_SCHEMA)
 
     def dotted_env_name(self, name: str, table: Mapping[str, Any]) -> None:
         """Catch ``[envs.py311-torch2.14]``: a bare '.' in a table name nests tables, so the env is "py311-torch2"
@@ -541,31 +541,30 @@ class _Checker:
                 fix = f"did you mean '{close[0]}'?" if close else "allowed keys: " + ", ".join(allowed)
                 raise self.error(f"unknown key '{prefix}{key}'", fix)
 
-    def fields(
-        self,
-        section: str,
-        table: Mapping[str, Any],
-        fields: Mapping[str, _Field],
-        skip_required: frozenset[str] = frozenset(),
-    ) -> None:
-        self.unknown_keys(f"{section}.", table, fields)
-        for key, field in fields.items():
-            if key not in table:
-                if field.required and key not in skip_required:
-                    raise self.error(f"missing '{section}.{key}'", f"add {key} = {field.example}")
-                continue
-            value = table[key]
-            if not _is_kind(value, field.kind):
-                raise self.error(
-                    f"'{section}.{key}' must be {_KIND_NAMES[field.kind]}, got {_describe(value)}",
-                    _type_fix(key, field, value),
-                )
+    def structure(self, cls: type[T], table: Mapping[str, Any], where: str, *, also: Iterable[str] = (),
+                  **given: Any) -> T:
+        """Read one table into ``cls`` with cattrs: an unknown key, a missing key or a value of the wrong type is one
+        line naming it and the fix. ``also``: keys read elsewhere (a toolkit's options); ``given``: fields the file
+        does not spell (an env's name)."""
+        keys = _table_keys(cls)
+        self.unknown_keys(f"{where}.", table, [*keys, *also])
+        try:
+            return _STRICT.structure({**{k: v for k, v in table.items() if k in keys}, **given}, cls)
+        except cattrs.ClassValidationError as exc:
+            first = exc.exceptions[0]
+            name = next(n.name for n in getattr(first, "__notes__", ()) if isinstance(n, AttributeValidationNote))
+            example = keys[name].metadata["example"]
+            if isinstance(first, KeyError):
+                raise self.error(f"missing '{where}.{name}'", f"add {name} = {example}") from None
+            kind, value = _base_type(get_type_hints(cls)[name]), table[name]
+            raise self.error(f"'{where}.{name}' must be {_TYPE_NAMES[kind]}, got {_describe(value)}",
+                             _type_fix(name, kind, example, value)) from None
 
     # -- values -----------------------------------------------------------------------------------------------
 
     def non_empty(self, key: str, value: str) -> str:
         if not value.strip():
-            raise self.error(f"'{key}' is empty", f"write {key.rsplit('.', 1)[-1]} = {_field(key).example}")
+            raise self.error(f"'{key}' is empty", f"write {key.rsplit('.', 1)[-1]} = {_field(key).metadata['example']}")
         return value
 
     def at_least(self, key: str, value: int, low: int) -> int:
@@ -591,7 +590,8 @@ class _Checker:
             raise self.error(f"'{key}' is {value!r}, not one of {', '.join(allowed)}", did_you_mean(value, allowed))
         return value
 
-    def choices(self, key: str, values: list[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
+    def choices(self, key: str, values: Iterable[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
+        values = list(values)
         name = key.rsplit(".", 1)[-1]
         if not values:
             raise self.error(f"'{key}' is empty", f"list at least one of {', '.join(allowed)}")
@@ -605,14 +605,14 @@ class _Checker:
         self.no_duplicates(key, values)
         return tuple(values)
 
-    def no_duplicates(self, key: str, values: list[str]) -> None:
+    def no_duplicates(self, key: str, values: Iterable[str]) -> None:
         seen: set[str] = set()
         for value in values:
             if value in seen:
                 raise self.error(f"'{key}' lists {value!r} twice", "remove the duplicate")
             seen.add(value)
 
-    def refs(self, refs: list[str]) -> tuple[str, ...]:
+    def refs(self, refs: tuple[str, ...]) -> tuple[str, ...]:
         if not refs:
             raise self.error("'source.refs' is empty", 'list at least one tag, branch or SHA, e.g. refs = ["v7.0"]')
         for ref in refs:
@@ -622,57 +622,66 @@ class _Checker:
                     f"invalid ref {ref!r} in 'source.refs': {problem}", "use a git tag, branch or commit SHA name"
                 )
         self.no_duplicates("source.refs", refs)
-        return tuple(refs)
+        return refs
 
-    def source(self, src: Mapping[str, Any], override: str | None, path: Path) -> Source:
+    def source(self, table: Mapping[str, Any], override: str | None, path: Path) -> Source:
         """[source]; a relative local repo path written in the file is taken relative to the file, one given on the
         command line or in the environment is left for the caller's working directory."""
-        if override is not None:
-            repo = override
-        else:
-            repo = self.non_empty("source.repo", src["repo"])
+        src = self.structure(Source, {**table, "repo": override} if override is not None else table, "source")
+        repo = src.repo
+        if override is None:
+            repo = self.non_empty("source.repo", repo)
             if is_local_repo(repo) and not Path(repo).expanduser().is_absolute():
                 repo = str((path.parent / repo).resolve())
-        fallback = self.one_of("source.fallback", src["fallback"], FALLBACKS)
-        return Source(repo=repo, refs=self.refs(src["refs"]), fallback=cast(Literal["mirror", "error"], fallback))
+        fallback = self.one_of("source.fallback", src.fallback, FALLBACKS)
+        return Source(repo=repo, refs=self.refs(src.refs), fallback=cast(Literal["mirror", "error"], fallback))
 
-    def model(self, mdl: Mapping[str, Any]) -> Model:
-        imgsz = mdl["imgsz"]
-        if imgsz <= 0 or imgsz % MAX_STRIDE:
-            up = max(MAX_STRIDE, math.ceil(imgsz / MAX_STRIDE) * MAX_STRIDE)
+    def model(self, table: Mapping[str, Any]) -> Model:
+        mdl = self.structure(Model, table, "model")
+        if mdl.imgsz <= 0 or mdl.imgsz % MAX_STRIDE:
+            up = max(MAX_STRIDE, math.ceil(mdl.imgsz / MAX_STRIDE) * MAX_STRIDE)
             raise self.error(
-                f"'model.imgsz' must be a positive multiple of {MAX_STRIDE} (the model's max stride), got {imgsz}",
+                f"'model.imgsz' must be a positive multiple of {MAX_STRIDE} (the model's max stride), got {mdl.imgsz}",
                 f"write imgsz = {up}",
             )
-        weights = mdl.get("weights")
-        return Model(cfg=self.non_empty("model.cfg", mdl["cfg"]), nc=self.at_least("model.nc", mdl["nc"], 1),
-                     imgsz=imgsz, seed=self.at_least("model.seed", mdl["seed"], 0),
-                     weights=None if weights is None else self.non_empty("model.weights", weights))
+        self.non_empty("model.cfg", mdl.cfg)
+        self.at_least("model.nc", mdl.nc, 1)
+        self.at_least("model.seed", mdl.seed, 0)
+        if mdl.weights is not None:
+            self.non_empty("model.weights", mdl.weights)
+        return mdl
 
-    def tolerances(self, tol: Mapping[str, Any]) -> Tolerances:
-        return Tolerances(
-            atol=self.in_range("tolerances.atol", _number(tol, "tolerances", "atol"), low=0.0),
-            rtol=self.in_range("tolerances.rtol", _number(tol, "tolerances", "rtol"), low=0.0),
-            min_cosine=self.in_range("tolerances.min_cosine", _number(tol, "tolerances", "min_cosine"), low=0.0,
-                                     high=1.0, low_open=True),
-        )
+    def axes(self, table: Mapping[str, Any]) -> Axes:
+        axes = self.structure(Axes, table, "matrix")
+        return Axes(variants=self.choices("matrix.variants", axes.variants, ALLOWED_VARIANTS),
+                    formats=self.choices("matrix.formats", axes.formats, ALLOWED_FORMATS))
 
-    def timeouts(self, tmo: Mapping[str, Any]) -> Timeouts:
-        return Timeouts(**{k: self.in_range(f"timeouts.{k}", _number(tmo, "timeouts", k), low=0.0,
-                                            low_open=True) for k in _SCHEMA["timeouts"]})
+    def tolerances(self, table: Mapping[str, Any]) -> Tolerances:
+        tol = self.structure(Tolerances, table, "tolerances")
+        self.in_range("tolerances.atol", tol.atol, low=0.0)
+        self.in_range("tolerances.rtol", tol.rtol, low=0.0)
+        self.in_range("tolerances.min_cosine", tol.min_cosine, low=0.0, high=1.0, low_open=True)
+        return tol
+
+    def timeouts(self, table: Mapping[str, Any]) -> Timeouts:
+        tmo = self.structure(Timeouts, table, "timeouts")
+        for key in _table_keys(Timeouts):
+            self.in_range(f"timeouts.{key}", getattr(tmo, key), low=0.0, low_open=True)
+        return tmo
 
     def limits(self, table: Mapping[str, Any]) -> Limits:
-        memory_mb = table.get("memory_mb")
-        if memory_mb is not None:
+        limits = self.structure(Limits, table, "limits")
+        if limits.memory_mb is not None:
             # Below a few hundred MB not even the interpreter with torch imported fits: every cell would die.
-            self.at_least("limits.memory_mb", memory_mb, 256)
-        sandbox = self.one_of("limits.sandbox", table.get("sandbox", Limits.sandbox), SANDBOXES)
-        return Limits(memory_mb=memory_mb, sandbox=cast(SandboxMode, sandbox))
+            self.at_least("limits.memory_mb", limits.memory_mb, 256)
+        self.one_of("limits.sandbox", limits.sandbox, SANDBOXES)
+        return limits
 
     def artifacts(self, table: Mapping[str, Any]) -> Artifacts:
-        keep = self.one_of("artifacts.keep", table.get("keep", Artifacts.keep), KEEP_POLICIES)
-        return Artifacts(keep=keep, min_free_mb=self.at_least("artifacts.min_free_mb",
-                                                              table.get("min_free_mb", Artifacts.min_free_mb), 0))
+        artifacts = self.structure(Artifacts, table, "artifacts")
+        self.one_of("artifacts.keep", artifacts.keep, KEEP_POLICIES)
+        self.at_least("artifacts.min_free_mb", artifacts.min_free_mb, 0)
+        return artifacts
 
     def compile_table(self, doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
         """tpu-mlir's table and the name it was given: [targets.tpu-mlir], or the older [compile] (still read, with
@@ -690,21 +699,18 @@ class _Checker:
         if not isinstance(new, dict):
             raise self.error(f"'targets.{TPU_MLIR}' must be a table, got {_describe(new)}",
                              f"write [targets.{TPU_MLIR}] and its keys")
-        self.fields(f"targets.{TPU_MLIR}", new, _SCHEMA["compile"])
         return new, f"targets.{TPU_MLIR}"
 
     def compile_spec(self, table: Mapping[str, Any], where: str = "compile") -> CompileSpec:
-        """Check tpu-mlir's values (types are already checked); ``where`` names the table in messages."""
-        value = {key: table.get(key, field.default) for key, field in _SCHEMA["compile"].items()}
-        return CompileSpec(
-            enabled=value["enabled"],
-            variants=self.choices(f"{where}.variants", list(value["variants"]), ALLOWED_VARIANTS),
-            quantize=self.choices(f"{where}.quantize", list(value["quantize"]), COMPILE_QUANTIZE),
-            processor=self.one_of(f"{where}.processor", value["processor"], COMPILE_PROCESSORS),
-            timeout=self.in_range(f"{where}.timeout", float(value["timeout"]), low=0.0, low_open=True),
-            min_cosine=self.in_range(f"{where}.min_cosine", float(value["min_cosine"]), low=0.0, high=1.0),
-            min_euclidean=self.in_range(f"{where}.min_euclidean", float(value["min_euclidean"]), low=-1e9, high=1.0),
-        )
+        """tpu-mlir's table; ``where`` names it in messages."""
+        spec = self.structure(CompileSpec, table, where)
+        self.choices(f"{where}.variants", spec.variants, ALLOWED_VARIANTS)
+        self.choices(f"{where}.quantize", spec.quantize, COMPILE_QUANTIZE)
+        self.one_of(f"{where}.processor", spec.processor, COMPILE_PROCESSORS)
+        self.in_range(f"{where}.timeout", spec.timeout, low=0.0, low_open=True)
+        self.in_range(f"{where}.min_cosine", spec.min_cosine, low=0.0, high=1.0)
+        self.in_range(f"{where}.min_euclidean", spec.min_euclidean, low=-1e9, high=1.0)
+        return spec
 
     def targets(self, tables: Any) -> dict[str, TargetSpec]:
         """[targets.NAME] for the toolkits of harness/targets/toolkits.py (tpu-mlir's is read by compile_table)."""
@@ -718,38 +724,30 @@ class _Checker:
         for name, table in tables.items():
             if name == TPU_MLIR:
                 continue
+            where = f"targets.{name}"
             if name not in TOOLKITS:
-                raise self.error(f"unknown target '{name}' in [targets.{name}]",
+                raise self.error(f"unknown target '{name}' in [{where}]",
                                  f"{did_you_mean(name, known)} (targets: {', '.join(known)})")
             if not isinstance(table, dict):
-                raise self.error(f"'targets.{name}' must be a table, got {_describe(table)}",
-                                 f"write [targets.{name}] and its keys")
+                raise self.error(f"'{where}' must be a table, got {_describe(table)}", f"write [{where}] and its keys")
             kit = TOOLKITS[name]
-            options = {key: _Field(_OPTION_KINDS[type(default)], repr(default).lower() if isinstance(default, bool)
-                                   else f'"{default}"' if isinstance(default, str) else str(default),
-                                   required=False, default=default) for key, default in kit.defaults.items()}
-            self.fields(f"targets.{name}", table, {**_TARGET_FIELDS, **options})
-            chosen = {key: table.get(key, default) for key, default in kit.defaults.items()}
+            spec = self.structure(TargetSpec, table, where, also=kit.defaults, name=name)
+            options: Any = self.structure(_options_class(kit.defaults), {k: v for k, v in table.items()
+                                                                    if k in kit.defaults}, where)
             for key, allowed in kit.choices.items():
-                self.one_of(f"targets.{name}.{key}", chosen[key], allowed)
-            specs[name] = TargetSpec(
-                name=name, enabled=table.get("enabled", TargetSpec.enabled),
-                variants=self.choices(f"targets.{name}.variants", list(table.get("variants", TargetSpec.variants)),
-                                      ALLOWED_VARIANTS),
-                formats=self.target_formats(name, table.get("formats"), kit.formats),
-                options=tuple(chosen.items()),
-                timeout=self.in_range(f"targets.{name}.timeout", float(table.get("timeout", TargetSpec.timeout)),
-                                      low=0.0, low_open=True),
-                min_cosine=self.in_range(f"targets.{name}.min_cosine",
-                                         float(table.get("min_cosine", TargetSpec.min_cosine)), low=0.0, high=1.0))
+                self.one_of(f"{where}.{key}", getattr(options, key), allowed)
+            self.choices(f"{where}.variants", spec.variants, ALLOWED_VARIANTS)
+            if "formats" in table:
+                self.target_formats(name, spec.formats, kit.formats)
+            self.in_range(f"{where}.timeout", spec.timeout, low=0.0, low_open=True)
+            self.in_range(f"{where}.min_cosine", spec.min_cosine, low=0.0, high=1.0)
+            specs[name] = dataclasses.replace(spec, options=tuple(dataclasses.asdict(options).items()))
         return specs
 
-    def target_formats(self, name: str, listed: list[str] | None, takes: tuple[str, ...]) -> tuple[str, ...]:
+    def target_formats(self, name: str, listed: tuple[str, ...], takes: tuple[str, ...]) -> tuple[str, ...]:
         """[targets.NAME] formats: known formats, and only those the toolkit compiles (an ONNX toolkit asked for
         TorchScript is a config error before any work, naming what it takes)."""
-        if listed is None:
-            return ()
-        formats = self.choices(f"targets.{name}.formats", list(listed), ALLOWED_FORMATS)
+        formats = self.choices(f"targets.{name}.formats", listed, ALLOWED_FORMATS)
         for fmt in formats:
             if fmt not in takes:
                 quoted = ", ".join(f'"{f}"' for f in takes)
@@ -758,14 +756,14 @@ class _Checker:
         return formats
 
     def env(self, name: str, table: Mapping[str, Any]) -> EnvSpec:
-        """Check an env's pins (already type-checked by ``tables``) and build its spec."""
+        """Read an env's table and check its pins."""
         key = f"envs.{name}"
-        python = table["python"]
-        if not _PYTHON_VERSION.fullmatch(python):
-            raise self.error(f"'{key}.python' must be a version like 3.11, got {python!r}", 'write python = "3.11"')
-        pins = {}
+        spec = self.structure(EnvSpec, table, key, name=name)
+        if not _PYTHON_VERSION.fullmatch(spec.python):
+            raise self.error(f"'{key}.python' must be a version like 3.11, got {spec.python!r}",
+                             'write python = "3.11"')
         for pin in _CORE_PINS:
-            value = table[pin]
+            value = getattr(spec, pin)
             try:
                 Version(value)
             except InvalidVersion:
@@ -773,9 +771,7 @@ class _Checker:
                     f"'{key}.{pin}' is not a valid version: {value!r}",
                     f'write an exact version, e.g. {pin} = "1.2.3" (it is pinned with ==)',
                 ) from None
-            pins[pin] = value
-        extra = table.get("extra", ())
-        for line in extra:
+        for line in spec.extra:
             try:
                 req = Requirement(line)
             except InvalidRequirement as exc:
@@ -789,39 +785,24 @@ class _Checker:
                     f"'{key}.extra' pins {req.name}, which has its own key",
                     f'set {canonicalize_name(req.name)} = "<version>" instead',
                 )
-        self.no_duplicates(f"{key}.extra", list(extra))
-        return EnvSpec(name=name, python=python, extra=tuple(extra), **pins)
+        self.no_duplicates(f"{key}.extra", spec.extra)
+        return spec
 
 
-_KIND_NAMES: dict[str, str] = {
-    "str": "a string",
-    "int": "an integer",
-    "number": "a number",
-    "str_list": "a list of strings",
-    "bool": "true or false",
-}
+def _options_class(defaults: Mapping[str, Any]) -> type:
+    """A toolkit's options as a table class (types and examples from its defaults), read like any other table."""
+    def example(default: Any) -> str:
+        return repr(default).lower() if isinstance(default, bool) else json.dumps(default)
+    return dataclasses.make_dataclass("Options", [(key, type(default), _key(example(default), default))
+                                                  for key, default in defaults.items()], frozen=True)
 
 
-def _field(dotted: str) -> _Field:
+def _field(dotted: str) -> dataclasses.Field[Any]:
+    """The dataclass field behind a dotted key ("tolerances.atol", "targets.rknn.timeout", "envs.x.torch")."""
     section, key = dotted.rsplit(".", 1)
-    if section == f"targets.{TPU_MLIR}":
-        return _SCHEMA["compile"][key]
-    if section.startswith("targets."):
-        return _TARGET_FIELDS[key]
-    return _SCHEMA[section][key]
-
-
-def _is_kind(value: Any, kind: _Kind) -> bool:
-    # bool is an int subclass in Python, but `imgsz = true` is never meant as 1.
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "bool":
-        return isinstance(value, bool)
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    cls = (CompileSpec if section == f"targets.{TPU_MLIR}" else TargetSpec if section.startswith("targets.")
+           else EnvSpec if section.startswith("envs.") else _TABLES[section])
+    return _table_keys(cls)[key]
 
 
 def _describe(value: Any) -> str:
@@ -833,31 +814,31 @@ def _describe(value: Any) -> str:
     return f"{names.get(type(value), type(value).__name__)} {text}"
 
 
-def _type_fix(key: str, field: _Field, value: Any) -> str:
-    """The corrected line when the intent is clear (``write imgsz = 640``), else the schema's example."""
-    if field.kind == "int":
+def _type_fix(key: str, kind: type, example: str, value: Any) -> str:
+    """The corrected line when the intent is clear (``write imgsz = 640``), else the key's example."""
+    if kind is int:
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
             return f"write {key} = {int(value)}"
         if isinstance(value, float) and value.is_integer():
             return f"write {key} = {int(value)}"
-    elif field.kind == "number" and isinstance(value, str):
+    elif kind is float and isinstance(value, str):
         try:
             return f"write {key} = {float(value)!r}"
         except ValueError:
             pass
-    elif field.kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         # Unquoted versions are the usual cause: TOML reads 3.10 as the float 3.1, so ask to check the digits.
         return (
             f'quote it: {key} = "{value}" (check the digits: unquoted 3.10 reads as 3.1)'
             if isinstance(value, float)
             else f'write {key} = "{value}"'
         )
-    elif field.kind == "str_list":
+    elif kind is tuple:
         if isinstance(value, str):
             return f"write {key} = {json.dumps([value])}"
         if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
             return f"write {key} = {json.dumps([str(v) for v in value])}"
-    return f"write {key} = {field.example}"
+    return f"write {key} = {example}"
 
 
 def did_you_mean(value: str, allowed: Iterable[str]) -> str:

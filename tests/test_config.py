@@ -13,6 +13,7 @@ from harness.config import (
     ALLOWED_VARIANTS,
     Config,
     EnvSpec,
+    TargetSpec,
     Timeouts,
     Tolerances,
     load_config,
@@ -240,6 +241,36 @@ def test_wrong_types(tmp_path: Path, old: str, new: str, expected: str) -> None:
 )
 def test_missing_fields(tmp_path: Path, old: str, new: str, expected: str) -> None:
     assert expected in error_for(tmp_path, edit(old, new))
+
+
+def _schema_keys() -> list[tuple[str, str, str]]:
+    """(table, key, example) of every key the config's classes declare, plus a toolkit's options."""
+    from harness.config import _TABLES, _options_class, _table_keys  # the schema under test
+    from harness.targets.toolkits import TOOLKITS
+
+    keys = [(section, key, f.metadata["example"]) for section, cls in _TABLES.items()
+            for key, f in _table_keys(cls).items()]
+    keys += [('envs.quick', key, f.metadata["example"]) for key, f in _table_keys(EnvSpec).items()]
+    keys += [("targets.rknn", key, f.metadata["example"]) for key, f in _table_keys(TargetSpec).items()]
+    keys += [("targets.rknn", key, f.metadata["example"])
+             for key, f in _table_keys(_options_class(TOOLKITS["rknn"].defaults)).items()]
+    return keys
+
+
+@pytest.mark.parametrize(("section", "key", "example"), _schema_keys())
+def test_every_key_of_the_schema_is_type_checked(tmp_path: Path, section: str, key: str, example: str) -> None:
+    """Each field the config's dataclasses declare is read from the file and refused with its own fix when it holds
+    the wrong type: a key added to a class is checked without a line of validation code."""
+    header = "[envs.quick]" if section == "envs.quick" else f"[{section}]"
+    wrong = f"{key} = {{ wrong = 1 }}"
+    if header in BASE:
+        start = BASE.index(header)
+        body = re.sub(rf"(?m)^{key} = .*\n", "", BASE[start:], count=1)
+        text = BASE[:start] + body.replace(header, f"{header}\n{wrong}", 1)
+    else:
+        text = f"{BASE}\n{header}\n{wrong}\n"
+    message = error_for(tmp_path, text)
+    assert f"'{section}.{key}' must be " in message and f"got table {{'wrong': 1}} — write {key} = {example}" in message
 
 
 def test_table_of_wrong_type(tmp_path: Path) -> None:
