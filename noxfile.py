@@ -235,11 +235,11 @@ def mirror(session: nox.Session) -> None:
 
 @nox.session
 def tpu_mlir(session: nox.Session) -> None:
-    """Compile the ONNX exports with tpu-mlir for a bm1684x and compare the bmodel with ONNX Runtime.
+    """Compile the ONNX and TorchScript exports with tpu-mlir for a bm1684x and compare the bmodel with their runtime.
 
-    Takes the [compile] variants (default 3 and native), runs the bmodel in tpu-mlir's simulator and joins the verdict
-    into each result. Builds the tpu-mlir env (Python 3.10) on first use. Posargs: --refs v7.0 --variants 3
-    --quantize F32,F16 --force --keep.
+    Takes the [compile] variants (default 3 and native) and formats (onnx, torchscript), runs the bmodel in tpu-mlir's
+    simulator and joins the verdict into each result. Builds the tpu-mlir env (Python 3.10) on first use. Posargs:
+    --refs v7.0 --variants 3 --formats torchscript --quantize F32,F16 --force --keep.
     """
     install_harness(session)
     session.run("python", "-m", "harness", "compile", *session.posargs)

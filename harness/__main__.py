@@ -9,6 +9,7 @@ upgrade: a failing change) and a crash is never read as a verdict.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import traceback
@@ -464,15 +465,18 @@ def _run_upgrade(args: argparse.Namespace) -> int:
 
 def _add_compile(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "compile", help="compile the exported ONNX files with tpu-mlir and compare the bmodel (`nox -s tpu_mlir`)",
-        description="For each ONNX result of the [compile] variants: tpu-mlir model_transform + model_deploy "
-        "(bmodel run in the cmodel simulator), bmodel outputs vs ONNX Runtime, verdict joined into the result JSON "
-        "as `compile`. Builds the tpu-mlir env (Python 3.10) into the cache on first use.")
+        "compile", help="compile the exported ONNX and TorchScript files with tpu-mlir and compare the bmodel "
+        "(`nox -s tpu_mlir`)",
+        description="For each ONNX or TorchScript result of the [compile] variants and formats: tpu-mlir "
+        "model_transform + model_deploy (bmodel run in the cmodel simulator), bmodel outputs vs ONNX Runtime or "
+        "torch.jit, verdict joined into the result JSON as `compile`. Builds the tpu-mlir env (Python 3.10) into the "
+        "cache on first use.")
     parser.add_argument("--config", type=Path, default=Path("matrix.toml"), help="config file (default: matrix.toml)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
     parser.add_argument("--env", type=_csv, default=None, help="only results of these envs")
     parser.add_argument("--refs", type=_csv, default=None, help="only results of these refs")
     parser.add_argument("--variants", type=_csv, default=None, help="variants (default: [compile] variants)")
+    parser.add_argument("--formats", type=_csv, default=None, help="onnx, torchscript (default: [compile] formats)")
     parser.add_argument("--quantize", type=_csv, default=None, help="modes, e.g. F32,F16 (default: [compile])")
     parser.add_argument("--force", action="store_true", help="recompile cells whose inputs did not change")
     parser.add_argument("--keep", action="store_true", help="keep tpu-mlir's intermediate files (~0.5 GB a cell)")
@@ -494,6 +498,12 @@ def _run_compile(args: argparse.Namespace) -> int:
         if mode not in config_mod.COMPILE_QUANTIZE:
             known = ", ".join(config_mod.COMPILE_QUANTIZE)
             raise HarnessError(f"--quantize: unknown mode {mode!r} — use one of {known}")
+    for fmt in args.formats or ():
+        if fmt not in config_mod.COMPILE_FORMATS:
+            known = ", ".join(config_mod.COMPILE_FORMATS)
+            raise HarnessError(f"--formats: tpu-mlir does not take {fmt!r} — use {known}")
+    if args.formats:
+        spec = dataclasses.replace(spec, formats=tuple(args.formats))
     for variant in args.variants or ():
         if variant not in config_mod.ALLOWED_VARIANTS:
             known = ", ".join(config_mod.ALLOWED_VARIANTS)

@@ -31,11 +31,12 @@ PARTS: dict[str, str] = {
     "repos": "bare clones of the configured repositories",
     "targets": "the downstream targets' compiled models and logs",
     "compile": "tpu-mlir's compiled bmodels and logs",
+    "learned": "workaround chains each env's runs found, tried whole first by its next run (`run --exhaustive` not)",
     "mirror": "the PyPI stand-in repository",
     "wheels": "the yolov5 wheels the stand-ins are built from",
 }
 # Parts whose entries are rebuilt on demand at no cost but time, so an age-based prune may take them.
-AGEABLE = ("work", "checkpoints", "patched", "checkouts", "targets", "compile")
+AGEABLE = ("work", "checkpoints", "patched", "checkouts", "targets", "compile", "learned")
 
 
 @dataclass

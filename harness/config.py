@@ -151,17 +151,20 @@ class Artifacts:
 # whose cmodel simulator ships in the tpu_mlir wheel and that take F32 (bm1684x measured; see harness/compile/).
 COMPILE_QUANTIZE: tuple[str, ...] = ("F32", "F16", "BF16")
 COMPILE_PROCESSORS: tuple[str, ...] = ("bm1684x", "bm1684", "bm1688", "bm1690")
+# What model_transform takes from a cell: the static ONNX file and the TorchScript module (Sophgo's guide, 2.2 and 2.3).
+COMPILE_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 
 
 @dataclass(frozen=True)
 class CompileSpec:
-    """[compile]: which exported ONNX files go through tpu-mlir, for which processor and quantize modes.
+    """[compile]: which exported ONNX and TorchScript files go through tpu-mlir, for which processor and modes.
 
     Off by default: `nox -s tpu_mlir` runs it on request; ``enabled = true`` also runs it after `nox -s matrix`.
     """
 
     enabled: bool = _key("false", False)
     variants: tuple[str, ...] = _key('["3", "native"]', ("3", "native"))
+    formats: tuple[str, ...] = _key('["onnx", "torchscript"]', COMPILE_FORMATS)
     # The first is the result's ``compile``, the others ``compile.more``.
     quantize: tuple[str, ...] = _key('["F32"]', ("F32",))
     processor: str = _key('"bm1684x"', "bm1684x")
@@ -705,6 +708,8 @@ class _Checker:
         """tpu-mlir's table; ``where`` names it in messages."""
         spec = self.structure(CompileSpec, table, where)
         self.choices(f"{where}.variants", spec.variants, ALLOWED_VARIANTS)
+        if "formats" in table:
+            self.target_formats(TPU_MLIR, spec.formats, COMPILE_FORMATS, where)
         self.choices(f"{where}.quantize", spec.quantize, COMPILE_QUANTIZE)
         self.one_of(f"{where}.processor", spec.processor, COMPILE_PROCESSORS)
         self.in_range(f"{where}.timeout", spec.timeout, low=0.0, low_open=True)
@@ -744,15 +749,18 @@ class _Checker:
             specs[name] = dataclasses.replace(spec, options=tuple(dataclasses.asdict(options).items()))
         return specs
 
-    def target_formats(self, name: str, listed: tuple[str, ...], takes: tuple[str, ...]) -> tuple[str, ...]:
+    def target_formats(
+        self, name: str, listed: tuple[str, ...], takes: tuple[str, ...], where: str = ""
+    ) -> tuple[str, ...]:
         """[targets.NAME] formats: known formats, and only those the toolkit compiles (an ONNX toolkit asked for
         TorchScript is a config error before any work, naming what it takes)."""
-        formats = self.choices(f"targets.{name}.formats", listed, ALLOWED_FORMATS)
+        where = where or f"targets.{name}"
+        formats = self.choices(f"{where}.formats", listed, ALLOWED_FORMATS)
         for fmt in formats:
             if fmt not in takes:
                 quoted = ", ".join(f'"{f}"' for f in takes)
                 raise self.error(f"target '{name}' does not take {fmt} exports (it takes {', '.join(takes)})",
-                                 f"write formats = [{quoted}] in [targets.{name}], or drop the key")
+                                 f"write formats = [{quoted}] in [{where}], or drop the key")
         return formats
 
     def env(self, name: str, table: Mapping[str, Any]) -> EnvSpec:

@@ -5,6 +5,7 @@ once into the user cache, so reruns are fast."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -404,3 +405,14 @@ def first_attempt(result: dict) -> dict:
 def deciding_attempt(result: dict) -> dict:
     """A result file's deciding attempt: the workaround rerun's when one decided."""
     return dict(result["attempts"][result["decided"]])
+
+
+@pytest.fixture
+def fresh_search() -> Path:
+    """Forget the workaround chains earlier runs learned (<cache>/learned, harness/run/variant.py), for a test that
+    watches a search step by step; the folder, where this test's run writes them again."""
+    from harness.paths import cache_dir
+
+    learned = cache_dir() / "learned"
+    shutil.rmtree(learned, ignore_errors=True)
+    return learned

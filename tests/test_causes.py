@@ -10,6 +10,7 @@ read the causes and second verdicts it wrote. The table's own consistency is che
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -42,9 +43,9 @@ def test_a_hint_is_not_mistaken_for_another_cause() -> None:
 
 
 def run_cells(tmp_path: Path, mirror: Path, env: str, ref: str, variants: str, fmt: str,
-              config: Path = ROOT / "matrix.toml") -> dict[str, dict]:
+              config: Path = ROOT / "matrix.toml", folder: str = "reports") -> dict[str, dict]:
     """Run the harness on real cells; their results by variant."""
-    reports = tmp_path / "reports"
+    reports = tmp_path / folder
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--config", str(config), "--env", env, "--refs", ref,
          "--variants", variants, "--formats", fmt, "--repo", str(mirror), "--reports", str(reports), "--force",
@@ -62,7 +63,7 @@ def run_harness(tmp_path: Path, mirror: Path, env: str, ref: str, variant: str, 
 @pytest.mark.torch
 @pytest.mark.slow
 def test_torch_2_14_weights_only_then_dynamo_opset(tmp_path: Path, mirror_repo: Path, env_python: Path,
-                                                   quick_env: str) -> None:
+                                                   quick_env: str, fresh_search: Path) -> None:
     found = run_cells(tmp_path, mirror_repo, quick_env, "v7.0", "native,1", "onnx")
     result = found["native"]  # the first batch: it searches step by step
     out = first_attempt(result)
@@ -88,12 +89,21 @@ def test_torch_2_14_weights_only_then_dynamo_opset(tmp_path: Path, mirror_repo: 
     assert len(borrower["attempts"]) == 2  # out of the box, then the borrowed chain: nothing in between
     assert borrowed["export"]["opset_written"] == 12
     assert borrower["verdict"] == result["verdict"]
+    # The chain outlives the run (<cache>/learned, per env pins): a later run of the same ref in the same env tries it
+    # whole from its first variant on, after that cell's own out-of-the-box attempt, with the same verdict.
+    assert [row["names"] for row in json.loads(next(fresh_search.glob("*.json")).read_text())] == [
+        ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1", "dynamo=False"]]
+    again = run_cells(tmp_path, mirror_repo, quick_env, "v7.0", "native", "onnx", folder="again")["native"]
+    assert first_attempt(again)["cause"] == "torch.load weights_only" and len(again["attempts"]) == 2
+    assert deciding_attempt(again)["learned_from"] == result["cell"]
+    assert deciding_attempt(again)["not_tried"] == ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"]
+    assert again["verdict"] == result["verdict"]
 
 
 @pytest.mark.torch
 @pytest.mark.slow
 def test_a_borrowed_chain_that_meets_the_guide_line_problem_is_extended(
-        tmp_path: Path, mirror_repo: Path, env_python: Path, quick_env: str) -> None:
+        tmp_path: Path, mirror_repo: Path, env_python: Path, quick_env: str, fresh_search: Path) -> None:
     # v5.0's dynamic ONNX: native works with weights_only off + dynamo=False. Variant 1 borrows that chain whole; with
     # it the guide's edited return is never reached (v5.0's `self.training |= self.export`), a cause with a fix of its
     # own, so the chain grows by the adapted patch form, and then stops at the grid baked in at export size.

@@ -67,6 +67,8 @@ def test_compile_table_may_be_left_out(tmp_path: Path) -> None:
     ("quantize = [\"INT8\"]\n", "unknown quantize 'INT8' in 'targets.tpu-mlir.quantize'"),
     ("processor = \"bm1684xx\"\n", "did you mean 'bm1684x'?"),
     ("variants = [\"5\"]\n", "unknown variant '5' in 'targets.tpu-mlir.variants'"),
+    ("formats = [\"onnx-dynamic\"]\n", ("target 'tpu-mlir' does not take onnx-dynamic exports (it takes onnx, "
+     "torchscript) — write formats = [\"onnx\", \"torchscript\"] in [targets.tpu-mlir]")),
 ])
 def test_compile_table_errors_name_key_and_fix(tmp_path: Path, table: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -124,9 +126,14 @@ def test_find_targets_takes_the_passing_attempt_and_says_why_others_are_skipped(
     _result(reports, art, "e__e__3__onnx-dynamic", "3", fmt="onnx-dynamic")  # format not compiled
     gone = _result(reports, art, "f__e__native__onnx", "native")
     (art / "f__e__native__onnx" / "out-of-the-box" / "model.onnx").unlink()
+    _result(reports, art, "g__e__3__torchscript", "3", fmt="torchscript",  # the export wrote both: take TorchScript
+            files=("model.onnx", "model.torchscript"))
     ready, skipped = compile_run.find_targets(reports, ("3", "native"))
-    assert [(t.result.cell, t.attempt, t.onnx.name) for t in ready] == [
-        ("a__e__3__onnx", "out-of-the-box", "model.onnx"), ("b__e__3__onnx", "workaround", "model.onnx")]
+    assert [(t.result.cell, t.attempt, t.artifact.name) for t in ready] == [
+        ("a__e__3__onnx", "out-of-the-box", "model.onnx"), ("b__e__3__onnx", "workaround", "model.onnx"),
+        ("g__e__3__torchscript", "out-of-the-box", "model.torchscript")]
+    assert [t.result.cell for t in compile_run.find_targets(reports, ("3",), ("onnx",))[0]] == [
+        "a__e__3__onnx", "b__e__3__onnx"]
     assert ready[1].image == "/bus.jpg"
     why = {r.cell: w for _, r, w in skipped}
     assert set(why) == {"c__e__3__onnx", "f__e__native__onnx"}
@@ -219,6 +226,22 @@ def test_log_tail_keeps_the_last_frame_of_each_progress_line() -> None:
     assert tail == "99%\nlast"
 
 
+def test_torchscript_is_given_to_model_transform_under_its_own_name_then_as_pt(tmp_path: Path) -> None:
+    """Out of the box tpu-mlir gets the file export.py wrote (v5.0/v6.0: model.torchscript.pt, taken as written;
+    v6.1+: model.torchscript, refused); the workaround of Sophgo's guide adds .pt."""
+    reports, art = tmp_path / "reports", tmp_path / "work"
+    _result(reports, art, "a__e__3__torchscript", "3", fmt="torchscript", files=("model.torchscript",))
+    _result(reports, art, "b__e__3__torchscript", "3", fmt="torchscript", files=("model.torchscript.pt",))
+    _result(reports, art, "c__e__3__onnx", "3")
+    new, old, onnx = compile_run.find_targets(reports, ("3",))[0]
+    refused = causes.classify("transform", "RuntimeError: unsupport model:model.torchscript", None)
+    assert refused is not None and refused.workaround is causes.PT_SUFFIX
+    assert [compile_run.model_file_name(t, None) for t in (new, old, onnx)] == [
+        "model.torchscript", "model.torchscript.pt", "model.onnx"]
+    assert [compile_run.model_file_name(t, refused.workaround) for t in (new, old)] == [
+        "model.torchscript.pt", "model.torchscript.pt"]
+
+
 def test_ir_version_cause_needs_an_ir_10_model() -> None:
     log = "UnboundLocalError: local variable 'session' referenced before assignment"
     cause = causes.classify("transform", log, {"ir_version": 10})
@@ -261,6 +284,9 @@ def test_cli_rejects_an_unknown_quantize_mode(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "harness", "compile", "--quantize", "INT4", "--reports",
                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 2 and "unknown mode 'INT4'" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "harness", "compile", "--formats", "onnx-dynamic", "--reports",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 2 and "tpu-mlir does not take 'onnx-dynamic' — use onnx, torchscript" in done.stderr
 
 
 # -- one real compile ----------------------------------------------------------------------------------------------
@@ -323,3 +349,36 @@ def test_real_compile_of_a_variant_3_export(tpu_mlir_requested: None, tmp_path: 
                            cwd=ROOT, capture_output=True, text=True, check=False, timeout=600)
     assert again.returncode == 0 and "unchanged, kept" in again.stderr
     shutil.rmtree(kept.parent.parent, ignore_errors=True)  # <cell>-<hash>: this test's own compile folder
+
+
+@pytest.mark.tpu_mlir
+@pytest.mark.slow
+@pytest.mark.torch
+def test_real_compile_of_a_torchscript_export_with_the_pt_suffix(tpu_mlir_requested: None, tmp_path: Path,
+                                                                 mirror_repo: Path, small_weights: Path,
+                                                                 small_matrix, harness_run) -> None:
+    """Sophgo's guide, step 2.3: v7.0's export.py writes model.torchscript, which model_transform refuses by its
+    suffix; out of the box that is the named cause, and the guide's ".pt" workaround compiles the same bytes, whose
+    bmodel matches torch.jit on the same input."""
+    config = small_matrix(tmp_path / "matrix.toml", repo=mirror_repo, refs=["v7.0"], weights=small_weights,
+                          variants=("3",), formats=("torchscript",))
+    reports = tmp_path / "reports"
+    argv, run_env = harness_run(config, reports)
+    exported = subprocess.run(argv, env=run_env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    done = subprocess.run([sys.executable, "-m", "harness", "compile", "--config", str(config), "--reports",
+                           str(reports), "--variants", "3", "--formats", "torchscript"],
+                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=3600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    section = json.loads(next(results.results_dir(reports).glob("v7.0__*__3__torchscript.json")).read_text())["compile"]
+    assert section["status"] == "pass", section["message"] + "\n" + section["log_tail"]
+    first = section["out_of_the_box"]
+    assert (first["stage"], first["cause"]) == ("transform", "model file suffix not taken")
+    assert "unsupport model:model.torchscript" in first["log_tail"]
+    assert section["verdict"] == "works with workaround suffix .pt"
+    assert section["argv"]["transform"][section["argv"]["transform"].index("--model_def") + 1] == "model.torchscript.pt"
+    assert section["onnx"] is None and section["reference"].startswith("torch ")
+    assert len(section["similarity"]) == 3
+    for row in section["similarity"]:
+        assert row["cosine"] > 0.9999 and row["max_abs"] < 1e-3
+    shutil.rmtree(Path(section["artifacts_dir"]).parent.parent, ignore_errors=True)

@@ -199,8 +199,9 @@ def test_the_cache_command_lists_and_prunes(tmp_path: Path, config) -> None:
     assert sizes(cache / "envs") == (2 * mib, mib)  # "big" is linked from checkpoints/ too: removing envs keeps it
     listed = cache_cmd()
     assert listed.returncode == 0, listed.stderr
-    assert [line.split()[0] for line in listed.stdout.splitlines()[1:11]] == [
-        "envs", "work", "checkpoints", "patched", "checkouts", "repos", "targets", "compile", "mirror", "wheels"]
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:12]] == [
+        "envs", "work", "checkpoints", "patched", "checkouts", "repos", "targets", "compile", "learned", "mirror",
+        "wheels"]
     pruned = cache_cmd("--prune")
     assert pruned.returncode == 0, pruned.stderr
     assert f"cache: removed envs/{gone.name} (1 MB)" in pruned.stderr

@@ -7,6 +7,9 @@ exporter's opset; v5.0's XNNPACK), on old envs (numpy aliases: a pin) and on ONN
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from harness.run.search import Learned, Reuse, Run, WorkaroundSearch, learn_key
@@ -136,3 +139,25 @@ def test_the_search_ends_whatever_it_is_told() -> None:
         steps += 1
         search.tell(step.names, fixable[min(steps, len(fixable) - 1)], passed=False)
     assert steps <= len(causes.WORKAROUNDS)
+
+
+def test_learned_chains_outlive_the_run_in_their_file(tmp_path: Path) -> None:
+    """A chain remembered by one run is read by the next (the file is the store); a chain naming a workaround the
+    harness no longer has is ignored, and an unreadable file only costs the search again."""
+    from harness.run.variant import LearnedChains, learned_path
+
+    path = learned_path(tmp_path, "pins")
+    key = learn_key("c0ffee", "onnx", WEIGHTS)
+    assert key is not None
+    chain = Learned((W, D), "v7.0__e__native__onnx", (W,))
+    LearnedChains(path).remember(key, chain)
+    LearnedChains(path).remember(("c0ffee", "torchscript", WEIGHTS.name), Learned((W, M), "x", (W,)))  # merged
+    later = LearnedChains(path)
+    assert later.get(key) == chain and later.get(("c0ffee", "torchscript", WEIGHTS.name)) is not None
+    rows = json.loads(path.read_text())
+    rows[0]["names"] = [W, "a workaround since removed"]
+    path.write_text(json.dumps(rows))
+    assert LearnedChains(path).get(key) is None
+    path.write_text("{not json")
+    assert LearnedChains(path).chains == {}
+    assert LearnedChains(None).get(key) is None  # no file: chains live for the run only

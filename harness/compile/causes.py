@@ -19,6 +19,7 @@ class Workaround:
     name: str
     hint: str
     ir_version: int | None = None  # rewrite the model's IR version field to this (envside.inspect)
+    suffix: str | None = None  # give model_transform the file under a name ending in this
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,15 @@ IR9 = Workaround(
     ir_version=MAX_IR_VERSION,
 )
 
+# Sophgo's guide, step 2.3 (TorchScript): "suffix exported models with '.pt' to avoid errors in subsequent model
+# compilation". model_transform picks its front end by the file's suffix and refuses any other ("unsupport model").
+PT_SUFFIX = Workaround(
+    "suffix .pt",
+    "give model_transform the TorchScript file under a name ending in .pt (export.py of v6.1 and later writes "
+    "*.torchscript; v5.0 and v6.0 wrote *.torchscript.pt, which it takes as written)",
+    suffix=".pt",
+)
+
 CAUSES: tuple[Cause, ...] = (
     # torch >= 2.9's dynamo exporter writes IR version 10 (v6.0-v7.0 on torch 2.14, measured here). model_transform
     # converts the graph, then its ONNX reference run fails in onnxruntime 1.16.3 ("Unsupported model IR version: 10,
@@ -49,6 +59,11 @@ CAUSES: tuple[Cause, ...] = (
            r"ir_version \d+ is higher than the checker's"),
           f"tpu-mlir's onnxruntime 1.16.3 loads ONNX IR <= {MAX_IR_VERSION}; torch's dynamo exporter writes IR 10",
           stages=("transform",), ir_above=MAX_IR_VERSION, workaround=IR9),
+    # model_transform.py's get_model_transform: a --model_def whose suffix names no front end (measured: v7.0's
+    # model.torchscript -> "RuntimeError: unsupport model:model.torchscript"; the same bytes as model.pt compile).
+    Cause("model file suffix not taken", (r"unsupport model:",),
+          "model_transform chooses its front end by file suffix: .onnx, .pt (TorchScript), .prototxt, .tflite, ...; "
+          "a TorchScript file named *.torchscript is refused", stages=("transform",), workaround=PT_SUFFIX),
     # The wheel's bundled Ubuntu glibc (env.py repairs it; this row names it if the repair did not apply).
     Cause("bundled glibc too old", (r"GLIBC_\d+\.\d+' not found",),
           "tpu_mlir/lib/third_party holds an older glibc than the system's; see harness/compile/env.py"),

@@ -6,8 +6,9 @@ repair (below). The interpreter lookup is harness/envs/build.py's.
 
 What the wheel needs that it does not declare or that breaks (measured on Debian 12, tpu_mlir 1.30.2):
 - tpu_mlir/__init__.py imports ``pkg_resources``, which setuptools 81 removed;
-- its tools import ``psutil`` (undeclared) and the ONNX front end imports ``torch`` (the ``[torch]`` extra pins
-  torch 2.11.0, a 4.4 GB CUDA build; any torch serves the ONNX path, so the one the matrix env caches is taken);
+- its tools import ``psutil`` (undeclared), the TorchScript front end ``torchvision`` and the ONNX front end
+  ``torch`` (the ``[torch]`` extra pins torch 2.11.0, a 4.4 GB CUDA build; any torch serves, so the one the matrix
+  env caches is taken, with its torchvision);
 - it pins opencv-python-headless==4.8.0.74, a yanked release: uv installs a yanked file only when the request pins
   it exactly, so the pin is repeated here;
 - it ships Ubuntu 22.04's glibc 2.35 (libc, libm, libpthread) in tpu_mlir/lib/third_party/ and puts that folder
@@ -40,6 +41,7 @@ REQUIREMENTS: tuple[str, ...] = (
     "opencv-python-headless==4.8.0.74",  # tpu_mlir's own pin, a yanked release (see module docstring)
     "psutil",                            # imported by its tools, not declared
     "torch==2.14.1",                     # imported by its ONNX front end; CUDA libraries shared with the matrix env
+    "torchvision==0.29.1",               # imported by its TorchScript front end (TorchConverter); torch 2.14's pair
     "setuptools<81",                     # tpu_mlir/__init__.py imports pkg_resources
 )
 # The glibc libraries the wheel bundles; ld.so, libdl and librt are left alone (not bundled / not the cause).

@@ -1,12 +1,15 @@
 """Runs inside the tpu-mlir env's Python: ``python -m harness.compile.envside JOB.json`` (answer written to
-``job["out"]``). Plain Python (3.8-compatible), numpy / onnx / onnxruntime of that env only, no harness imports.
+``job["out"]``). Plain Python (3.8-compatible), numpy / onnx / onnxruntime / torch of that env only, no harness
+imports.
 
 Tasks:
-- ``inspect``: read the exported ONNX (declared I/O, IR version, opset, external data), copy it into the compile
-  workdir (tpu-mlir writes files next to the model it is given, and the matrix's artifacts are not ours to touch),
-  optionally rewriting the IR version (the ``ir_version=9`` workaround), and find the test photo.
-- ``compare``: ONNX Runtime on the exact input tpu-mlir fed the bmodel (its ``*_in_f32.npz``) against the bmodel's
-  outputs from the cmodel simulator: cosine and euclidean similarity as tpu-mlir defines them, and max abs diff.
+- ``inspect``: copy the exported file into the compile workdir under the name tpu-mlir is given (it writes files next
+  to the model, and the matrix's artifacts are not ours to touch) and find the test photo. An ONNX file is read
+  first (declared I/O, IR version, opset, external data) and its IR version optionally rewritten (the
+  ``ir_version=9`` workaround); a TorchScript module declares no shapes, so its input is the cell's image size.
+- ``compare``: the compiled file's own runtime (ONNX Runtime, or torch.jit for a ``.pt``/``.torchscript`` file) on
+  the exact input tpu-mlir fed the bmodel (its ``*_in_f32.npz``) against the bmodel's outputs from the cmodel
+  simulator: cosine and euclidean similarity as tpu-mlir defines them, and max abs diff.
 """
 
 import json
@@ -22,9 +25,13 @@ def _dims(value_info):
 
 
 def inspect(job):
+    if job.get("format") == "torchscript":
+        shutil.copyfile(job["src"], job["dest"])
+        return {"inputs": [{"name": "images", "shape": [1, 3, job["imgsz"], job["imgsz"]]}], "outputs": [],
+                "image": _photo(job)}
     import onnx
 
-    src = job["onnx"]
+    src = job["src"]
     model = onnx.load(src, load_external_data=False)
     external = sorted({entry.value for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
                        for entry in t.external_data if entry.key == "location"})
@@ -48,8 +55,12 @@ def inspect(job):
         shutil.copyfile(src, dest)
         for name in external:  # the data files travel with the model, under the names the model records
             shutil.copyfile(os.path.join(os.path.dirname(src), name), os.path.join(os.path.dirname(dest), name))
-    info["image"] = job.get("image") if job.get("image") and os.path.isfile(job["image"]) else _sample_photo()
+    info["image"] = _photo(job)
     return info
+
+
+def _photo(job):
+    return job["image"] if job.get("image") and os.path.isfile(job["image"]) else _sample_photo()
 
 
 def _sample_photo():
@@ -76,19 +87,43 @@ def similarity(ref, got):
     return {"cosine": cosine, "euclidean": euclidean, "max_abs": max_abs}
 
 
-def compare(job):
-    """Pair ONNX Runtime's outputs with the bmodel's by position (the bmodel names them ``<onnx name>_<op>``)."""
+def _run_onnx(path, feed_npz):
     import numpy as np
     import onnxruntime
 
-    feed_npz = np.load(job["input_npz"])
-    session = onnxruntime.InferenceSession(job["onnx"], providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     feeds = {}
     for i, node in enumerate(session.get_inputs()):
         key = node.name if node.name in feed_npz.files else feed_npz.files[i]
         feeds[node.name] = feed_npz[key].astype(np.float32)
-    names = [o.name for o in session.get_outputs()]
-    refs = session.run(None, feeds)
+    return [o.name for o in session.get_outputs()], session.run(None, feeds), "onnxruntime " + onnxruntime.__version__
+
+
+def _flatten(value):
+    """A module's outputs in order: YOLOv5's forward returns a tensor, a tuple, or a tuple holding a list."""
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _flatten(item)]
+    return [value]
+
+
+def _run_torchscript(path, feed_npz):
+    import torch
+
+    module = torch.jit.load(path, map_location="cpu").eval()
+    with torch.no_grad():
+        outputs = _flatten(module(torch.from_numpy(feed_npz[feed_npz.files[0]].astype("float32"))))
+    refs = [t.detach().numpy() for t in outputs]
+    return [f"output{i}" for i in range(len(refs))], refs, "torch " + torch.__version__
+
+
+def compare(job):
+    """Pair the reference runtime's outputs with the bmodel's by position (the bmodel names them
+    ``<graph name>_<op>``)."""
+    import numpy as np
+
+    feed_npz = np.load(job["input_npz"])
+    run = _run_onnx if job["model"].endswith(".onnx") else _run_torchscript
+    names, refs, runtime = run(job["model"], feed_npz)
     got_npz = np.load(job["bmodel_npz"])
     rows = []
     for i, (name, ref) in enumerate(zip(names, refs)):
@@ -103,7 +138,7 @@ def compare(job):
         else:
             row.update(similarity(ref, got.reshape(ref.shape)))
         rows.append(row)
-    return {"similarity": rows, "onnxruntime": onnxruntime.__version__,
+    return {"similarity": rows, "runtime": runtime,
             "extra_bmodel_outputs": got_npz.files[len(names):]}
 
 

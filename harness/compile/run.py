@@ -1,6 +1,7 @@
-"""Supervisor of the compile check: pick the ONNX files of chosen variants from the matrix results, run tpu-mlir's
-model_transform and model_deploy on each (in the tpu-mlir env, through harness/envs/proc.py), compare the bmodel's
-outputs from the cmodel simulator with ONNX Runtime's, and join a ``compile`` section into each cell's result.
+"""Supervisor of the compile check: pick the ONNX and TorchScript files of chosen variants from the matrix results,
+run tpu-mlir's model_transform and model_deploy on each (in the tpu-mlir env, through harness/envs/proc.py), compare
+the bmodel's outputs from the cmodel simulator with the file's own runtime (ONNX Runtime, or torch.jit for
+TorchScript), and join a ``compile`` section into each cell's result.
 
 A compile is tried as the user would run it first ("out of the box"); when it fails for a known cause with a safe
 workaround (causes.py), it is rerun with it, and both are recorded, as the matrix does for exports.
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import prog
+from harness.axes import FORMATS
 from harness.compile import causes, env
-from harness.config import CompileSpec
+from harness.config import COMPILE_FORMATS, CompileSpec
 from harness.envs import proc, sandbox
 from harness.files import write_json
 from harness.results import model as results
@@ -44,13 +46,17 @@ _KEY_VERSION = 1
 
 @dataclass
 class Target:
-    """One matrix result whose passing attempt wrote an ONNX file to compile."""
+    """One matrix result whose passing attempt wrote a file tpu-mlir takes: a static ONNX or a TorchScript module."""
 
     path: Path
     result: CellResult
-    onnx: Path
+    artifact: Path
     image: str | None
     attempt: str
+
+    @property
+    def torchscript(self) -> bool:
+        return self.result.format == "torchscript"
 
 
 def passing_attempt(result: CellResult) -> Attempt | None:
@@ -59,29 +65,35 @@ def passing_attempt(result: CellResult) -> Attempt | None:
     return last if last.status == "pass" else None
 
 
-def find_targets(reports: Path, variants: tuple[str, ...], *, envs: list[str] | None = None,
-                 refs: list[str] | None = None) -> tuple[list[Target], list[tuple[Path, CellResult, str]]]:
-    """ONNX (static shape) results of ``variants`` under ``reports``: compilable ones, and the others with why not."""
+def find_targets(reports: Path, variants: tuple[str, ...], formats: tuple[str, ...] = COMPILE_FORMATS, *,
+                 envs: list[str] | None = None, refs: list[str] | None = None,
+                 ) -> tuple[list[Target], list[tuple[Path, CellResult, str]]]:
+    """Results of ``variants`` in ``formats`` (static ONNX, TorchScript) under ``reports``: compilable ones, and the
+    others with why not."""
     ready: list[Target] = []
     skipped: list[tuple[Path, CellResult, str]] = []
     for path in sorted(results.results_dir(reports).glob("*.json")):
         result = results.read_result(path)
-        if result is None or result.format != "onnx" or result.variant not in variants:
+        if result is None or result.format not in formats or result.format not in COMPILE_FORMATS:
+            continue
+        if result.variant not in variants:
             continue
         if (envs and result.env not in envs) or (refs and result.ref not in refs):
             continue
+        kind = FORMATS[result.format]
+        nothing = f"no {kind.log_label} to compile"
         attempt = passing_attempt(result)
         if attempt is None:
-            skipped.append((path, result, f"no ONNX to compile: the export did not pass ({result.verdict})"))
+            skipped.append((path, result, f"{nothing}: the export did not pass ({result.verdict})"))
             continue
         export = attempt.export
-        names = [f["name"] for f in export.files if f["name"].endswith(".onnx")] if export else []
+        names = [f["name"] for f in export.files if f["name"].endswith(kind.suffixes)] if export else []
         # The attempt's folder is where its export log is (artifacts_dir/<attempt label>).
         folder = Path(export.log).parent if export and export.log else Path(result.artifacts_dir or ".")
         if not names or not (folder / names[0]).is_file():
-            missing = folder / (names[0] if names else "*.onnx")
+            missing = folder / (names[0] if names else f"*{kind.suffixes[0]}")
             rerun = prog.command(f"run --env {result.env} --force")
-            skipped.append((path, result, f"no ONNX to compile: {missing} is gone — rerun `{rerun}` for it"))
+            skipped.append((path, result, f"{nothing}: {missing} is gone — rerun `{rerun}` for it"))
             continue
         label = "out-of-the-box" if attempt is result.first else "workaround"
         ready.append(Target(path, result, folder / names[0], attempt.image, label))
@@ -89,7 +101,7 @@ def find_targets(reports: Path, variants: tuple[str, ...], *, envs: list[str] | 
 
 
 def inputs_key(target: Target, spec: CompileSpec, quantize: str) -> str:
-    parts = [_KEY_VERSION, target.result.inputs_key, target.onnx.stat().st_size, env.REQUIREMENTS,
+    parts = [_KEY_VERSION, target.result.inputs_key, target.artifact.stat().st_size, env.REQUIREMENTS,
              spec.processor, quantize, spec.min_cosine, spec.min_euclidean]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
@@ -150,14 +162,15 @@ class Compiler:
                     log_tail(ran.text()))
         return answer, log_tail(ran.text())
 
-    def transform_argv(self, info: dict[str, Any], imgsz: int) -> list[str]:
+    def transform_argv(self, info: dict[str, Any], imgsz: int, model_file: str) -> list[str]:
         shape = [d if isinstance(d, int) and d > 0 else None for d in info["inputs"][0]["shape"]]
         shape = [1 if d is None and i == 0 else (imgsz if d is None else d) for i, d in enumerate(shape)]
-        return [str(self.bin / "model_transform"), "--model_name", MODEL, "--model_def", "model.onnx",
+        # A TorchScript module names no outputs: tpu-mlir takes the graph's own.
+        names = ["--output_names", ",".join(o["name"] for o in info["outputs"])] if info["outputs"] else []
+        return [str(self.bin / "model_transform"), "--model_name", MODEL, "--model_def", model_file,
                 "--input_shapes", json.dumps([shape]).replace(" ", ""),
                 "--mean", ",".join(str(m) for m in MEAN), "--scale", ",".join([str(SCALE)] * 3),
-                "--keep_aspect_ratio", "--pad_value", str(PAD_VALUE), "--pixel_format", "rgb",
-                "--output_names", ",".join(o["name"] for o in info["outputs"]),
+                "--keep_aspect_ratio", "--pad_value", str(PAD_VALUE), "--pixel_format", "rgb", *names,
                 "--test_input", info["image"], "--test_result", f"{MODEL}_top_outputs.npz",
                 "--mlir", f"{MODEL}.mlir",
                 "--debug"]  # without it model_transform deletes the reference npz model_deploy compares against
@@ -176,28 +189,31 @@ class Compiler:
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
-        self.reads = [target.onnx.parent, *([Path(target.image)] if target.image else [])]
+        self.reads = [target.artifact.parent, *([Path(target.image)] if target.image else [])]
         out = self.section(quantize, status="error", stage="transform", artifacts_dir=str(workdir))
-        info, tail = self.envside({"task": "inspect", "onnx": str(target.onnx), "dest": str(workdir / "model.onnx"),
-                                   "image": target.image, "ir_version": fix.ir_version if fix else None}, workdir)
-        if not info.get("ok"):
-            out.cause, out.log_tail = "onnx unreadable", tail
-            out.message = f"cannot read {target.onnx}: {info.get('error')}"
-            return out
-        out.onnx = {k: info[k] for k in ("ir_version", "opset", "producer", "external_data", "inputs", "outputs")}
-        out.onnx["file"] = str(target.onnx)
-        if info.get("rewritten"):
-            out.onnx["rewritten"] = info["rewritten"]
-        out.output_names = [o["name"] for o in info["outputs"]]
+        model_file = model_file_name(target, fix)
         imgsz = int(target.result.model.get("imgsz") or 640)
+        info, tail = self.envside({"task": "inspect", "format": target.result.format, "src": str(target.artifact),
+                                   "dest": str(workdir / model_file), "image": target.image, "imgsz": imgsz,
+                                   "ir_version": fix.ir_version if fix else None}, workdir)
+        if not info.get("ok"):
+            out.cause, out.log_tail = f"{FORMATS[target.result.format].log_label} unreadable", tail
+            out.message = f"cannot read {target.artifact}: {info.get('error')}"
+            return out
+        if not target.torchscript:
+            out.onnx = {k: info[k] for k in ("ir_version", "opset", "producer", "external_data", "inputs", "outputs")}
+            out.onnx["file"] = str(target.artifact)
+            if info.get("rewritten"):
+                out.onnx["rewritten"] = info["rewritten"]
+        out.output_names = [o["name"] for o in info["outputs"]]
         out.input = {"name": info["inputs"][0]["name"], "image": info["image"], "mean": list(MEAN),
                      "scale": [SCALE] * 3, "keep_aspect_ratio": True, "pad_value": PAD_VALUE, "pixel_format": "rgb"}
-        steps = (("transform", self.transform_argv(info, imgsz)), ("deploy", self.deploy_argv(quantize)))
+        steps = (("transform", self.transform_argv(info, imgsz, model_file)), ("deploy", self.deploy_argv(quantize)))
         for stage, argv in steps:
             if not self.tool_step(out, stage, argv, workdir, info):
                 return out
         out.stage = "compare"
-        self.compare(out, workdir, quantize)
+        self.compare(out, workdir, quantize, model_file)
         return out
 
     def section(self, quantize: str, **fields: Any) -> CompileSection:
@@ -229,23 +245,23 @@ class Compiler:
         out.log_tail = log_tail(text)
         return False
 
-    def compare(self, out: CompileSection, workdir: Path, quantize: str) -> None:
-        """The bmodel's outputs (from the simulator) against ONNX Runtime on the same input."""
+    def compare(self, out: CompileSection, workdir: Path, quantize: str, model_file: str) -> None:
+        """The bmodel's outputs (from the simulator) against the compiled file's own runtime on the same input."""
         start = time.monotonic()
         outputs = sorted(workdir.glob("*_model_outputs.npz"))
         if not outputs:
             out.cause = "no bmodel outputs"
             out.message = "deploy: no *_model_outputs.npz written (the bmodel did not run in the simulator)"
             return
-        answer, tail = self.envside({"task": "compare", "onnx": str(workdir / "model.onnx"),
+        answer, tail = self.envside({"task": "compare", "model": str(workdir / model_file),
                                      "input_npz": str(workdir / f"{MODEL}_in_f32.npz"),
                                      "bmodel_npz": str(outputs[0])}, workdir)
         out.timings["compare"] = round(time.monotonic() - start, 1)
         if not answer.get("ok"):
-            out.cause, out.message, out.log_tail = "onnxruntime", f"compare: {answer.get('error')}", tail
+            out.cause, out.message, out.log_tail = "reference runtime", f"compare: {answer.get('error')}", tail
             return
         out.similarity = answer["similarity"]
-        out.reference = f"onnxruntime {answer['onnxruntime']} on the compiled ONNX, same input npz"
+        out.reference = f"{answer['runtime']} on {model_file} as compiled, same input npz"
         bad = [r for r in out.similarity if r.get("error") or r["cosine"] < self.spec.min_cosine
                or r["euclidean"] < self.spec.min_euclidean]
         worst = min(out.similarity, key=lambda r: r.get("cosine", -1.0)) if out.similarity else None
@@ -256,7 +272,7 @@ class Compiler:
         else:
             out.status, out.stage = "pass", None
             out.message = (f"{len(out.similarity)} output(s): bmodel ({self.spec.processor} {quantize}, cmodel) "
-                           f"matches onnxruntime; worst {_row(worst)}")
+                           f"matches {answer['runtime'].split()[0]}; worst {_row(worst)}")
 
     def compile(self, target: Target, quantize: str, *, keep: bool = False) -> CompileSection:
         """The ``compile`` section for one target and quantize mode (out of the box, then a workaround if known)."""
@@ -282,6 +298,13 @@ class Compiler:
         final.export_attempt, final.created = target.attempt, time.time()
         final.refresh_verdict()
         return final
+
+
+def model_file_name(target: Target, fix: causes.Workaround | None) -> str:
+    """The name model_transform is given: ``model.onnx``, or the TorchScript file under the name export.py wrote
+    (its suffix chooses tpu-mlir's front end), with the workaround's suffix added when one reruns it."""
+    name = "model.onnx" if not target.torchscript else target.artifact.name
+    return name + fix.suffix if fix and fix.suffix and not name.endswith(fix.suffix) else name
 
 
 def skipped_section(spec: CompileSpec, quantize: str, message: str) -> CompileSection:
@@ -358,7 +381,7 @@ def run_compile(spec: CompileSpec, reports: Path, cache: Path, *, envs: list[str
     box = sandbox.choose(sandbox_mode)
     log(f"[compile] {box.describe()}")
     modes = quantize or spec.quantize
-    targets, skipped = find_targets(reports, variants or spec.variants, envs=envs, refs=refs)
+    targets, skipped = find_targets(reports, variants or spec.variants, spec.formats, envs=envs, refs=refs)
     done: list[CompileSection] = []
     for path, result, why in skipped:
         sections = [skipped_section(spec, q, why) for q in modes]
@@ -367,7 +390,7 @@ def run_compile(spec: CompileSpec, reports: Path, cache: Path, *, envs: list[str
         log(f"[compile] {result.cell}: skipped — {why}")
     if not targets:
         log(f"[compile] nothing to compile under {results.results_dir(reports)} (variants "
-            f"{', '.join(variants or spec.variants)}, format onnx)")
+            f"{', '.join(variants or spec.variants)}, formats {', '.join(spec.formats)})")
         return done
     compiler = Compiler(spec, cache, log=log, box=box)
     for target in targets:
@@ -386,7 +409,7 @@ def compile_mode(compiler: Compiler, target: Target, spec: CompileSpec, mode: st
     if not force and old and old.inputs_key == key and old.status in ("pass", "fail"):
         log(f"[compile] {cell} {mode}: unchanged, kept ({old.verdict})")
         return old
-    log(f"[compile] {cell} {mode}: {target.onnx} -> {spec.processor} bmodel ...")
+    log(f"[compile] {cell} {mode}: {target.artifact} -> {spec.processor} bmodel ...")
     section = compiler.compile(target, mode, keep=keep)
     section.inputs_key = key
     times = ", ".join(f"{k} {v:.0f} s" for k, v in section.timings.items())

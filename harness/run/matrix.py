@@ -38,7 +38,7 @@ from harness.run import artifacts, preflight, shard
 from harness.run.batch import EnvContext
 from harness.run.plan import Cell, plan
 from harness.run.progress import Progress, outer_from_env
-from harness.run.variant import Known, run_variant
+from harness.run.variant import Known, learned_path, run_variant
 from harness.sources.checkout import Checkout, get_checkout, is_reachable, repo_label
 from harness.verify import causes
 from harness.worker import FONTS
@@ -59,7 +59,7 @@ class Options:
     jobs: int = os.cpu_count() or 1
     threads: int | None = None  # intra-op threads per job (torch, ONNX Runtime); None: the cores shared among jobs
     shard: tuple[int, int] | None = None  # (k, n): only block k of n of the planned cells (harness.run.shard)
-    learn: bool = True  # try a workaround chain found on another variant of the same ref whole (harness/run/search.py)
+    learn: bool = True  # try whole a chain another variant of the same ref found, in this or an earlier run
     options: tuple[str, ...] = ()  # export options applied to every attempt (harness/verify/causes.py EXPORT_OPTIONS)
     # A caller that makes many runs (an upgrade: both sides, then bisect probes) says the sandbox line once itself,
     # and reports each probe in one line of its own: these turn the run's own lines off.
@@ -191,7 +191,7 @@ class EnvRun:
         self.config_dir = opts.cache / "yolov5-config"  # YOLOV5_CONFIG_DIR: holds the offline Arial.ttf
         self._versions: dict[str, Any] | None = None
         self.fingerprint = harness_fingerprint()
-        self.known = Known()
+        self.known = Known(learned_path(opts.cache, self.spec.key()))
         self.source_url = config.source.repo
         self.progress = Progress(self.spec.name, 0, log)  # sized once the cells are planned (run)
 

@@ -7,7 +7,8 @@ The rules, in order:
   has a fix not applied yet (so a cell can read "works with A + B"). The search ends when an attempt passes or fails
   for a cause without a new fix.
 - A chain of two or more fixes that another variant of the same ref found for the same first failure and format
-  (``Learned``) is tried whole first. If it fails for a cause it cannot fix, the search restarts step by step from
+  (``Learned``; in this run, or in an earlier run of the same env: harness/run/variant.py keeps them) is tried whole
+  first. If it fails for a cause it cannot fix, the search restarts step by step from
   the cell's own out-of-the-box failure (a shorter chain may work on this variant); when that step-by-step search
   arrives at the very chain that already ran, that attempt is the verdict again (``Reuse``), not rerun.
 """

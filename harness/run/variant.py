@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import threading
 import time
 from collections import defaultdict
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from harness.envs.build import derive, ensure_env
 from harness.errors import EnvError, HarnessError, PatchError, UnknownShapeError
+from harness.files import write_json
 from harness.patch.detect import YOLO_PY, adaptation_of, apply_patch
 from harness.results.model import Attempt, CellResult
 from harness.run.batch import BatchRunner, EnvContext, failed, name_cause
@@ -25,23 +27,49 @@ from harness.run.search import Learned, Reuse, Run, WorkaroundSearch, learn_key
 from harness.sources.checkout import Checkout
 from harness.verify import causes
 
+ChainKey = tuple[str, str, str]
+
 
 class LearnedChains:
-    """Workaround chains found step by step within one env run, keyed by (commit, format, first cause): see
-    harness/run/search.py. The first chain found for a key is kept."""
+    """Workaround chains found step by step, keyed by (commit, format, first cause): see harness/run/search.py. The
+    first chain found for a key is kept. With a ``path`` (one file per env's pins in the cache, see ``learned_path``)
+    they outlive the run: the next run of the same env and ref tries them whole from its first variant on, instead
+    of searching again, while each cell's own out-of-the-box attempt still runs first and decides whether it needs
+    one. A chain whose workarounds the harness no longer has is ignored; one that fails falls back to the search."""
 
-    def __init__(self) -> None:
-        self.chains: dict[tuple[str, str, str], Learned] = {}
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self.lock = threading.Lock()
+        self.chains: dict[ChainKey, Learned] = self._read()
 
-    def get(self, key: tuple[str, str, str] | None) -> Learned | None:
+    def get(self, key: ChainKey | None) -> Learned | None:
         with self.lock:
             return self.chains.get(key) if key else None
 
-    def remember(self, key: tuple[str, str, str] | None, learned: Learned | None) -> None:
-        if key and learned:
-            with self.lock:
-                self.chains.setdefault(key, learned)
+    def remember(self, key: ChainKey | None, learned: Learned | None) -> None:
+        if not (key and learned):
+            return
+        with self.lock:
+            if key in self.chains:
+                return
+            self.chains[key] = learned
+            if self.path:  # merged with what another run of this env may have written since; the last write wins
+                write_json(self.path, [{"key": list(k), **dataclasses.asdict(v)}
+                                       for k, v in {**self._read(), **self.chains}.items()])
+
+    def _read(self) -> dict[ChainKey, Learned]:
+        try:
+            rows = json.loads(self.path.read_text()) if self.path and self.path.is_file() else []
+            chains = {(str(r["key"][0]), str(r["key"][1]), str(r["key"][2])):
+                      Learned(tuple(r["names"]), str(r["found_by"]), tuple(r["skipped"])) for r in rows}
+        except (OSError, ValueError, TypeError, KeyError, IndexError):
+            return {}  # unreadable: the search finds the chains again
+        return {k: v for k, v in chains.items() if all(n in causes.WORKAROUNDS for n in v.names)}
+
+
+def learned_path(cache: Path, spec_key: str) -> Path:
+    """Where the chains an env's runs found are kept: keyed by the env's pins (the same pins break the same way)."""
+    return cache / "learned" / f"{spec_key}.json"
 
 
 @dataclass(frozen=True)
@@ -76,10 +104,11 @@ class SharedFailures:
 
 
 class Known:
-    """What the cells of one env run learn from each other: workaround chains and failures shared by variants."""
+    """What the cells of one env run learn from each other: workaround chains (kept at ``chains`` for later runs too)
+    and failures shared by variants."""
 
-    def __init__(self) -> None:
-        self.chains = LearnedChains()
+    def __init__(self, chains: Path | None = None) -> None:
+        self.chains = LearnedChains(chains)
         self.failures = SharedFailures()
 
 
