@@ -311,7 +311,7 @@ def test_real_compile_of_a_variant_3_export(tpu_mlir_requested: None, tmp_path: 
     config = small_matrix(tmp_path / "matrix.toml", repo=mirror_repo, refs=["v7.0"], weights=small_weights,
                           variants=("3",), formats=("onnx",))
     reports = tmp_path / "reports"
-    argv, run_env = harness_run(config, reports)
+    argv, run_env = harness_run(config, reports, "--keep-artifacts", "all")  # the compile reads the files after
     exported = subprocess.run(argv, env=run_env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
     assert exported.returncode == 0, exported.stderr[-3000:]
     done = subprocess.run([sys.executable, "-m", "harness", "compile", "--config", str(config), "--reports",
@@ -363,7 +363,7 @@ def test_real_compile_of_a_torchscript_export_with_the_pt_suffix(tpu_mlir_reques
     config = small_matrix(tmp_path / "matrix.toml", repo=mirror_repo, refs=["v7.0"], weights=small_weights,
                           variants=("3",), formats=("torchscript",))
     reports = tmp_path / "reports"
-    argv, run_env = harness_run(config, reports)
+    argv, run_env = harness_run(config, reports, "--keep-artifacts", "all")  # the compile reads the files after
     exported = subprocess.run(argv, env=run_env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
     assert exported.returncode == 0, exported.stderr[-3000:]
     done = subprocess.run([sys.executable, "-m", "harness", "compile", "--config", str(config), "--reports",
@@ -375,7 +375,7 @@ def test_real_compile_of_a_torchscript_export_with_the_pt_suffix(tpu_mlir_reques
     first = section["out_of_the_box"]
     assert (first["stage"], first["cause"]) == ("transform", "model file suffix not taken")
     assert "unsupport model:model.torchscript" in first["log_tail"]
-    assert section["verdict"] == "works with workaround suffix .pt"
+    assert section["verdict"] == "works with workaround suffix .pt (out of the box: model file suffix not taken)"
     assert section["argv"]["transform"][section["argv"]["transform"].index("--model_def") + 1] == "model.torchscript.pt"
     assert section["onnx"] is None and section["reference"].startswith("torch ")
     assert len(section["similarity"]) == 3

@@ -214,6 +214,11 @@ silent = z.copy()
 silent[..., 4] = 0  # nothing scores: the comparison keeps no box
 found["keeps nothing"] = decode.compare_nms(silent, silent, rows)
 found["max eager score"] = float(decode.candidates(z)[1].max())
+# The numpy twin of NMS and matching (a target env without torchvision, e.g. OpenVINO's) on the same arrays: the same
+# boxes kept and matched, level by level, for the right table and a wrong one.
+sys.modules["torchvision"] = None  # import torchvision now raises ImportError
+found["numpy twin"] = {name: decode.compare_nms(z, decode.reference_decode(outputs, *tables[name]), rows)
+                       for name in ("right", "w and h swapped")}
 print(json.dumps(found))
 """
 
@@ -239,6 +244,9 @@ def test_wrong_tables_fail_on_real_arrays(exports: dict[str, Any], env_python: P
         False, True, True]
     assert found["keeps nothing"]["kept_eager"] == 0 and not found["keeps nothing"]["pass"]
     assert found["max eager score"] < 0.25  # why the threshold comes from eager's scores
+    for name, twin in found["numpy twin"].items():  # numpy NMS and matching count what torchvision's count
+        assert [(lv["kept_eager"], lv["kept_backend"], lv["matched"]) for lv in twin["levels"]] == [
+            (lv["kept_eager"], lv["kept_backend"], lv["matched"]) for lv in found[name]["levels"]], name
 
 
 # -- one cell, end to end: a Detect whose decode uses other anchors than it stores ---------------------------------

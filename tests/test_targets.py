@@ -125,6 +125,12 @@ def test_each_target_compiles_runs_and_matches_the_reference(checked) -> None:
             rows = target["attempts"][target["decided"]]["outputs"]
             assert [r["shape"] for r in rows] == shapes, name  # every output of the cell, in order
             assert all(r["cosine"] >= 0.999 and r["error"] is None for r in rows), (name, rows)
+            # The deployer's post-processing on the target's raw levels: decoded with the cell's own constants, NMS,
+            # the same boxes as the reference's, level by level.
+            decode = target["attempts"][target["decided"]]["decode"]
+            assert decode["pass"] and len(decode["levels"]) == 3, (name, decode)
+            assert decode["matched"] == decode["kept_eager"] > 0 and decode["max_abs_px"] < 0.1, (name, decode)
+            assert 0 < decode["classes_agree"] <= 1  # recorded; near-tied random-init classes flip on rknn's rounding
     assert onnx["targets"]["rknn"]["tool"] == "rknn-toolkit2 2.5.0"
     # Variant 3's levels are 5-D (what many NPUs refuse; variant npu keeps to 4: tests/test_npu.py).
     assert onnx["attempts"][onnx["decided"]]["export"]["onnx"]["max_rank"] == 5

@@ -287,6 +287,9 @@ class TargetAttempt:
     timings: dict[str, float] = field(default_factory=dict)
     artifact: str | None = None  # the compiled file (model.rknn, model.xml, model.ncnn.param)
     hint: str = ""
+    # The decode + NMS of the target's raw per-level outputs against the reference's (harness/targets/envside.py
+    # decode_agreement): boxes kept and matched per level; None when the cell's outputs hold no raw level.
+    decode: dict[str, Any] | None = None
 
 
 @dataclass

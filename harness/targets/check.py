@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from harness.axes import FORMATS
 from harness.config import TargetSpec
@@ -37,6 +37,8 @@ Log = Callable[[str], None]
 KEEP = ("*.log", "*.json", "*.param", "*.xml")
 # How a check whose process never answered begins its message (judge writes it, transient reads it).
 NO_ANSWER = "the target's process did not answer"
+# Bump when a check's meaning changes (what it compares), so stored checks are made again: 2 adds the decode + NMS.
+CHECK_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def jobs_for(kit: Toolkit, spec: TargetSpec, paths: Iterable[Path]) -> list[Job]
 def inputs_key(kit: Toolkit, spec: TargetSpec, job: Job) -> str:
     """What a target's result depends on: the cell's own inputs (which decide its export), the toolkit's pins and
     the spec. Not the file itself: [artifacts] keep may have removed it after the check."""
-    parts = [job.result.inputs_key, sorted(kit.requirements), spec.options, spec.min_cosine]
+    parts = [CHECK_VERSION, job.result.inputs_key, sorted(kit.requirements), spec.options, spec.min_cosine]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
@@ -82,9 +84,20 @@ def content_key(kit: Toolkit, spec: TargetSpec, job: Job, artifact: Path) -> str
     """What a check's answer depends on, by content: the artifact's bytes, the input (photo and size), the toolkit's
     pins and the spec."""
     imgsz = int(job.result.model.get("imgsz") or 640)
-    parts = [content_hash(artifact), content_hash(Path(job.image)), imgsz, sorted(kit.requirements), spec.options,
-             spec.min_cosine, kit.reference]
+    parts = [CHECK_VERSION, content_hash(artifact), content_hash(Path(job.image)), imgsz, sorted(kit.requirements),
+             spec.options, spec.min_cosine, kit.reference, decode_contract(job.result)]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
+
+
+def decode_contract(result: CellResult) -> dict[str, Any] | None:
+    """What the target's decode check needs from the cell's own (harness/worker/decode.py): strides, pixel anchors,
+    which output is which level. None when the cell's outputs hold no raw level (variant 1, v6.2+ native)."""
+    record = result.deciding.decode
+    if not record or not record.get("output_order") or not record.get("anchors"):
+        return None
+    return {"strides": record["strides"], "anchors": record["anchors"],
+            "sigmoid_in_graph": bool(record.get("sigmoid_in_graph")),
+            "order": [row["output"] for row in record["output_order"]]}
 
 
 def checked_before(cache: Path, name: str, key: str) -> TargetResult | None:
@@ -132,7 +145,24 @@ def judge(answer: TargetAnswer | None, ran: proc.ProcResult, spec: TargetSpec) -
         attempt.status, attempt.stage = "pass", None
         attempt.message = (f"{len(attempt.outputs)} output(s) match; worst cosine {worst.cosine:.6f}, "
                            f"max abs {max(o.max_abs or 0.0 for o in attempt.outputs):.2g}")
+        judge_decode(attempt, answer.get("decode"))
     return attempt
+
+
+def judge_decode(attempt: TargetAttempt, record: dict[str, Any] | None) -> None:
+    """A target whose numbers match can still lose boxes a deployer keeps: the decode + NMS agreement decides too."""
+    attempt.decode = record
+    if record is None:
+        return
+    if record.get("error"):
+        attempt.status, attempt.stage, attempt.cause = "fail", "compare", "decode check could not run"
+        attempt.message += f"; decode check could not run: {record['error']}"
+        return
+    said = (f"decode: {record['matched']} of {record['kept_eager']} boxes kept after NMS match "
+            f"(worst level {record['matched_fraction']:.1%})")
+    attempt.message += f"; {said}"
+    if not record.get("pass"):
+        attempt.status, attempt.stage, attempt.cause = "fail", "compare", "decode differs after NMS"
 
 
 def failed(attempt: TargetAttempt, message: str, log: str) -> TargetAttempt:
@@ -163,7 +193,8 @@ class Checker:
         workdir.mkdir(parents=True)
         task: TargetJob = {"task": "check", "target": self.kit.name, "reference": self.kit.reference,
                 "artifact": str(artifact), "image": job.image, "workdir": str(workdir),
-                "imgsz": int(job.result.model.get("imgsz") or 640), "options": self.spec.settings}
+                "imgsz": int(job.result.model.get("imgsz") or 640), "options": self.spec.settings,
+                "decode": decode_contract(job.result)}
         jail = sandbox.step_jail(self.box, self.python, workdir=workdir, workroot=workdir,
                                  read=[artifact.parent, Path(job.image)])
         start = time.monotonic()

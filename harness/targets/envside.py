@@ -4,7 +4,9 @@ Plain Python 3.8-compatible code; the target's toolkit, numpy and the reference 
 One task, ``check``: read the cell's photo letterboxed as the cell's parity check did (harness/worker/inputs.py),
 run the reference (ONNX Runtime on the ONNX file, or the TorchScript module), compile the artifact with the target's
 toolkit (one runner per toolkit, same interface: ``runner(artifact, x, options, workdir) -> (outputs, compiled)``),
-run the compiled model on the same input and compare every output. The answer says at which stage it stopped.
+run the compiled model on the same input and compare every output. Where the cell's outputs hold every level's raw
+tensor, the post-processing a deployer runs on them is checked too (``decode_agreement``). The answer says at which
+stage it stopped.
 """
 
 from __future__ import annotations
@@ -160,6 +162,39 @@ def _ncnn_outputs(extractor, param_text):
 RUNNERS = {"openvino": openvino_runner, "rknn": rknn_runner, "ncnn": ncnn_runner}
 
 
+# -- the decode a deployer writes ----------------------------------------------------------------------------------
+
+def decode_agreement(contract, refs, outputs):
+    """Each level's raw output decoded with the cell's own constants (strides, pixel anchors; the formula of
+    harness/worker/decode.py) and put through YOLOv5's NMS, on the target's outputs and on the reference's: how many
+    kept boxes match, level by level. Numbers within cosine 0.999 can still move boxes across NMS, which is what a
+    deployer sees."""
+    import numpy as np
+
+    from harness.worker import decode
+
+    na = len(contract["anchors"][0])
+    ref_raw, got_raw = [], []
+    for index in contract["order"]:
+        ref = np.asarray(refs[index])
+        no = ref.shape[-1] if ref.ndim == 5 else ref.shape[1] // na
+        ref_raw.append(decode.as_level(ref, na, no))
+        got_raw.append(decode.as_level(np.asarray(outputs[index], dtype=ref.dtype).reshape(ref.shape), na, no))
+    in_graph = bool(contract.get("sigmoid_in_graph"))
+    ref_boxes = decode.reference_decode(ref_raw, contract["strides"], contract["anchors"], in_graph)
+    got_boxes = decode.reference_decode(got_raw, contract["strides"], contract["anchors"], in_graph)
+    # The boxes are judged within the reference's classes. The harness's random-init checkpoint scores every class
+    # within ~1e-5 of the others, so a target's fp16-level rounding (rknn's simulator: 2e-3) flips the argmax of most
+    # boxes: a class flip among near-ties is recorded (classes_agree), while the class channels themselves are held
+    # to min_cosine like every output.
+    same_classes = got_boxes.copy()
+    same_classes[..., 4:] = ref_boxes[..., 4:]
+    record = decode.compare_nms(ref_boxes, same_classes, [r.shape[1] * r.shape[2] * r.shape[3] for r in ref_raw])
+    record["max_abs_px"] = float(np.abs(got_boxes[..., :4] - ref_boxes[..., :4]).max())
+    record["classes_agree"] = float(np.mean(decode.candidates(got_boxes)[2] == decode.candidates(ref_boxes)[2]))
+    return record
+
+
 # -- the comparison ------------------------------------------------------------------------------------------------
 
 def compare(names, refs, outputs):
@@ -209,8 +244,15 @@ def check(job: TargetJob) -> TargetAnswer:
         answer.update({"stage": stage, "error": _line(exc), "log": traceback.format_exc()[-6000:],
                        "timings": timings, "versions": versions()})
         return answer
-    answer.update({"stage": None, "outputs": compare(names, refs, outputs), "timings": timings,
-                   "versions": versions()})
+    rows = compare(names, refs, outputs)
+    answer.update({"stage": None, "outputs": rows, "timings": timings, "versions": versions()})
+    if job.get("decode") and not any(row["error"] for row in rows):
+        start = time.monotonic()
+        try:
+            answer["decode"] = decode_agreement(job["decode"], refs, outputs)
+        except Exception as exc:  # the numbers were compared; a decode that cannot run is its own finding
+            answer["decode"] = {"pass": False, "error": _line(exc)}
+        timings["decode"] = round(time.monotonic() - start, 2)
     return answer
 
 

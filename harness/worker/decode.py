@@ -130,27 +130,65 @@ def candidates(decoded):
 
 def nms(boxes, classes, rows, order, groups):
     """torchvision's NMS over the ``rows`` of ``boxes``, visiting them in the order of ``order`` and suppressing
-    within ``groups``: (boxes, classes) kept, as torch tensors."""
-    import torch
-    from torchvision.ops import batched_nms
+    within ``groups``: (boxes, classes) kept, as torch tensors (numpy arrays where the env has no torchvision, e.g. a
+    downstream target's: the same greedy rule, in numpy)."""
+    try:
+        import torch
+        from torchvision.ops import batched_nms
+    except ImportError:
+        kept = _batched_nms_numpy(boxes[rows], order[rows], groups[rows], NMS_IOU)
+        return boxes[rows][kept], classes[rows][kept]
 
     b, c, o, g = (torch.from_numpy(np.ascontiguousarray(a[rows])) for a in (boxes, classes, order, groups))
     kept = batched_nms(b, o, g.long(), NMS_IOU)
     return b[kept], c[kept]
 
 
+def box_iou_numpy(a, b):
+    """IoU of every box of ``a`` with every box of ``b`` (xyxy), as torchvision's box_iou computes it."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    low = np.maximum(a[:, None, :2], b[None, :, :2])
+    high = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(high - low, 0, None).prod(-1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def _batched_nms_numpy(boxes, scores, groups, iou):
+    """torchvision's batched_nms: visit boxes by descending score, drop those over ``iou`` with a kept box of the
+    same group; the kept indices, by descending score."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    kept = []
+    suppressed = np.zeros(len(order), dtype=bool)
+    ious = box_iou_numpy(boxes, boxes)
+    same = np.asarray(groups).reshape(-1, 1) == np.asarray(groups).reshape(1, -1)
+    for i in order:
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        suppressed |= (ious[i] > iou) & same[i]
+    return np.asarray(kept, dtype=np.int64)
+
+
 def match(a, b):
     """Boxes of ``a`` with a box of ``b`` of the same class at IoU >= MATCH_IOU, paired one to one (greedy, best
     IoU first)."""
-    import torch
-    from torchvision.ops import box_iou
-
     if not len(a[0]) or not len(b[0]):
         return 0
-    iou = box_iou(a[0], b[0])
-    iou[a[1].view(-1, 1) != b[1].view(1, -1)] = 0
-    pairs = torch.nonzero(iou >= MATCH_IOU)
-    pairs = pairs[torch.argsort(iou[pairs[:, 0], pairs[:, 1]], descending=True)].tolist()
+    try:
+        import torch
+        from torchvision.ops import box_iou
+    except ImportError:  # as in nms: the numpy twin
+        iou = box_iou_numpy(a[0], b[0])
+        iou[np.asarray(a[1]).reshape(-1, 1) != np.asarray(b[1]).reshape(1, -1)] = 0
+        pairs = np.argwhere(iou >= MATCH_IOU)
+        pairs = pairs[np.argsort(-iou[pairs[:, 0], pairs[:, 1]], kind="stable")].tolist()
+    else:
+        iou = box_iou(a[0], b[0])
+        iou[a[1].view(-1, 1) != b[1].view(1, -1)] = 0
+        pairs = torch.nonzero(iou >= MATCH_IOU)
+        pairs = pairs[torch.argsort(iou[pairs[:, 0], pairs[:, 1]], descending=True)].tolist()
     used_a, used_b = set(), set()
     for i, j in pairs:
         if i not in used_a and j not in used_b:

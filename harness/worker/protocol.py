@@ -144,6 +144,9 @@ class TargetJob(_Job):
     workdir: str
     imgsz: int
     options: dict[str, Any]
+    # The cell's decode contract when its outputs hold every level's raw tensor: strides, anchors (pixels), order
+    # (the output index of each level), sigmoid_in_graph.
+    decode: dict[str, Any] | None
 
 
 class OutputRow(TypedDict, total=False):
@@ -163,5 +166,6 @@ class TargetAnswer(TypedDict, total=False):
     compiled: str
     reference: str
     outputs: list[OutputRow]
+    decode: dict[str, Any]  # decode_agreement's record: compare_nms's counts, pass, max_abs_px (or an error)
     timings: dict[str, float]
     versions: dict[str, str]
