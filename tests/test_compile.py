@@ -300,6 +300,23 @@ def tpu_mlir_requested(request: pytest.FixtureRequest) -> None:
         pytest.skip("the real compile runs with `pytest -m tpu_mlir` (tpu-mlir env ~7 GB, minutes of simulator)")
 
 
+def export_and_compile(tmp_path: Path, repo: Path, weights: Path, small_matrix, harness_run,
+                       fmt: str) -> tuple[Path, Path]:
+    """v7.0's variant 3 in ``fmt``, exported by the harness in the quick env (files kept for the compile), then
+    `python -m harness compile` on it: the config and the results folder."""
+    config = small_matrix(tmp_path / "matrix.toml", repo=repo, refs=["v7.0"], weights=weights, variants=("3",),
+                          formats=(fmt,))
+    reports = tmp_path / "reports"
+    argv, run_env = harness_run(config, reports, "--keep-artifacts", "all")  # the compile reads the files after
+    exported = subprocess.run(argv, env=run_env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    done = subprocess.run([sys.executable, "-m", "harness", "compile", "--config", str(config), "--reports",
+                           str(reports), "--variants", "3", "--formats", fmt],
+                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=3600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return config, reports
+
+
 @pytest.mark.tpu_mlir
 @pytest.mark.slow
 @pytest.mark.torch
@@ -308,16 +325,7 @@ def test_real_compile_of_a_variant_3_export(tpu_mlir_requested: None, tmp_path: 
     """v7.0 (stand-in) yolov5n at 160, variant 3, exported by the harness in the quick env (torch 2.14), then
     `python -m harness compile`: the F32 bmodel runs in the simulator and matches ONNX Runtime (after the
     ir_version=9 workaround when the export is IR 10). ~8 min on 2 busy cores (setup ~3 min, compile ~5 min)."""
-    config = small_matrix(tmp_path / "matrix.toml", repo=mirror_repo, refs=["v7.0"], weights=small_weights,
-                          variants=("3",), formats=("onnx",))
-    reports = tmp_path / "reports"
-    argv, run_env = harness_run(config, reports, "--keep-artifacts", "all")  # the compile reads the files after
-    exported = subprocess.run(argv, env=run_env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    done = subprocess.run([sys.executable, "-m", "harness", "compile", "--config", str(config), "--reports",
-                           str(reports), "--variants", "3"],
-                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=3600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    config, reports = export_and_compile(tmp_path, mirror_repo, small_weights, small_matrix, harness_run, "onnx")
     result = json.loads(next(results.results_dir(reports).glob("v7.0__*__3__onnx.json")).read_text())
     section = result["compile"]
     assert (section["tool"], section["tool_version"], section["processor"], section["quantize"]) == (
@@ -360,16 +368,7 @@ def test_real_compile_of_a_torchscript_export_with_the_pt_suffix(tpu_mlir_reques
     """Sophgo's guide, step 2.3: v7.0's export.py writes model.torchscript, which model_transform refuses by its
     suffix; out of the box that is the named cause, and the guide's ".pt" workaround compiles the same bytes, whose
     bmodel matches torch.jit on the same input."""
-    config = small_matrix(tmp_path / "matrix.toml", repo=mirror_repo, refs=["v7.0"], weights=small_weights,
-                          variants=("3",), formats=("torchscript",))
-    reports = tmp_path / "reports"
-    argv, run_env = harness_run(config, reports, "--keep-artifacts", "all")  # the compile reads the files after
-    exported = subprocess.run(argv, env=run_env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    done = subprocess.run([sys.executable, "-m", "harness", "compile", "--config", str(config), "--reports",
-                           str(reports), "--variants", "3", "--formats", "torchscript"],
-                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=3600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _, reports = export_and_compile(tmp_path, mirror_repo, small_weights, small_matrix, harness_run, "torchscript")
     section = json.loads(next(results.results_dir(reports).glob("v7.0__*__3__torchscript.json")).read_text())["compile"]
     assert section["status"] == "pass", section["message"] + "\n" + section["log_tail"]
     first = section["out_of_the_box"]
