@@ -228,3 +228,34 @@ def test_a_refusal_is_named_and_fails_the_gate(checked, env_python: Path, tmp_pa
     assert done.returncode == 1, done.stdout + done.stderr
     assert "downstream target openvino: works, now error: operator not supported by the toolkit" in done.stdout, \
         done.stdout
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_an_int8_rknn_build_calibrates_on_the_refs_photos(checked, tmp_path: Path) -> None:
+    """`quantize = true`: rknn-toolkit2 builds INT8, calibrated on the photos the ref ships (its data/images), and the
+    quantized model runs in the simulator; it is compared with ONNX Runtime like the F32 build, and differs more."""
+    _, found, _ = checked
+    cell = f"v7.0__{QUICK_ENV}__3__onnx"
+    config = tmp_path / "matrix.toml"
+    config.write_text((ROOT / "matrix.toml").read_text().replace('platform = "rk3588"\n',
+                                                                 'platform = "rk3588"\nquantize = true\n', 1))
+    copy = tmp_path / "reports" / "results"
+    copy.mkdir(parents=True)
+    (copy / f"{cell}.json").write_text(json.dumps({**found[cell], "targets": {}}))
+    done = subprocess.run([sys.executable, "-m", "harness", "targets", "--config", str(config), "--reports",
+                           str(copy.parent), "--targets", "rknn"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    int8 = json.loads((copy / f"{cell}.json").read_text())["targets"]["rknn"]
+    f32 = found[cell]["targets"]["rknn"]
+    assert int8["options"] == {"platform": "rk3588", "quantize": True}
+    assert int8["outcome"] == "works", (int8["verdict"], int8["attempts"][0]["log_tail"])
+    worst = {name: max(o["max_abs"] for o in section["attempts"][section["decided"]]["outputs"])
+             for name, section in (("int8", int8), ("f32", f32))}
+    assert worst["int8"] > worst["f32"], worst  # the quantized model is another model: not the F32 build again
+    # Its boxes are held as detections (IoU 0.5), the F32 build's to rounding (0.99): both keep every box.
+    decode = {name: section["attempts"][section["decided"]]["decode"] for name, section in (("int8", int8),
+                                                                                             ("f32", f32))}
+    assert (decode["int8"]["match_iou"], decode["f32"]["match_iou"]) == (0.5, 0.99)
+    assert decode["int8"]["pass"] and decode["int8"]["matched"] == decode["int8"]["kept_eager"] > 0, decode["int8"]

@@ -85,19 +85,21 @@ def content_key(kit: Toolkit, spec: TargetSpec, job: Job, artifact: Path) -> str
     pins and the spec."""
     imgsz = int(job.result.model.get("imgsz") or 640)
     parts = [CHECK_VERSION, content_hash(artifact), content_hash(Path(job.image)), imgsz, sorted(kit.requirements),
-             spec.options, spec.min_cosine, kit.reference, decode_contract(job.result)]
+             spec.options, spec.min_cosine, kit.reference, decode_contract(job.result, spec)]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
 
 
-def decode_contract(result: CellResult) -> dict[str, Any] | None:
+def decode_contract(result: CellResult, spec: TargetSpec) -> dict[str, Any] | None:
     """What the target's decode check needs from the cell's own (harness/worker/decode.py): strides, pixel anchors,
-    which output is which level. None when the cell's outputs hold no raw level (variant 1, v6.2+ native)."""
+    which output is which level, and whether the build is quantized (its boxes are matched as detections, not to
+    rounding). None when the cell's outputs hold no raw level (variant 1, v6.2+ native)."""
     record = result.deciding.decode
     if not record or not record.get("output_order") or not record.get("anchors"):
         return None
     return {"strides": record["strides"], "anchors": record["anchors"],
             "sigmoid_in_graph": bool(record.get("sigmoid_in_graph")),
-            "order": [row["output"] for row in record["output_order"]]}
+            "order": [row["output"] for row in record["output_order"]],
+            "quantized": spec.settings.get("quantize") is True}
 
 
 def checked_before(cache: Path, name: str, key: str) -> TargetResult | None:
@@ -158,8 +160,8 @@ def judge_decode(attempt: TargetAttempt, record: dict[str, Any] | None) -> None:
         attempt.status, attempt.stage, attempt.cause = "fail", "compare", "decode check could not run"
         attempt.message += f"; decode check could not run: {record['error']}"
         return
-    said = (f"decode: {record['matched']} of {record['kept_eager']} boxes kept after NMS match "
-            f"(worst level {record['matched_fraction']:.1%})")
+    said = (f"decode: {record['matched']} of {record['kept_eager']} boxes kept after NMS match at IoU "
+            f"{record['match_iou']:g} (worst level {record['matched_fraction']:.1%})")
     attempt.message += f"; {said}"
     if not record.get("pass"):
         attempt.status, attempt.stage, attempt.cause = "fail", "compare", "decode differs after NMS"
@@ -194,9 +196,10 @@ class Checker:
         task: TargetJob = {"task": "check", "target": self.kit.name, "reference": self.kit.reference,
                 "artifact": str(artifact), "image": job.image, "workdir": str(workdir),
                 "imgsz": int(job.result.model.get("imgsz") or 640), "options": self.spec.settings,
-                "decode": decode_contract(job.result)}
+                "decode": decode_contract(job.result, self.spec)}
+        # The photo's folder: the ref's data/images, which an INT8 build calibrates on.
         jail = sandbox.step_jail(self.box, self.python, workdir=workdir, workroot=workdir,
-                                 read=[artifact.parent, Path(job.image)])
+                                 read=[artifact.parent, Path(job.image).parent])
         start = time.monotonic()
         answer, ran = proc.run_worker(self.python, task, workdir=workdir, watch=proc.Watch(self.spec.timeout),
                                       module="harness.targets.envside", jail=jail)

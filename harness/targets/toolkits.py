@@ -51,7 +51,8 @@ TOOLKITS: dict[str, Toolkit] = {t.name: t for t in (
         artifact="onnx", reference="onnxruntime",
         defaults={"platform": "rk3588", "quantize": False},
         choices={"platform": ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1126b", "rk2118")},
-        notes="load_onnx -> build -> init_runtime() with no target: the toolkit's x86 simulator",
+        notes="load_onnx -> build (quantize = true: INT8, calibrated on the ref's data/images photos) -> "
+              "init_runtime() with no target: the toolkit's x86 simulator",
     ),
     Toolkit(
         "ncnn", "pnnx", "20261020", "3.11",

@@ -171,8 +171,8 @@ def _batched_nms_numpy(boxes, scores, groups, iou):
     return np.asarray(kept, dtype=np.int64)
 
 
-def match(a, b):
-    """Boxes of ``a`` with a box of ``b`` of the same class at IoU >= MATCH_IOU, paired one to one (greedy, best
+def match(a, b, match_iou=MATCH_IOU):
+    """Boxes of ``a`` with a box of ``b`` of the same class at IoU >= ``match_iou``, paired one to one (greedy, best
     IoU first)."""
     if not len(a[0]) or not len(b[0]):
         return 0
@@ -182,12 +182,12 @@ def match(a, b):
     except ImportError:  # as in nms: the numpy twin
         iou = box_iou_numpy(a[0], b[0])
         iou[np.asarray(a[1]).reshape(-1, 1) != np.asarray(b[1]).reshape(1, -1)] = 0
-        pairs = np.argwhere(iou >= MATCH_IOU)
+        pairs = np.argwhere(iou >= match_iou)
         pairs = pairs[np.argsort(-iou[pairs[:, 0], pairs[:, 1]], kind="stable")].tolist()
     else:
         iou = box_iou(a[0], b[0])
         iou[a[1].view(-1, 1) != b[1].view(1, -1)] = 0
-        pairs = torch.nonzero(iou >= MATCH_IOU)
+        pairs = torch.nonzero(iou >= match_iou)
         pairs = pairs[torch.argsort(iou[pairs[:, 0], pairs[:, 1]], descending=True)].tolist()
     used_a, used_b = set(), set()
     for i, j in pairs:
@@ -197,7 +197,7 @@ def match(a, b):
     return len(used_a)
 
 
-def compare_nms(eager, got, rows):
+def compare_nms(eager, got, rows, match_iou=MATCH_IOU):
     """NMS on both decoded tensors, level by level (``rows``: how many rows each level has, in order), and how many
     kept boxes match. Passes when every level keeps boxes and at least PASS_FRACTION of them match: a comparison that
     keeps nothing proves nothing.
@@ -218,13 +218,13 @@ def compare_nms(eager, got, rows):
         chosen = (e_scores >= threshold) & (e_scores > 0)
         kept_eager = nms(e_boxes, e_classes, chosen, e_scores, e_classes)
         kept_got = nms(g_boxes, g_classes, chosen, e_scores, e_classes)
-        matched = match(kept_eager, kept_got)
+        matched = match(kept_eager, kept_got, match_iou)
         most = max(len(kept_eager[0]), len(kept_got[0]))
         levels.append({"level": level, "score_threshold": threshold, "candidates": int(chosen.sum()),
                        "kept_eager": len(kept_eager[0]), "kept_backend": len(kept_got[0]), "matched": matched,
                        "matched_fraction": matched / most if most else 0.0})
     total = {key: sum(level[key] for level in levels) for key in ("kept_eager", "kept_backend", "matched")}
-    return dict(total, iou=NMS_IOU, match_iou=MATCH_IOU, pass_fraction=PASS_FRACTION, top_k=TOP_K,
+    return dict(total, iou=NMS_IOU, match_iou=match_iou, pass_fraction=PASS_FRACTION, top_k=TOP_K,
                 matched_fraction=min((level["matched_fraction"] for level in levels), default=0.0),
                 levels=levels,
                 **{"pass": bool(levels) and all(level["kept_eager"] and level["matched_fraction"] >= PASS_FRACTION

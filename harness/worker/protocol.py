@@ -145,7 +145,7 @@ class TargetJob(_Job):
     imgsz: int
     options: dict[str, Any]
     # The cell's decode contract when its outputs hold every level's raw tensor: strides, anchors (pixels), order
-    # (the output index of each level), sigmoid_in_graph.
+    # (the output index of each level), sigmoid_in_graph, quantized (the build is INT8: boxes matched at IoU 0.5).
     decode: dict[str, Any] | None
 
 
