@@ -272,6 +272,46 @@ def test_similarity_uses_tpu_mlir_definitions(env_python: Path) -> None:
     assert off["max_abs"] == 0.5 and 0.99 < off["cosine"] < 1.0
 
 
+MERGED_CHECK = """
+import json, os, sys, tempfile
+import numpy as np, torch
+from harness.compile.envside import compare
+
+class Head(torch.nn.Module):  # YOLOv5 v6.0's export-mode return: (decoded, [level, level, level])
+    def forward(self, x):
+        levels = [x[:, :2] * 2, x[:, 2:] + 1, x.mean(1, keepdim=True)]
+        return torch.cat([t.flatten(1) for t in levels], 1), levels
+
+d = tempfile.mkdtemp()
+x = np.random.default_rng(0).random((1, 4, 8, 8), dtype=np.float32)
+torch.jit.trace(Head(), torch.from_numpy(x), strict=False).save(os.path.join(d, "model.pt"))  # as export.py does
+decoded, levels = Head()(torch.from_numpy(x))
+np.savez(os.path.join(d, "in.npz"), x=x)
+# tpu-mlir's outputs as measured on v6.0 native: the decoded tensor, then the list concatenated flat ("81_r_concat")
+flat = torch.cat([t.flatten() for t in levels]).numpy()
+np.savez(os.path.join(d, "bmodel.npz"), **{"80": decoded.numpy(), "81_r_concat": flat})
+answer = compare({"model": os.path.join(d, "model.pt"), "input_npz": os.path.join(d, "in.npz"),
+                  "bmodel_npz": os.path.join(d, "bmodel.npz")})
+print(json.dumps(answer))
+"""
+
+
+@pytest.mark.torch
+def test_a_list_the_torchscript_front_end_merged_is_compared_and_named(env_python: Path) -> None:
+    """v6.0's native TorchScript returns (decoded, [3 levels]); tpu-mlir's bmodel has 2 outputs, the list concatenated
+    flat. The rows say so (an interface change a deployer must follow), with the merged values still compared."""
+    done = subprocess.run([str(env_python), "-c", MERGED_CHECK], cwd=ROOT, capture_output=True, text=True,
+                          check=False, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    first, merged = answer["similarity"]
+    assert answer["runtime"].startswith("torch ") and answer["extra_bmodel_outputs"] == []
+    assert first["output"] == "output0" and first["cosine"] == pytest.approx(1.0) and "error" not in first
+    assert merged["output"] == "output1 + output2 + output3" and merged["bmodel_output"] == "81_r_concat"
+    assert merged["error"] == "3 outputs concatenated flat into one"
+    assert merged["shape"] == [[1, 2, 8, 8], [1, 2, 8, 8], [1, 1, 8, 8]] and merged["max_abs"] == 0.0
+
+
 def test_cli_if_enabled_does_nothing_when_disabled(tmp_path: Path) -> None:
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "harness", "compile", "--if-enabled", "--reports", str(tmp_path)],

@@ -126,20 +126,42 @@ def compare(job):
     names, refs, runtime = run(job["model"], feed_npz)
     got_npz = np.load(job["bmodel_npz"])
     rows = []
-    for i, (name, ref) in enumerate(zip(names, refs)):
-        if i >= len(got_npz.files):
-            rows.append({"output": name, "error": "missing in the bmodel's outputs"})
+    i = j = 0  # the next reference output, the next bmodel output
+    while i < len(refs):
+        if j >= len(got_npz.files):
+            rows.append({"output": names[i], "error": "missing in the bmodel's outputs"})
+            i += 1
             continue
-        got = got_npz[got_npz.files[i]]
-        row = {"output": name, "bmodel_output": got_npz.files[i], "shape": list(ref.shape),
+        got, ref = got_npz[got_npz.files[j]], refs[i]
+        row = {"output": names[i], "bmodel_output": got_npz.files[j], "shape": list(ref.shape),
                "bmodel_shape": list(got.shape)}
-        if got.size != ref.size:
-            row["error"] = "shape mismatch"
-        else:
+        merged = _merged(refs, i, got.size)
+        if got.size == ref.size:
             row.update(similarity(ref, got.reshape(ref.shape)))
+        elif merged > 1:  # e.g. YOLOv5 v6.0's (decoded, [level, level, level]): the list became one flat output
+            part = refs[i:i + merged]
+            row.update(similarity(np.concatenate([r.ravel() for r in part]), got.ravel()),
+                       output=" + ".join(names[i:i + merged]), shape=[list(r.shape) for r in part],
+                       error=f"{merged} outputs concatenated flat into one")
+            i += merged - 1
+        else:
+            row["error"] = "shape mismatch"
         rows.append(row)
-    return {"similarity": rows, "runtime": runtime,
-            "extra_bmodel_outputs": got_npz.files[len(names):]}
+        i, j = i + 1, j + 1
+    return {"similarity": rows, "runtime": runtime, "extra_bmodel_outputs": got_npz.files[j:]}
+
+
+def _merged(refs, start, size):
+    """How many reference outputs from ``start`` on hold ``size`` values together (0 when no run of them does):
+    tpu-mlir's TorchScript front end turns a returned list of tensors into one flat concatenation."""
+    total = 0
+    for count, ref in enumerate(refs[start:], 1):
+        total += ref.size
+        if total == size:
+            return count
+        if total > size:
+            return 0
+    return 0
 
 
 TASKS = {"inspect": inspect, "compare": compare}

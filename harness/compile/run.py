@@ -265,8 +265,12 @@ class Compiler:
         bad = [r for r in out.similarity if r.get("error") or r["cosine"] < self.spec.min_cosine
                or r["euclidean"] < self.spec.min_euclidean]
         worst = min(out.similarity, key=lambda r: r.get("cosine", -1.0)) if out.similarity else None
-        if bad:
-            out.status, out.cause = "fail", "bmodel differs from onnxruntime"
+        if any(r.get("error") for r in bad):  # the bmodel's interface is not the file's: other outputs, or shapes
+            out.status, out.cause = "fail", "output count/shape differs"
+            out.message = ("compare: the bmodel's outputs are not the file's: " + ", ".join(_row(r) for r in bad)
+                           + f" ({len(answer['similarity'])} compared)")
+        elif bad:
+            out.status, out.cause = "fail", f"bmodel differs from {answer['runtime'].split()[0]}"
             out.message = (f"compare: {len(bad)} output(s) below cosine {self.spec.min_cosine} / euclidean "
                            f"{self.spec.min_euclidean}: " + ", ".join(_row(r) for r in bad))
         else:
@@ -335,6 +339,8 @@ def clean(workdir: Path) -> int:
 def _row(row: dict[str, Any] | None) -> str:
     if not row:
         return "-"
+    if row.get("error") and row.get("cosine") is not None:  # compared all the same (outputs merged into one)
+        return f"{row['output']}: {row['error']} (values: cosine {row['cosine']:.6f}, max abs {row['max_abs']:.2g})"
     if row.get("error"):
         return f"{row['output']}: {row['error']}"
     return (f"{row['output']}: cosine {row['cosine']:.6f}, euclidean {row['euclidean']:.6f}, "
