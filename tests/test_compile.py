@@ -306,6 +306,7 @@ def test_a_list_the_torchscript_front_end_merged_is_compared_and_named(env_pytho
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     first, merged = answer["similarity"]
     assert answer["runtime"].startswith("torch ") and answer["extra_bmodel_outputs"] == []
+    assert answer["counts"] == [4, 2]  # the module's outputs, the bmodel's
     assert first["output"] == "output0" and first["cosine"] == pytest.approx(1.0) and "error" not in first
     assert merged["output"] == "output1 + output2 + output3" and merged["bmodel_output"] == "81_r_concat"
     assert merged["error"] == "3 outputs concatenated flat into one"

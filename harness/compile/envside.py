@@ -148,7 +148,8 @@ def compare(job):
             row["error"] = "shape mismatch"
         rows.append(row)
         i, j = i + 1, j + 1
-    return {"similarity": rows, "runtime": runtime, "extra_bmodel_outputs": got_npz.files[j:]}
+    return {"similarity": rows, "runtime": runtime, "extra_bmodel_outputs": got_npz.files[j:],
+            "counts": [len(refs), len(got_npz.files)]}
 
 
 def _merged(refs, start, size):

@@ -267,8 +267,9 @@ class Compiler:
         worst = min(out.similarity, key=lambda r: r.get("cosine", -1.0)) if out.similarity else None
         if any(r.get("error") for r in bad):  # the bmodel's interface is not the file's: other outputs, or shapes
             out.status, out.cause = "fail", "output count/shape differs"
-            out.message = ("compare: the bmodel's outputs are not the file's: " + ", ".join(_row(r) for r in bad)
-                           + f" ({len(answer['similarity'])} compared)")
+            ours, theirs = answer.get("counts") or (len(out.similarity), len(out.similarity))
+            out.message = (f"compare: the bmodel has {theirs} output(s) for the file's {ours}: "
+                           + ", ".join(_row(r) for r in bad))
         elif bad:
             out.status, out.cause = "fail", f"bmodel differs from {answer['runtime'].split()[0]}"
             out.message = (f"compare: {len(bad)} output(s) below cosine {self.spec.min_cosine} / euclidean "
