@@ -153,7 +153,7 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="run only shard K of N (same split on every machine; merge with `report`)")
     parser.add_argument("--exhaustive", action="store_true",
                         help="search workarounds one at a time in every cell, even where another variant of the "
-                             "same ref already found the chain that works")
+                             "same ref, in this run or an earlier one in this env, already found the chain that works")
     _add_targets_arg(parser, "after each env's cells, check them on these [targets.NAME] (default: the enabled ones; "
                              "`none` for none)")
     parser.add_argument("--keep-artifacts", choices=("failed", "all", "none"), default=None,
