@@ -235,7 +235,7 @@ def mirror(session: nox.Session) -> None:
 
 @nox.session
 def tpu_mlir(session: nox.Session) -> None:
-    """Compile the ONNX and TorchScript exports with tpu-mlir for a bm1684x and compare the bmodel with their runtime.
+    """Compile the ONNX and TorchScript exports with tpu-mlir for a bm1684x; compare the bmodel with their runtime.
 
     Takes the [compile] variants (default 3 and native) and formats (onnx, torchscript), runs the bmodel in tpu-mlir's
     simulator and joins the verdict into each result. Builds the tpu-mlir env (Python 3.10) on first use. Posargs:

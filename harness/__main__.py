@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
+import shutil
 import sys
 import traceback
 from collections import Counter
@@ -634,14 +636,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_HARNESS_ERROR
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            # The disk filled up in the harness's own writes (a step's log, a job file) rather than in a step: the
+            # same one line as a cell that ran out of space.
+            print(f"error: {_disk_full(exc)}", file=sys.stderr)
+            return EXIT_HARNESS_ERROR
+        return _internal_error(args.command)
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM: steps were killed, saved results stay (harness.run.matrix.run_env)
         print("interrupted: results saved so far are kept; rerun the same command to do the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - a bug: keep the traceback, but never exit 1, which `gate` reserves for a regression
-        traceback.print_exc()
-        print(f"error: internal error in `{args.command}` (a bug in the harness, traceback above); exit code "
-              f"{EXIT_INTERNAL_ERROR}", file=sys.stderr)
-        return EXIT_INTERNAL_ERROR
+        return _internal_error(args.command)
+
+
+def _internal_error(command: str) -> int:
+    traceback.print_exc()
+    print(f"error: internal error in `{command}` (a bug in the harness, traceback above); exit code "
+          f"{EXIT_INTERNAL_ERROR}", file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
+
+
+def _disk_full(exc: OSError) -> str:
+    from harness.run.artifacts import disk_full
+
+    folder = Path(exc.filename).parent if exc.filename else Path.cwd()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return disk_full(folder, shutil.disk_usage(probe).free // 2**20)
 
 
 if __name__ == "__main__":

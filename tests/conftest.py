@@ -407,12 +407,16 @@ def deciding_attempt(result: dict) -> dict:
     return dict(result["attempts"][result["decided"]])
 
 
-@pytest.fixture
-def fresh_search() -> Path:
+def forget_learned_chains() -> Path:
     """Forget the workaround chains earlier runs learned (<cache>/learned, harness/run/variant.py), for a test that
-    watches a search step by step; the folder, where this test's run writes them again."""
+    watches a search step by step; the folder, where the test's run writes them again."""
     from harness.paths import cache_dir
 
     learned = cache_dir() / "learned"
     shutil.rmtree(learned, ignore_errors=True)
     return learned
+
+
+@pytest.fixture
+def fresh_search() -> Path:
+    return forget_learned_chains()

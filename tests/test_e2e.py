@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import UPSTREAM_URL, Yolov5Source, result_files
+from conftest import UPSTREAM_URL, Yolov5Source, forget_learned_chains, result_files
 
 from harness.decide import gate
 from harness.results.model import SCHEMA_VERSION, CellResult, to_json
@@ -52,6 +52,7 @@ V5_TORCHSCRIPT = {
 def run(yolov5_source: Yolov5Source, env_python: Path, quick_env: str,
         tmp_path_factory: pytest.TempPathFactory) -> dict:
     reports = tmp_path_factory.mktemp("reports")
+    forget_learned_chains()  # the step-by-step search is under test here (each cell's history of causes)
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--env", quick_env, "--refs", ",".join(REFS),
          "--repo", yolov5_source.repo, "--reports", str(reports)],

@@ -458,9 +458,12 @@ def test_real_upgrade_through_the_command_line(history: Path, history_weights: P
     env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     cache = Path(os.environ.get("YOLOV5_MATRIX_CACHE", Path.home() / ".cache" / "yolov5-export-matrix"))
     # Ctrl-C after the second probe: exit 130, one line; what was computed stays.
+    # SIGINT as a terminal's Ctrl-C delivers it, even where this test runs as a background job (a shell without job
+    # control starts those with SIGINT ignored, and the child would inherit that).
     stopped = subprocess.Popen([sys.executable, "-m", "harness", "upgrade", "--from", "A", "--to", "B", *args],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "YOLOV5_MATRIX_CACHE": str(cache), **env})
+                               env={**os.environ, "YOLOV5_MATRIX_CACHE": str(cache), **env},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     assert stopped.stderr is not None
     seen = next((line for line in iter(stopped.stderr.readline, "") if "bisect A..B: probe 2 " in line), None)
     stopped.send_signal(signal.SIGINT)

@@ -136,8 +136,11 @@ class WarmWorker:
             with log.open("a") as fh:
                 fh.write(f"\nharness: killed the job's process group: {ending.killed_for}\n")
         if log.exists():
-            shutil.copyfile(log, job_log)  # beside the job, where the one-shot worker leaves its log
-            log = job_log
+            try:
+                shutil.copyfile(log, job_log)  # beside the job, where the one-shot worker leaves its log
+                log = job_log
+            except OSError:  # a full disk (the job likely met it too): its log stays readable where it was written
+                pass
         ran = proc.ProcResult(["fork", str(self.python), job["task"], str(n)], ending.returncode, ending.timed_out,
                               ending.seconds, log, ending.killed_for)
         return proc.read_answer(out), ran
