@@ -86,6 +86,7 @@ def test_torch_2_14_weights_only_then_dynamo_opset(tmp_path: Path, mirror_repo: 
     assert first_attempt(borrower)["shared_from"] == result["cell"]
     assert borrowed["learned_from"] == result["cell"]
     assert borrowed["not_tried"] == ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"]
+    assert borrowed["not_tried_met"] == ["ONNX dynamo: opset differs from requested"]  # why dynamo=False follows
     assert len(borrower["attempts"]) == 2  # out of the box, then the borrowed chain: nothing in between
     assert borrowed["export"]["opset_written"] == 12
     assert borrower["verdict"] == result["verdict"]
@@ -97,6 +98,14 @@ def test_torch_2_14_weights_only_then_dynamo_opset(tmp_path: Path, mirror_repo: 
     assert first_attempt(again)["cause"] == "torch.load weights_only" and len(again["attempts"]) == 2
     assert deciding_attempt(again)["learned_from"] == result["cell"]
     assert deciding_attempt(again)["not_tried"] == ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"]
+    assert deciding_attempt(again)["not_tried_met"] == ["ONNX dynamo: opset differs from requested"]
+    page = tmp_path / "index.html"  # the cell's drill-down says why the chain has its second fix
+    done = subprocess.run([sys.executable, "-m", "harness", "report", "--reports", str(tmp_path / "again"), "--out",
+                           str(page), "--junit", str(tmp_path / "junit.xml")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ("not tried on this cell: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (where it was found, it stopped at: ONNX "
+            "dynamo: opset differs from requested)") in page.read_text()
     assert again["verdict"] == result["verdict"]
 
 

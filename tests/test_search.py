@@ -53,7 +53,8 @@ def test_fixes_accumulate_while_each_new_failure_has_one() -> None:
     assert search.propose() == Run((W, D))
     search.tell((W, D), None, passed=True)
     assert search.propose() is None
-    assert search.learned("v7.0__e__1__onnx") == Learned((W, D), "v7.0__e__1__onnx", (W,))
+    # What the skipped step met travels with the chain: why its second fix is there, for the cells that borrow it.
+    assert search.learned("v7.0__e__1__onnx") == Learned((W, D), "v7.0__e__1__onnx", (W,), (OPSET.name,))
 
 
 def test_three_step_chain_records_every_skipped_prefix() -> None:
@@ -65,6 +66,7 @@ def test_three_step_chain_records_every_skipped_prefix() -> None:
     search.tell((W, D, M), None, passed=True)
     learned = search.learned("c")
     assert learned is not None and learned.skipped == (W, f"{W} + {D}")
+    assert learned.met == (OPSET.name, XNNPACK.name)
 
 
 def test_a_cause_whose_fix_is_already_applied_ends_the_search() -> None:
@@ -149,7 +151,7 @@ def test_learned_chains_outlive_the_run_in_their_file(tmp_path: Path) -> None:
     path = learned_path(tmp_path, "pins")
     key = learn_key("c0ffee", "onnx", WEIGHTS)
     assert key is not None
-    chain = Learned((W, D), "v7.0__e__native__onnx", (W,))
+    chain = Learned((W, D), "v7.0__e__native__onnx", (W,), (OPSET.name,))
     LearnedChains(path).remember(key, chain)
     LearnedChains(path).remember(("c0ffee", "torchscript", WEIGHTS.name), Learned((W, M), "x", (W,)))  # merged
     later = LearnedChains(path)

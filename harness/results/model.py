@@ -202,6 +202,8 @@ class Attempt:
     hint: str = ""
     learned_from: str | None = None  # the cell whose step-by-step search found this chain (borrowed whole)
     not_tried: list[str] | None = None  # the intermediate steps a borrowed chain skipped
+    # The cause each of those steps stopped at where the chain was found: why the next fix is in the chain.
+    not_tried_met: list[str | None] | None = None
 
     def seconds(self, shared_export: bool = True) -> float:
         """Time this attempt took; without an export another cell ran for it when ``shared_export`` is False."""

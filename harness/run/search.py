@@ -29,6 +29,7 @@ class Learned:
     names: tuple[str, ...]
     found_by: str
     skipped: tuple[str, ...]
+    met: tuple[str | None, ...] = ()  # the cause each skipped chain stopped at where it was found: why the next fix
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class WorkaroundSearch:
     table: Mapping[str, Workaround] = field(default_factory=lambda: WORKAROUNDS)
     fixes: list[Workaround] = field(default_factory=list)
     tried: set[tuple[str, ...]] = field(default_factory=set)
+    met: dict[tuple[str, ...], str | None] = field(default_factory=dict)  # each chain's cause when it did not pass
     done: bool = False
     _latest: tuple[tuple[str, ...], Cause | None, bool] | None = None  # chain, its cause, passed
 
@@ -93,6 +95,7 @@ class WorkaroundSearch:
     def tell(self, names: tuple[str, ...], cause: Cause | None, passed: bool) -> None:
         """The outcome of the chain ``names`` (its cause when it did not pass)."""
         self.tried.add(names)
+        self.met[names] = None if passed or cause is None else cause.name
         self._latest = (names, cause, passed)
 
     def learned(self, cell: str) -> Learned | None:
@@ -102,7 +105,9 @@ class WorkaroundSearch:
         if self.borrowed and self._latest[0] == self.borrowed.names:
             return None
         names = tuple(f.name for f in self.fixes)
-        return Learned(names, cell, tuple(" + ".join(names[:i]) for i in range(1, len(names))))
+        steps = range(1, len(names))
+        return Learned(names, cell, tuple(" + ".join(names[:i]) for i in steps),
+                       tuple(self.met.get(names[:i]) for i in steps))
 
     def _fix_for(self, cause: Cause | None) -> Workaround | None:
         """The cause's workaround when it has one not applied yet."""

@@ -61,7 +61,8 @@ class LearnedChains:
         try:
             rows = json.loads(self.path.read_text()) if self.path and self.path.is_file() else []
             chains = {(str(r["key"][0]), str(r["key"][1]), str(r["key"][2])):
-                      Learned(tuple(r["names"]), str(r["found_by"]), tuple(r["skipped"])) for r in rows}
+                      Learned(tuple(r["names"]), str(r["found_by"]), tuple(r["skipped"]), tuple(r.get("met") or ()))
+                      for r in rows}
         except (OSError, ValueError, TypeError, KeyError, IndexError):
             return {}  # unreadable: the search finds the chains again
         return {k: v for k, v in chains.items() if all(n in causes.WORKAROUNDS for n in v.names)}
@@ -180,7 +181,7 @@ def run_variant(ctx: EnvContext, known: Known, checkout: Checkout, variant: str,
         for cell in cells.values():
             step = cell.search.propose()
             if isinstance(step, Reuse):  # that chain already ran (borrowed) and failed: it stays the verdict
-                cell.result.record(dataclasses.replace(cell.tried[step.names], not_tried=[]))
+                cell.result.record(dataclasses.replace(cell.tried[step.names], not_tried=[], not_tried_met=[]))
             elif isinstance(step, Run):
                 wanted[step.names].append(cell)
             if cell.search.done:
@@ -229,7 +230,8 @@ def rerun(ctx: EnvContext, runner: BatchRunner, checkout: Checkout, patched: Pat
         rec = dataclasses.replace(attempt, name=fix.name, env=dict(fix.env), shims=list(fix.shims), opset=fix.opset,
                                   pins=dict(fix.pins), patch_form=fix.patch_form, patch_diff=diff, hint=fix.hint,
                                   learned_from=step.found_by if step else None,
-                                  not_tried=list(step.skipped) if step else None)
+                                  not_tried=list(step.skipped) if step else None,
+                                  not_tried_met=list(step.met) if step else None)
         cause = name_cause(rec, with_hint=False)
         cell.tried[names] = cell.result.record(rec)
         cell.search.tell(names, cause, rec.status == "pass")
