@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import errno
 import logging
-import shutil
 import sys
 import traceback
 from collections import Counter
@@ -658,13 +657,10 @@ def _internal_error(command: str) -> int:
 
 
 def _disk_full(exc: OSError) -> str:
-    from harness.run.artifacts import disk_full
+    from harness.run.artifacts import disk_full, free_mb
 
     folder = Path(exc.filename).parent if exc.filename else Path.cwd()
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return disk_full(folder, shutil.disk_usage(probe).free // 2**20)
+    return disk_full(folder, free_mb(folder))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Runs inside the tpu-mlir env's Python: ``python -m harness.compile.envside JOB.json`` (answer written to
-``job["out"]``). Plain Python (3.8-compatible), numpy / onnx / onnxruntime / torch of that env only, no harness
-imports.
+``job["out"]``). Plain Python (3.8-compatible), numpy / onnx / onnxruntime / torch of that env only; of the harness
+only the matrix's own TorchScript runner (harness/worker/runners.py), so both read a module's outputs alike.
 
 Tasks:
 - ``inspect``: copy the exported file into the compile workdir under the name tpu-mlir is given (it writes files next
@@ -99,20 +99,12 @@ def _run_onnx(path, feed_npz):
     return [o.name for o in session.get_outputs()], session.run(None, feeds), "onnxruntime " + onnxruntime.__version__
 
 
-def _flatten(value):
-    """A module's outputs in order: YOLOv5's forward returns a tensor, a tuple, or a tuple holding a list."""
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _flatten(item)]
-    return [value]
-
-
 def _run_torchscript(path, feed_npz):
     import torch
 
-    module = torch.jit.load(path, map_location="cpu").eval()
-    with torch.no_grad():
-        outputs = _flatten(module(torch.from_numpy(feed_npz[feed_npz.files[0]].astype("float32"))))
-    refs = [t.detach().numpy() for t in outputs]
+    from harness.worker.runners import TorchScriptRunner  # flattens YOLOv5's (decoded, [levels]) returns in order
+
+    refs = TorchScriptRunner(path).load().infer(feed_npz[feed_npz.files[0]].astype("float32"))
     return [f"output{i}" for i in range(len(refs))], refs, "torch " + torch.__version__
 
 

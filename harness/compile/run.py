@@ -74,9 +74,7 @@ def find_targets(reports: Path, variants: tuple[str, ...], formats: tuple[str, .
     skipped: list[tuple[Path, CellResult, str]] = []
     for path in sorted(results.results_dir(reports).glob("*.json")):
         result = results.read_result(path)
-        if result is None or result.format not in formats or result.format not in COMPILE_FORMATS:
-            continue
-        if result.variant not in variants:
+        if result is None or result.format not in formats or result.variant not in variants:
             continue
         if (envs and result.env not in envs) or (refs and result.ref not in refs):
             continue

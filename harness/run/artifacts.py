@@ -160,12 +160,17 @@ def regenerate(result: CellResult) -> str:
 
 def check_free(folder: Path, need_mb: int = MIN_FREE_MB) -> None:
     """Stop before a run that cannot fit: one line naming the folder, what it has, what it needs and the fix."""
+    free = free_mb(folder)
+    if free < need_mb:
+        raise HarnessError(disk_full(folder, free, need_mb))
+
+
+def free_mb(folder: Path) -> int:
+    """MB free where ``folder`` is or would be made (its nearest existing parent)."""
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    free_mb = shutil.disk_usage(probe).free // 2**20
-    if free_mb < need_mb:
-        raise HarnessError(disk_full(folder, free_mb, need_mb))
+    return shutil.disk_usage(probe).free // 2**20
 
 
 def disk_full(folder: Path, free_mb: int, need_mb: int | None = None) -> str:

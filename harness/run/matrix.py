@@ -261,8 +261,7 @@ class EnvRun:
         if any(attempt.cause == artifacts.DISK_FULL for attempt in result.attempts):
             # Not a verdict: every next cell would fail the same way. Stop with one line; what is saved stays.
             folder = Path(result.artifacts_dir or self.opts.cache / "work" / self.spec.name)
-            free_mb = shutil.disk_usage(folder if folder.exists() else self.opts.cache).free // 2**20
-            exc = HarnessError(artifacts.disk_full(folder, free_mb))
+            exc = HarnessError(artifacts.disk_full(folder, artifacts.free_mb(folder)))
             self.fatal = self.fatal or exc
             proc.STOP.set()
             raise exc

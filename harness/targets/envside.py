@@ -39,30 +39,23 @@ class StageError(Exception):
 
 # -- references --------------------------------------------------------------------------------------------------
 
+# The matrix's own runners (harness/worker/runners.py): the reference reads the file as the cell's parity check did.
+
 def onnxruntime_reference(artifact, x):
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return names, session.run(None, {session.get_inputs()[0].name: x}), "onnxruntime " + onnxruntime.__version__
+    from harness.worker.runners import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(artifact).load()
+    return runner.output_names(), runner.infer(x), "onnxruntime " + onnxruntime.__version__
 
 
 def torchscript_reference(artifact, x):
     import torch
 
-    module = torch.jit.load(artifact, map_location="cpu").eval()
-    with torch.no_grad():
-        out = module(torch.from_numpy(x))
-    flat = []
+    from harness.worker.runners import TorchScriptRunner
 
-    def walk(value):
-        if isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-        else:
-            flat.append(value.numpy())
-
-    walk(out)
+    flat = TorchScriptRunner(artifact).load().infer(x)
     return [str(i) for i in range(len(flat))], flat, "torchscript (torch " + torch.__version__ + ")"
 
 
