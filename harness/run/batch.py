@@ -24,7 +24,7 @@ from harness.envs.warm import WarmPool
 from harness.errors import HarnessError
 from harness.results import model as results
 from harness.results.model import Attempt, CellResult, ExportFacts, Output, Parity, Stage
-from harness.run import exporters
+from harness.run import artifacts, exporters
 from harness.verify import causes
 from harness.verify.judge import judge
 from harness.worker.protocol import AttemptJob, CellEvent, CellSpec, StageEvent
@@ -67,10 +67,20 @@ def name_cause(attempt: Attempt, with_hint: bool) -> causes.Cause | None:
             return None
         attempt.status, attempt.stage, attempt.message = "fail", "export", f"{mismatch}; {attempt.message}"
     cause = causes.classify(attempt.message, attempt.log_tail)
+    if _out_of_space(attempt):
+        cause = next(c for c in causes.CAUSES if c.name == artifacts.DISK_FULL)
     attempt.cause = cause.name if cause else causes.name_of(attempt.message, attempt.log_tail)
     if with_hint and cause:
         attempt.message = f"{cause.hint}: {attempt.message}"
     return cause
+
+
+def _out_of_space(attempt: Attempt) -> bool:
+    """The attempt failed where the disk is full now. torch's C++ ONNX serializer does not check its writes: on a full
+    disk it leaves a truncated file and no error, and what fails is the next step that reads it (a protobuf
+    DecodeError), not the write; the full disk is the cause, which stops the run (run/matrix.py)."""
+    folder = Path(attempt.export.log).parent if attempt.export and attempt.export.log else None
+    return folder is not None and folder.is_dir() and artifacts.free_mb(folder) < 1
 
 
 class StageWatch:
