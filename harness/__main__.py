@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import errno
 import logging
+import os
 import sys
 import traceback
 from collections import Counter
@@ -257,7 +258,7 @@ def _run_run(args: argparse.Namespace) -> int:
                 from harness.targets.check import run_targets
 
                 run_targets(targets, args.reports, opts.cache, cells={r.cell for r in done}, force=args.force,
-                            log=run.log_stderr, sandbox_mode=config.limits.sandbox)
+                            log=run.log_stderr, sandbox_mode=config.limits.sandbox, jobs=opts.jobs)
             if not config.compile.enabled:  # else tpu-mlir still reads the ONNX files: `compile` prunes after it
                 artifacts.prune([results.result_path(args.reports, r.cell) for r in done],
                                 args.keep_artifacts or config.artifacts.keep, log=run.log_stderr,
@@ -536,6 +537,8 @@ def _add_targets(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--reports", type=Path, default=Path("reports"), help="results directory (default: reports)")
     _add_targets_arg(parser, "which targets (default: the enabled [targets.NAME])")
     parser.add_argument("--force", action="store_true", help="recheck cells whose inputs did not change")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="checks run side by side (default: CPU count)")
     parser.set_defaults(handler=_run_targets)
 
 
@@ -551,7 +554,8 @@ def _run_targets(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 0
     done = run_targets(specs, args.reports, cache_dir(), force=args.force,
-                       log=lambda line: print(line, file=sys.stderr, flush=True), sandbox_mode=config.limits.sandbox)
+                       log=lambda line: print(line, file=sys.stderr, flush=True), sandbox_mode=config.limits.sandbox,
+                       jobs=args.jobs)
     counts = Counter(section.outcome() for section in done)
     print(f"targets: {len(done)} checks ({', '.join(f'{n} {o}' for o, n in counts.items()) or 'none run'}); "
           f"verdicts joined into {args.reports / 'results'}")

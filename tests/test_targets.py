@@ -182,6 +182,33 @@ def test_the_same_bytes_are_checked_once(checked, tmp_path: Path) -> None:
 
 @pytest.mark.torch
 @pytest.mark.slow
+def test_identical_files_in_one_run_are_checked_once_side_by_side(checked, tmp_path: Path) -> None:
+    """Two cells of one run whose files are the same bytes (as v5.0's native and variant 3 ONNX are): with --force
+    and two checks at a time (the two targets side by side), each target compiles them once and both cells get the
+    verdict."""
+    _, found, _ = checked
+    cell = f"v7.0__{QUICK_ENV}__3__onnx"
+    twin = f"v7.0__{QUICK_ENV}__native__onnx"
+    copy = tmp_path / "reports" / "results"
+    copy.mkdir(parents=True)
+    (copy / f"{cell}.json").write_text(json.dumps({**found[cell], "targets": {}}))
+    (copy / f"{twin}.json").write_text(json.dumps({**found[cell], "cell": twin, "variant": "native", "targets": {}}))
+    done = subprocess.run([sys.executable, "-m", "harness", "targets", "--reports", str(copy.parent), "--targets",
+                           "openvino,rknn", "--force", "--jobs", "2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("openvino", "rknn"):
+        assert re.search(rf"\[{name}\] v7\.0__{re.escape(QUICK_ENV)}__native__onnx: the same bytes as "
+                         rf"v7\.0__{re.escape(QUICK_ENV)}__3__onnx, checked once \(works\)", done.stderr), done.stderr
+    again = {p.stem: json.loads(p.read_text()) for p in copy.glob("*.json")}
+    for name in ("openvino", "rknn"):
+        first, second = again[cell]["targets"][name], again[twin]["targets"][name]
+        assert first["attempts"] == second["attempts"] and first["content_key"] == second["content_key"]
+    assert "targets: 4 checks (4 works)" in done.stdout, done.stdout
+
+
+@pytest.mark.torch
+@pytest.mark.slow
 def test_a_refusal_is_named_and_fails_the_gate(checked, env_python: Path, tmp_path: Path) -> None:
     """An operator OpenVINO has no conversion rule for (a real refusal of the real toolkit) is a named cause; a cell
     whose target worked in the baseline and fails now fails the gate with that target named."""
@@ -208,7 +235,7 @@ def test_a_refusal_is_named_and_fails_the_gate(checked, env_python: Path, tmp_pa
     assert made.returncode == 0, made.stderr
     image = found[cell]["attempts"][found[cell]["decided"]]["image"]
     job = {"task": "check", "target": "openvino", "reference": "onnxruntime", "artifact": str(odd), "image": image,
-           "imgsz": 160, "workdir": str(tmp_path), "options": {}}
+           "photos": str(Path(image).parent), "imgsz": 160, "workdir": str(tmp_path), "options": {}}
     answer, ran = proc.run_worker(python, job, workdir=tmp_path, watch=proc.Watch(300),
                                   module="harness.targets.envside")
     refused = judge(answer, ran, TargetSpec(name="openvino"))

@@ -55,8 +55,9 @@ ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "T
                        "MPLBACKEND", "NO_COLOR", "COLUMNS"})
 ENV_PREFIXES = ("LC_", "PYTHON", "OMP_", "MKL_", "OPENBLAS_", "GOTO_", "KMP_", "GOMP_", "NUMEXPR_", "TORCH",
                 "PYTORCH_", "CUDA_", "NVIDIA_", "CUBLAS_", "CUDNN_", "ORT_", "ONNX", "OPENCV_", "YOLOV5_", "TPU")
-# Job fields naming what the job reads, and files it writes (their folders are writable): harness/worker's jobs.
-JOB_READS = ("tree", "weights", "image")
+# Job fields naming what the job reads, and files it writes (their folders are writable): harness/worker's jobs and
+# harness/targets/envside's checks.
+JOB_READS = ("tree", "weights", "image", "artifact", "photos")
 JOB_WRITES = ("out", "progress", "weights_out")
 PROBE_TIMEOUT = 30.0
 

@@ -88,8 +88,9 @@ class WarmWorker:
     """One warm env process serving jobs from a queue directory."""
 
     def __init__(self, python: Path, root: Path, env_extra: dict[str, str], memory_mb: float | None,
-                 preload: list[str] | None = None, jail: JailFor | None = None):
+                 preload: list[str] | None = None, jail: JailFor | None = None, module: str = "harness.worker"):
         self.python, self.root, self.env_extra, self.preload = python, root, env_extra, preload
+        self.module = module  # the env-side entry point whose "serve" task forks the jobs
         self.memory_mb = memory_mb
         self.queue = root / "queue"
         if root.exists():
@@ -109,7 +110,8 @@ class WarmWorker:
         # An interrupted run (Ctrl-C) kills the warm process: nothing to report then.
         with contextlib.suppress(proc.Interrupted):
             _, self.ran = proc.run_worker(self.python, job, workdir=self.root, env_extra=self.env_extra,
-                                          watch=proc.Watch(LIFETIME, watchdog=lambda: self.stopping), jail=self.jail)
+                                          watch=proc.Watch(LIFETIME, watchdog=lambda: self.stopping),
+                                          module=self.module, jail=self.jail)
 
     def alive(self) -> bool:
         return self.thread.is_alive()
@@ -161,9 +163,9 @@ class WarmPool:
     """The warm workers of one env run, one per (interpreter, import-time environment), started on first use."""
 
     def __init__(self, root: Path, env_extra: dict[str, str], memory_mb: float | None = None,
-                 preload: list[str] | None = None, jail: JailFor | None = None):
+                 preload: list[str] | None = None, jail: JailFor | None = None, module: str = "harness.worker"):
         self.root, self.env_extra, self.memory_mb, self.preload = root, env_extra, memory_mb, preload
-        self.jail = jail
+        self.jail, self.module = jail, module
         self.workers: dict[tuple[str, tuple[tuple[str, str], ...]], WarmWorker] = {}
         self.lock = threading.Lock()
 
@@ -179,11 +181,12 @@ class WarmPool:
             if worker is None or not worker.alive():  # first use, or the last one died: a fresh warm process
                 name = f"warm-{len(self.workers)}-{int(time.time() * 1000) % 100000}"
                 worker = self.workers[key] = WarmWorker(python, self.root / name, dict(at_start), self.memory_mb,
-                                                        self.preload, self.jail)
+                                                        self.preload, self.jail, self.module)
         return worker.run(job, workdir=workdir, watch=watch, env=in_child)
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Stop every warm process after its jobs in flight (``kill``: kill them now)."""
         with self.lock:
             workers, self.workers = list(self.workers.values()), {}
         for worker in workers:
-            worker.close()
+            worker.close(kill=kill)

@@ -11,11 +11,14 @@ photo and size, the toolkit's pins and the spec): the same bytes compile once, w
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -23,6 +26,7 @@ from typing import Any, cast
 from harness.axes import FORMATS
 from harness.config import TargetSpec
 from harness.envs import proc, sandbox
+from harness.envs.warm import WarmPool
 from harness.files import write_json
 from harness.results import model as results
 from harness.results.model import CellResult, OutputMatch, TargetAttempt, TargetResult
@@ -181,11 +185,17 @@ def failed(attempt: TargetAttempt, message: str, log: str) -> TargetAttempt:
 
 
 class Checker:
-    """Runs one target's checks: its env built once, each job in the box."""
+    """Runs one target's checks: its env built once, each check a child of the target's warm process, which imports
+    the toolkit and the reference runtime once (harness/envs/warm.py; envside.py's ``serve``), in a box that reads
+    ``reads`` (the checks' artifact and photo folders) and writes below the target's cache folder only."""
 
-    def __init__(self, kit: Toolkit, spec: TargetSpec, cache: Path, box: sandbox.Box, log: Log):
-        self.kit, self.spec, self.cache, self.box, self.log = kit, spec, cache, box, log
+    def __init__(self, kit: Toolkit, spec: TargetSpec, cache: Path, box: sandbox.Box, log: Log, reads: list[Path],
+                 threads: int | None = None):
+        self.kit, self.spec, self.cache, self.log, self.threads = kit, spec, cache, log, threads
         self.python = env.ensure_env(kit, cache, log=log)
+        root = cache / "targets" / kit.name
+        self.workers = WarmPool(root / "warm", {}, preload=kit.warm_imports, module="harness.targets.envside",
+                                jail=sandbox.warm_jails(box, cache=cache, workroot=root, read=reads))
 
     def check(self, job: Job, artifact: Path) -> TargetResult:
         where = hashlib.sha256(str(job.path.parent.resolve()).encode()).hexdigest()[:8]
@@ -194,15 +204,12 @@ class Checker:
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
         task: TargetJob = {"task": "check", "target": self.kit.name, "reference": self.kit.reference,
-                "artifact": str(artifact), "image": job.image, "workdir": str(workdir),
-                "imgsz": int(job.result.model.get("imgsz") or 640), "options": self.spec.settings,
-                "decode": decode_contract(job.result, self.spec)}
-        # The photo's folder: the ref's data/images, which an INT8 build calibrates on.
-        jail = sandbox.step_jail(self.box, self.python, workdir=workdir, workroot=workdir,
-                                 read=[artifact.parent, Path(job.image).parent])
+                           "artifact": str(artifact), "image": job.image, "photos": str(Path(job.image).parent),
+                           "workdir": str(workdir), "imgsz": int(job.result.model.get("imgsz") or 640),
+                           "options": self.spec.settings, "decode": decode_contract(job.result, self.spec),
+                           "threads": self.threads}
         start = time.monotonic()
-        answer, ran = proc.run_worker(self.python, task, workdir=workdir, watch=proc.Watch(self.spec.timeout),
-                                      module="harness.targets.envside", jail=jail)
+        answer, ran = self.workers.run_worker(self.python, task, workdir=workdir, watch=proc.Watch(self.spec.timeout))
         attempt = judge(cast("TargetAnswer | None", answer), ran, self.spec)
         attempt.timings["total"] = round(time.monotonic() - start, 1)
         clean(workdir)
@@ -211,6 +218,9 @@ class Checker:
                             reference=(answer or {}).get("reference") or self.kit.reference,
                             versions=(answer or {}).get("versions") or {}, attempts=[attempt], decided=0,
                             created=time.time())
+
+    def close(self, kill: bool = False) -> None:
+        self.workers.close(kill=kill)
 
 
 def clean(workdir: Path) -> None:
@@ -229,17 +239,25 @@ def join(path: Path, name: str, section: TargetResult) -> None:
     write_json(path, current.to_json())
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A cell still to check on a target: its job and the key its result will carry."""
+
+    job: Job
+    inputs_key: str
+
+
 def run_targets(specs: dict[str, TargetSpec], reports: Path, cache: Path, *, cells: set[str] | None = None,
-                force: bool = False, log: Log = print, sandbox_mode: str = "auto") -> list[TargetResult]:
-    """Check every cell of ``reports`` (or only ``cells``) on each target of ``specs``; returns what was written."""
+                force: bool = False, log: Log = print, sandbox_mode: str = "auto", jobs: int = 1) -> list[TargetResult]:
+    """Check every cell of ``reports`` (or only ``cells``) on each target of ``specs``, up to ``jobs`` checks at a
+    time; returns what was written. Cells whose artifacts are byte-identical share one check."""
     if not specs:
         return []
-    box = sandbox.choose(sandbox_mode)
     paths = [p for p in sorted(results.results_dir(reports).glob("*.json")) if cells is None or p.stem in cells]
     done: list[TargetResult] = []
+    todo: dict[tuple[str, str], list[_Pending]] = {}  # (target, content key) -> the cells of those bytes
     for name, spec in specs.items():
         kit = TOOLKITS[name]
-        checker: Checker | None = None
         for job in jobs_for(kit, spec, paths):
             key = inputs_key(kit, spec, job)
             stored = job.result.targets.get(name)
@@ -253,17 +271,54 @@ def run_targets(specs: dict[str, TargetSpec], reports: Path, cache: Path, *, cel
                 continue
             same = content_key(kit, spec, job, job.artifact)
             section = None if force else checked_before(cache, name, same)
-            if section is not None:
-                log(f"[{name}] {job.result.cell}: the same bytes were checked before, kept ({section.verdict})")
-            else:
-                checker = checker or Checker(kit, spec, cache, box, log)
-                section = checker.check(job, job.artifact)
-                section.content_key = same
-                if not transient(section):
-                    remember(cache, name, same, section)
-                log(f"[{name}] {job.result.cell}: {section.verdict} — {section.deciding.message[:200]} "
-                    f"({section.deciding.timings.get('total', 0):.0f} s)")
+            if section is None:
+                todo.setdefault((name, same), []).append(_Pending(job, key))
+                continue
+            log(f"[{name}] {job.result.cell}: the same bytes were checked before, kept ({section.verdict})")
             section.inputs_key = key
             join(job.path, name, section)
             done.append(section)
+    done += _check_all(specs, todo, cache, sandbox.choose(sandbox_mode), log, jobs)
+    return done
+
+
+def _check_all(specs: dict[str, TargetSpec], todo: dict[tuple[str, str], list[_Pending]], cache: Path,
+               box: sandbox.Box, log: Log, jobs: int) -> list[TargetResult]:
+    """Run one check per (target, bytes), ``jobs`` at a time (a check is mostly one busy core: rknn's build, pnnx),
+    and join each result into its cells' files from this thread alone."""
+    checkers: dict[str, Checker] = {}
+    # Side by side, each check gets its share of the cores: toolkits' and runtimes' spinning thread pools would
+    # otherwise take turns on every core (measured on 2 cores: 75 s -> ? s for one env's 30 checks).
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if jobs > 1 else None
+    for name in dict.fromkeys(name for name, _ in todo):
+        reads = {p for (n, _), group in todo.items() if n == name for item in group
+                 for p in (cast(Path, item.job.artifact).parent, Path(item.job.image).parent)}
+        checkers[name] = Checker(TOOLKITS[name], specs[name], cache, box, log, sorted(reads), threads)
+    done: list[TargetResult] = []
+    ok = False
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            running = {pool.submit(checkers[name].check, group[0].job, cast(Path, group[0].job.artifact)): (name, same)
+                       for (name, same), group in todo.items()}
+            for future in as_completed(running):
+                name, same = running[future]
+                section = future.result()
+                section.content_key = same
+                if not transient(section):
+                    remember(cache, name, same, section)
+                first, *others = todo[(name, same)]
+                log(f"[{name}] {first.job.result.cell}: {section.verdict} — {section.deciding.message[:200]} "
+                    f"({section.deciding.timings.get('total', 0):.0f} s)")
+                for n, item in enumerate([first, *others]):
+                    mine = section if n == 0 else copy.deepcopy(section)
+                    if n:
+                        log(f"[{name}] {item.job.result.cell}: the same bytes as {first.job.result.cell}, checked once "
+                            f"({mine.verdict})")
+                    mine.inputs_key = item.inputs_key
+                    join(item.job.path, name, mine)
+                    done.append(mine)
+        ok = True
+    finally:
+        for checker in checkers.values():
+            checker.close(kill=not ok)  # Ctrl-C or a failure: the checks in flight die with the run
     return done

@@ -1,13 +1,17 @@
 """Runs inside a target's env: ``python -m harness.targets.envside JOB.json`` (answer written to ``job["out"]``).
 Plain Python 3.8-compatible code; the target's toolkit, numpy and the reference runtime of that env.
 
-One task, ``check``: read the cell's photo letterboxed as the cell's parity check did (harness/worker/inputs.py),
+Task ``check``: read the cell's photo letterboxed as the cell's parity check did (harness/worker/inputs.py),
 run the reference (ONNX Runtime on the ONNX file, or the TorchScript module), compile the artifact with the target's
-toolkit (one runner per toolkit, same interface: ``runner(artifact, x, options, workdir, image) -> (outputs,
-compiled)``, ``image`` the cell's photo, whose folder calibrates an INT8 build),
+toolkit (one runner per toolkit, same interface: ``runner(artifact, x, options, workdir, photos, threads) ->
+(outputs, compiled)``, ``photos`` the folder of the cell's photo, which calibrates an INT8 build, ``threads`` the
+check's share of the cores),
 run the compiled model on the same input and compare every output. Where the cell's outputs hold every level's raw
 tensor, the post-processing a deployer runs on them is checked too (``decode_agreement``). The answer says at which
 stage it stopped.
+
+Task ``serve`` (harness/worker/serve.py, started by harness/envs/warm.py): import the toolkit once and fork a child
+per ``check``. Importing rknn-toolkit2 takes ~3.5 s and torch (ncnn's reference) ~2.5 s, half of a check.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
-from harness.worker.inputs import load_batch
+from harness.worker import serve
 
 if TYPE_CHECKING:  # the wire types (harness/worker/protocol.py); never imported in an env
     from typing import Literal
@@ -41,20 +45,21 @@ class StageError(Exception):
 
 # The matrix's own runners (harness/worker/runners.py): the reference reads the file as the cell's parity check did.
 
-def onnxruntime_reference(artifact, x):
+def onnxruntime_reference(artifact, x, threads):
     import onnxruntime
 
     from harness.worker.runners import OnnxRuntimeRunner
 
-    runner = OnnxRuntimeRunner(artifact).load()
+    runner = OnnxRuntimeRunner(artifact, threads).load()
     return runner.output_names(), runner.infer(x), "onnxruntime " + onnxruntime.__version__
 
 
-def torchscript_reference(artifact, x):
+def torchscript_reference(artifact, x, threads):
     import torch
 
-    from harness.worker.runners import TorchScriptRunner
+    from harness.worker.runners import TorchScriptRunner, use_threads
 
+    use_threads(threads)
     flat = TorchScriptRunner(artifact).load().infer(x)
     return [str(i) for i in range(len(flat))], flat, "torchscript (torch " + torch.__version__ + ")"
 
@@ -64,14 +69,16 @@ REFERENCES = {"onnxruntime": onnxruntime_reference, "torchscript": torchscript_r
 
 # -- runners: compile the artifact, run it on x ---------------------------------------------------------------------
 
-def openvino_runner(artifact, x, options, workdir, image):
+def openvino_runner(artifact, x, options, workdir, photos, threads):
     import openvino as ov
 
     try:
         model = ov.convert_model(artifact)
         core = ov.Core()
-        compiled = core.compile_model(model, options.get("device", "CPU"),
-                                      {"INFERENCE_PRECISION_HINT": options.get("precision", "f32")})
+        config = {"INFERENCE_PRECISION_HINT": options.get("precision", "f32")}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = core.compile_model(model, options.get("device", "CPU"), config)
         ov.save_model(model, os.path.join(workdir, "model.xml"))
     except Exception as exc:
         raise StageError("build", _line(exc), traceback.format_exc()) from None
@@ -82,14 +89,13 @@ def openvino_runner(artifact, x, options, workdir, image):
     return [answer[o] for o in compiled.outputs], "model.xml"
 
 
-def calibration_photos(image):
-    """The photos the ref ships beside the cell's own (its data/images), for an INT8 build's calibration."""
-    folder = os.path.dirname(image)
+def calibration_photos(folder):
+    """The photos the ref ships (its data/images, the cell's own among them), for an INT8 build's calibration."""
     return sorted(os.path.join(folder, name) for name in os.listdir(folder)
                   if name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp")))
 
 
-def rknn_runner(artifact, x, options, workdir, image):
+def rknn_runner(artifact, x, options, workdir, photos, threads):
     from rknn.api import RKNN
 
     rknn = RKNN(verbose=False)
@@ -98,7 +104,7 @@ def rknn_runner(artifact, x, options, workdir, image):
     if quantize:  # INT8, calibrated on the ref's photos, read and scaled by the toolkit as Rockchip's guide does it
         dataset = os.path.join(workdir, "dataset.txt")
         with open(dataset, "w") as fh:
-            fh.write("\n".join(calibration_photos(image)) + "\n")
+            fh.write("\n".join(calibration_photos(photos)) + "\n")
     # F32: the input is already x / 255 (as the cell's parity check fed it), no mean/std inside the model. INT8: the
     # toolkit divides by 255 itself (its calibration reads the photos as 0-255), and is fed x * 255.
     scale = 255.0 if quantize else 1.0
@@ -121,11 +127,13 @@ def rknn_runner(artifact, x, options, workdir, image):
         rknn.release()
 
 
-def ncnn_runner(artifact, x, options, workdir, image):
+def ncnn_runner(artifact, x, options, workdir, photos, threads):
     import ncnn
     import numpy as np
+    import pnnx as pnnx_package
 
-    pnnx = os.path.join(os.path.dirname(sys.executable), "pnnx")
+    # The converter binary itself: the env's `pnnx` script imports torch before it execs it (2.8 s of a 5.5 s run).
+    pnnx = pnnx_package.EXEC_PATH
     local = os.path.join(workdir, "model.torchscript")
     if not os.path.exists(local):
         os.symlink(artifact, local)  # pnnx writes its files next to the model it reads
@@ -141,6 +149,8 @@ def ncnn_runner(artifact, x, options, workdir, image):
     try:
         net = ncnn.Net()
         net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = bool(options.get("fp16"))
+        if threads:
+            net.opt.num_threads = threads
         net.load_param(param)
         net.load_model(weights)
         extractor = net.create_extractor()
@@ -243,13 +253,16 @@ def check(job: TargetJob) -> TargetAnswer:
     answer: TargetAnswer = {}
     start = time.monotonic()
     stage: Literal["build", "reference"] = "build"
+    from harness.worker.inputs import load_batch  # numpy: never at import (a warm process forks after its imports)
+
     try:  # the toolkit first: what it refuses is the answer even where this env's reference could not read the file
         x = load_batch(job["image"], int(job["imgsz"]))
+        threads = job.get("threads")
         outputs, answer["compiled"] = RUNNERS[job["target"]](job["artifact"], x, job.get("options") or {},
-                                                             job["workdir"], job["image"])
+                                                             job["workdir"], job["photos"], threads)
         timings["build+run"] = round(time.monotonic() - start, 2)
         stage, start = "reference", time.monotonic()
-        names, refs, answer["reference"] = REFERENCES[job["reference"]](job["artifact"], x)
+        names, refs, answer["reference"] = REFERENCES[job["reference"]](job["artifact"], x, threads)
         timings["reference"] = round(time.monotonic() - start, 2)
     except StageError as exc:
         answer.update({"stage": exc.stage, "error": str(exc), "log": exc.log[-6000:], "timings": timings,
@@ -284,11 +297,10 @@ def _line(exc):
     return type(exc).__name__ + ": " + ((str(exc).strip().splitlines() or [""])[0])[:500]
 
 
-def main(argv):
-    with open(argv[1]) as fh:
-        job = json.load(fh)
+def run_job(job):
+    """Answer one job into ``job["out"]``: a failure is an answer too."""
     try:
-        answer = check(job)
+        answer = serve.serve(job, run_job) if job["task"] == "serve" else check(job)
         answer["ok"] = True
     except Exception as exc:  # the answer carries the failure; the supervisor decides what it means
         answer = {"ok": False, "error": _line(exc), "log": traceback.format_exc()[-3000:]}
@@ -296,6 +308,11 @@ def main(argv):
     with open(tmp, "w") as fh:
         json.dump(answer, fh, indent=1)
     os.replace(tmp, job["out"])
+
+
+def main(argv):
+    with open(argv[1]) as fh:
+        run_job(json.load(fh))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,14 @@ class Toolkit:
     reference: str  # what its outputs are compared with: "onnxruntime" or "torchscript"
     defaults: dict[str, Any] = field(default_factory=dict)  # the [targets.NAME] options and their defaults
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # allowed values of string options
+    # What its warm process imports once before forking a child per check (harness/targets/envside.py serve): the
+    # toolkit and the reference runtime, the costly part of a check's start.
+    preload: tuple[str, ...] = ()
     notes: str = ""
+
+    @property
+    def warm_imports(self) -> list[str]:
+        return [*self.preload, *COMMON_PRELOAD]
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -34,6 +41,9 @@ class Toolkit:
 # The letterboxed photo is read with the worker's own inputs.py (cv2), so every env carries opencv (the matrix's pin).
 OPENCV = "opencv-python-headless==4.13.0.92"
 
+# What every target env's check reads with: the photo (cv2), the matrix's runners, the decode + NMS check.
+COMMON_PRELOAD = ("numpy", "cv2", "harness.worker.inputs", "harness.worker.runners", "harness.worker.decode")
+
 TOOLKITS: dict[str, Toolkit] = {t.name: t for t in (
     Toolkit(
         "openvino", "openvino", "2026.4.1", "3.11",
@@ -41,6 +51,7 @@ TOOLKITS: dict[str, Toolkit] = {t.name: t for t in (
         artifact="onnx", reference="onnxruntime",
         defaults={"device": "CPU", "precision": "f32"},
         choices={"device": ("CPU",), "precision": ("f32", "f16", "bf16")},
+        preload=("openvino", "onnxruntime"),
         notes="convert_model + compile_model on the CPU plugin; precision is INFERENCE_PRECISION_HINT",
     ),
     Toolkit(
@@ -51,6 +62,7 @@ TOOLKITS: dict[str, Toolkit] = {t.name: t for t in (
         artifact="onnx", reference="onnxruntime",
         defaults={"platform": "rk3588", "quantize": False},
         choices={"platform": ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1126b", "rk2118")},
+        preload=("rknn.api", "onnxruntime"),
         notes="load_onnx -> build (quantize = true: INT8, calibrated on the ref's data/images photos) -> "
               "init_runtime() with no target: the toolkit's x86 simulator",
     ),
@@ -60,6 +72,7 @@ TOOLKITS: dict[str, Toolkit] = {t.name: t for t in (
         ("pnnx==20261020", "ncnn==1.0.20261020", "torch==2.14.1", "numpy==2.4.6", OPENCV),
         artifact="torchscript", reference="torchscript",
         defaults={"fp16": False},
+        preload=("torch", "ncnn", "pnnx"),
         notes="pnnx model.torchscript inputshape=[1,3,S,S] -> ncnn param/bin, run with the ncnn binding",
     ),
 )}

@@ -141,6 +141,8 @@ class TargetJob(_Job):
     reference: str  # onnxruntime or torchscript
     artifact: str
     image: str
+    photos: str  # the folder of the ref's photos (the image's), which calibrates an INT8 build
+    threads: int | None  # intra-op threads of the toolkit and the reference: the cores shared among the checks
     workdir: str
     imgsz: int
     options: dict[str, Any]
