@@ -5,6 +5,7 @@ took a cell's export no longer does."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -16,6 +17,7 @@ from conftest import QUICK_ENV
 
 from harness.config import load_config
 from harness.errors import ConfigError
+from harness.paths import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -259,28 +261,40 @@ def test_a_refusal_is_named_and_fails_the_gate(checked, env_python: Path, tmp_pa
 
 @pytest.mark.torch
 @pytest.mark.slow
-def test_an_int8_rknn_build_calibrates_on_the_refs_photos(checked, tmp_path: Path) -> None:
-    """`quantize = true`: rknn-toolkit2 builds INT8, calibrated on the photos the ref ships (its data/images), and the
-    quantized model runs in the simulator; it is compared with ONNX Runtime like the F32 build, and differs more."""
+@pytest.mark.parametrize(("target", "line", "options"), [
+    ("rknn", ('platform = "rk3588"\n', 'platform = "rk3588"\nquantize = true\n'),
+     {"platform": "rk3588", "quantize": True}),
+    ("openvino", ('precision = "f32"', 'precision = "int8"'), {"device": "CPU", "precision": "int8"}),
+])
+def test_an_int8_build_calibrates_on_the_refs_photos(checked, tmp_path: Path, target: str, line: tuple[str, str],
+                                                     options: dict) -> None:
+    """rknn's `quantize = true` and OpenVINO's `precision = "int8"` (NNCF) build INT8, calibrated on the photos the
+    ref ships (its data/images); the quantized model is compared with ONNX Runtime like the F32 build, and differs
+    more."""
     _, found, _ = checked
     cell = f"v7.0__{QUICK_ENV}__3__onnx"
     config = tmp_path / "matrix.toml"
-    config.write_text((ROOT / "matrix.toml").read_text().replace('platform = "rk3588"\n',
-                                                                 'platform = "rk3588"\nquantize = true\n', 1))
+    shipped = (ROOT / "matrix.toml").read_text()
+    assert line[0] in shipped
+    config.write_text(shipped.replace(*line, 1))
     copy = tmp_path / "reports" / "results"
     copy.mkdir(parents=True)
     (copy / f"{cell}.json").write_text(json.dumps({**found[cell], "targets": {}}))
     done = subprocess.run([sys.executable, "-m", "harness", "targets", "--config", str(config), "--reports",
-                           str(copy.parent), "--targets", "rknn"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, check=False)
+                           str(copy.parent), "--targets", target, "--force"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, check=False)  # --force: built now, not found by its bytes
     assert done.returncode == 0, done.stderr[-3000:]
-    int8 = json.loads((copy / f"{cell}.json").read_text())["targets"]["rknn"]
-    f32 = found[cell]["targets"]["rknn"]
-    assert int8["options"] == {"platform": "rk3588", "quantize": True}
+    int8 = json.loads((copy / f"{cell}.json").read_text())["targets"][target]
+    f32 = found[cell]["targets"][target]
+    assert int8["options"] == options
     assert int8["outcome"] == "works", (int8["verdict"], int8["attempts"][0]["log_tail"])
     worst = {name: max(o["max_abs"] for o in section["attempts"][section["decided"]]["outputs"])
              for name, section in (("int8", int8), ("f32", f32))}
     assert worst["int8"] > worst["f32"], worst  # the quantized model is another model: not the F32 build again
+    if target == "openvino":  # the IR it kept: NNCF's quantize/dequantize nodes around the convolutions
+        where = hashlib.sha256(str(copy.resolve()).encode()).hexdigest()[:8]
+        kept = cache_dir() / "targets" / target / f"{cell}-{where}" / int8["attempts"][0]["artifact"]
+        assert kept.read_text().count('type="FakeQuantize"') > 10
     # Its boxes are held as detections (IoU 0.5), the F32 build's to rounding (0.99): both keep every box.
     decode = {name: section["attempts"][section["decided"]]["decode"] for name, section in (("int8", int8),
                                                                                              ("f32", f32))}

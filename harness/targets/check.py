@@ -1,6 +1,6 @@
 """The target checks of a run: for each enabled [targets.NAME] and each cell whose artifact it takes, compile and run
-it in the target's env (envside.py, in the same box as the matrix's steps), judge the comparison, and join the
-result into the cell's JSON under ``targets.NAME``.
+it in the target's env (envside.py, a child of the target's warm process, boxed like the matrix's steps), judge the
+comparison, and join the result into the cell's JSON under ``targets.NAME``.
 
 A check is keyed like a cell (its ``inputs_key``): the cell's own key, the toolkit's pins and the spec; a rerun with
 nothing changed keeps the stored result. And by what it compiled (``content_key``: the artifact's bytes, the input
@@ -103,7 +103,7 @@ def decode_contract(result: CellResult, spec: TargetSpec) -> dict[str, Any] | No
     return {"strides": record["strides"], "anchors": record["anchors"],
             "sigmoid_in_graph": bool(record.get("sigmoid_in_graph")),
             "order": [row["output"] for row in record["output_order"]],
-            "quantized": spec.settings.get("quantize") is True}
+            "quantized": TOOLKITS[spec.name].quantized(spec.settings)}
 
 
 def checked_before(cache: Path, name: str, key: str) -> TargetResult | None:

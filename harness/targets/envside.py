@@ -72,10 +72,14 @@ REFERENCES = {"onnxruntime": onnxruntime_reference, "torchscript": torchscript_r
 def openvino_runner(artifact, x, options, workdir, photos, threads):
     import openvino as ov
 
+    int8 = options.get("precision") == "int8"
     try:
         model = ov.convert_model(artifact)
+        if int8:
+            model = nncf_int8(model, photos, x.shape[-1])
         core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": options.get("precision", "f32")}
+        # An INT8 model carries its precision in its graph (FakeQuantize); the rest computes in f32.
+        config = {"INFERENCE_PRECISION_HINT": "f32" if int8 else options.get("precision", "f32")}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         compiled = core.compile_model(model, options.get("device", "CPU"), config)
@@ -87,6 +91,19 @@ def openvino_runner(artifact, x, options, workdir, photos, threads):
     except Exception as exc:
         raise StageError("run", _line(exc), traceback.format_exc()) from None
     return [answer[o] for o in compiled.outputs], "model.xml"
+
+
+def nncf_int8(model, photos, size):
+    """OpenVINO's post-training INT8 (NNCF), calibrated on the ref's photos, each letterboxed as the cell's input
+    (0-1: the ONNX file takes what the cell's parity check fed it)."""
+    import nncf
+
+    from harness.worker.inputs import load_batch
+
+    batches = [load_batch(path, size) for path in calibration_photos(photos)]
+    if not batches:
+        raise StageError("build", f"no photo to calibrate the INT8 build on in {photos}")
+    return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
 
 
 def calibration_photos(folder):

@@ -26,7 +26,12 @@ class Toolkit:
     # What its warm process imports once before forking a child per check (harness/targets/envside.py serve): the
     # toolkit and the reference runtime, the costly part of a check's start.
     preload: tuple[str, ...] = ()
+    int8: tuple[str, Any] | None = None  # the option and value that ask for an INT8 build calibrated on photos
     notes: str = ""
+
+    def quantized(self, settings: dict[str, Any]) -> bool:
+        """Whether ``settings`` (a [targets.NAME]'s options) build an INT8 model."""
+        return self.int8 is not None and settings.get(self.int8[0]) == self.int8[1]
 
     @property
     def warm_imports(self) -> list[str]:
@@ -47,12 +52,15 @@ COMMON_PRELOAD = ("numpy", "cv2", "harness.worker.inputs", "harness.worker.runne
 TOOLKITS: dict[str, Toolkit] = {t.name: t for t in (
     Toolkit(
         "openvino", "openvino", "2026.4.1", "3.11",
-        ("openvino==2026.4.1", "onnxruntime==1.23.2", "numpy==2.4.6", OPENCV),
+        # nncf: OpenVINO's post-training quantization (precision = "int8"), imported by that build only.
+        ("openvino==2026.4.1", "nncf==3.4.0", "onnxruntime==1.23.2", "numpy==2.4.6", OPENCV),
         artifact="onnx", reference="onnxruntime",
         defaults={"device": "CPU", "precision": "f32"},
-        choices={"device": ("CPU",), "precision": ("f32", "f16", "bf16")},
+        choices={"device": ("CPU",), "precision": ("f32", "f16", "bf16", "int8")},
         preload=("openvino", "onnxruntime"),
-        notes="convert_model + compile_model on the CPU plugin; precision is INFERENCE_PRECISION_HINT",
+        int8=("precision", "int8"),
+        notes="convert_model + compile_model on the CPU plugin; precision f32/f16/bf16 is INFERENCE_PRECISION_HINT, "
+              "int8 quantizes with NNCF first, calibrated on the ref's data/images photos",
     ),
     Toolkit(
         "rknn", "rknn-toolkit2", "2.5.0", "3.11",
@@ -63,6 +71,7 @@ TOOLKITS: dict[str, Toolkit] = {t.name: t for t in (
         defaults={"platform": "rk3588", "quantize": False},
         choices={"platform": ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1126b", "rk2118")},
         preload=("rknn.api", "onnxruntime"),
+        int8=("quantize", True),
         notes="load_onnx -> build (quantize = true: INT8, calibrated on the ref's data/images photos) -> "
               "init_runtime() with no target: the toolkit's x86 simulator",
     ),
