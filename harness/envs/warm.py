@@ -157,6 +157,10 @@ class WarmWorker:
             for n in range(1, self.count + 1):
                 _Job(self, n).kill(escalate=False)
             self.thread.join()
+        elif self.ran is not None and self.ran.returncode == 0:
+            # Ended cleanly: its jobs' logs were copied beside them; the queue is all that is left. A warm process that
+            # failed keeps its folder (serve.log) for whoever looks into it.
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 class WarmPool:
