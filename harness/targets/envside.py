@@ -266,12 +266,12 @@ def compare(names, refs, outputs):
 
 
 def check(job: TargetJob) -> TargetAnswer:
+    from harness.worker.inputs import load_batch  # numpy: never at import (a warm process forks after its imports)
+
     timings: dict[str, float] = {}
     answer: TargetAnswer = {}
     start = time.monotonic()
     stage: Literal["build", "reference"] = "build"
-    from harness.worker.inputs import load_batch  # numpy: never at import (a warm process forks after its imports)
-
     try:  # the toolkit first: what it refuses is the answer even where this env's reference could not read the file
         x = load_batch(job["image"], int(job["imgsz"]))
         threads = job.get("threads")
