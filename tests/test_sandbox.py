@@ -28,7 +28,7 @@ import pytest
 from conftest import QUICK_ENV, deciding_attempt, repo_from_tag, result_files
 
 from harness.config import load_config
-from harness.envs import proc, sandbox
+from harness.envs import bytecode, proc, sandbox
 from harness.envs.warm import WarmPool
 from harness.errors import ConfigError
 from harness.paths import cache_dir
@@ -178,6 +178,39 @@ def test_a_confined_step_reads_writes_and_connects_only_where_allowed(tmp_path: 
     # Offline fails at once (DNS has no route), it does not wait for a timeout.
     assert "Temporary failure in name resolution" in tried["github"][1] or "unreachable" in tried["github"][1]
     assert seconds < 20
+
+
+@needs_box
+def test_an_env_gets_the_bytecode_of_its_preloads_once_though_the_box_keeps_it_read_only(tmp_path: Path) -> None:
+    """In the box an env is read-only, so a confined import never caches its bytecode (every warm process compiled
+    torch & co again); bytecode.ensure's step, the same jail plus write access to the venv, writes it once."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True, timeout=60).stdout.strip())
+    for name in ("first", "second"):
+        (site / name).mkdir()
+        (site / name / "__init__.py").write_text("VALUE = 1\n")
+    workdir = tmp_path / "work"
+    jail = sandbox.step_jail(BOX, python, workdir=workdir)
+
+    def compiled(name: str) -> list[Path]:
+        return sorted((site / name).glob("__pycache__/*.pyc"))
+
+    ran = proc.run_process([str(python), "-c", "import first; print(first.VALUE)"], cwd=workdir,
+                           env=proc.child_env(), log=tmp_path / "import.log", watch=proc.Watch(60), jail=jail)
+    assert ran.failure() is None and "1" in ran.text(), ran.text()
+    assert compiled("first") == []  # imported fine, but nothing written into the env
+    bytecode.ensure(python, ["first", "second"], jail, workdir)
+    assert compiled("first") and compiled("second"), (workdir / "bytecode.log").read_text()
+    assert json.loads((venv / bytecode.MARK).read_text()) == ["first", "second"]
+    (workdir / "bytecode.log").unlink()
+    bytecode.ensure(python, ["second"], jail, workdir)  # there already: no step runs
+    assert not (workdir / "bytecode.log").exists()
+    # Unconfined, a process writes its own bytecode: nothing to do.
+    bytecode.ensure(python, ["third"], None, workdir)
+    assert not (workdir / "bytecode.log").exists() and "third" not in (venv / bytecode.MARK).read_text()
 
 
 # -- jobs of a warm process (the quick env's Python, nothing preloaded) ----------------------------------------------

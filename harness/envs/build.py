@@ -132,7 +132,7 @@ def build_venv(target: Path, interpreter: str, requirements: list[str], owner: s
         f"({time.monotonic() - start:.0f} s so far; a cold cache downloads GBs): {' '.join(requirements)}")
     if uv:
         # No --compile-bytecode: it compiles all of torch (minutes of CPU per env, most of a warm re-creation); the
-        # modules a worker imports compile on first import instead (about half a second of CPU for torch + onnx).
+        # modules a warm process preloads are compiled once, on first use (harness/envs/bytecode.py).
         _run([uv, "pip", "install", "--python", str(python), *requirements], owner, build_log, fix)
     else:
         _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements], owner, build_log,

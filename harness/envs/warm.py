@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.envs import proc
+from harness.envs import bytecode, proc
 from harness.envs.sandbox import Jail
+from harness.worker.serve import PRELOAD
 
 # The jail of a warm process, given its interpreter and folder (None: unconfined).
 JailFor = Callable[[Path, Path], Jail | None]
@@ -109,6 +110,7 @@ class WarmWorker:
                "isolate": bool(self.jail and self.jail.isolate)}
         # An interrupted run (Ctrl-C) kills the warm process: nothing to report then.
         with contextlib.suppress(proc.Interrupted):
+            bytecode.ensure(self.python, PRELOAD if self.preload is None else self.preload, self.jail, self.root)
             _, self.ran = proc.run_worker(self.python, job, workdir=self.root, env_extra=self.env_extra,
                                           watch=proc.Watch(LIFETIME, watchdog=lambda: self.stopping),
                                           module=self.module, jail=self.jail)

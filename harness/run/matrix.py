@@ -26,7 +26,7 @@ from typing import Any, cast
 from harness import __version__, prog
 from harness.axes import VARIANTS
 from harness.config import Config, EnvSpec, is_local_repo
-from harness.envs import lock, proc, sandbox
+from harness.envs import bytecode, lock, proc, sandbox
 from harness.envs.build import ensure_env, extend, ref_packages
 from harness.envs.warm import WarmPool
 from harness.errors import EnvError, HarnessError, SourceError
@@ -43,6 +43,7 @@ from harness.sources.checkout import Checkout, get_checkout, is_reachable, repo_
 from harness.verify import causes
 from harness.worker import FONTS
 from harness.worker.protocol import CheckpointAnswer, CheckpointJob, ProbeAnswer, ProbeJob
+from harness.worker.serve import PRELOAD
 
 Log = Callable[[str], None]
 
@@ -225,6 +226,7 @@ class EnvRun:
                 workdir = self.ctx.workroot / "probe"
                 jail = sandbox.step_jail(self.box, self.ctx.python, workdir=workdir, write=[self.config_dir],
                                          workroot=self.ctx.workroot)
+                bytecode.ensure(self.ctx.python, PRELOAD, jail, workdir)  # the probe imports most of them
                 self._versions = probe_env(self.ctx.python, workdir, self.config_dir, jail)
         return self._versions
 

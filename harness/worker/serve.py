@@ -36,13 +36,13 @@ import traceback
 from harness.worker import confine
 
 # Imported once in the parent. Third-party modules only (never the ref's code): what every YOLOv5 ref and the
-# harness's runners import, heaviest first. A module missing from an env is skipped; the child then meets the same
-# ImportError the ref would.
+# harness's runners import, heaviest first (pkg_resources and IPython: v6.0+'s utils). A module missing from an env is
+# skipped; the child then meets the same ImportError the ref would.
 PRELOAD = (
     "torch", "torchvision", "numpy", "onnx", "onnxruntime", "cv2", "onnxscript", "torch.onnx",
     "torch.utils.mobile_optimizer", "matplotlib", "matplotlib.pyplot", "pandas", "seaborn", "scipy", "yaml", "PIL",
-    "PIL.Image", "tqdm", "requests", "psutil", "harness.worker.attempt", "harness.worker.runners",
-    "harness.worker.compare", "harness.worker.inputs", "harness.worker.checkpoint",
+    "PIL.Image", "tqdm", "requests", "psutil", "pkg_resources", "IPython", "harness.worker.attempt",
+    "harness.worker.runners", "harness.worker.compare", "harness.worker.inputs", "harness.worker.checkpoint",
 )
 
 POLL = 0.05
