@@ -90,7 +90,8 @@ class WarmWorker:
 
     def __init__(self, python: Path, root: Path, env_extra: dict[str, str], memory_mb: float | None,
                  preload: list[str] | None = None, jail: JailFor | None = None, module: str = "harness.worker"):
-        self.python, self.root, self.env_extra, self.preload = python, root, env_extra, preload
+        self.python, self.root, self.env_extra = python, root, env_extra
+        self.preload = list(PRELOAD) if preload is None else preload  # what it imports before forking
         self.module = module  # the env-side entry point whose "serve" task forks the jobs
         self.memory_mb = memory_mb
         self.queue = root / "queue"
@@ -106,11 +107,11 @@ class WarmWorker:
         self.thread.start()
 
     def _serve(self) -> None:
-        job = {"task": "serve", "queue": str(self.queue), "preload": self.preload,  # None: serve.PRELOAD
+        job = {"task": "serve", "queue": str(self.queue), "preload": self.preload,
                "isolate": bool(self.jail and self.jail.isolate)}
         # An interrupted run (Ctrl-C) kills the warm process: nothing to report then.
         with contextlib.suppress(proc.Interrupted):
-            bytecode.ensure(self.python, PRELOAD if self.preload is None else self.preload, self.jail, self.root)
+            bytecode.ensure(self.python, self.preload, self.jail, self.root)
             _, self.ran = proc.run_worker(self.python, job, workdir=self.root, env_extra=self.env_extra,
                                           watch=proc.Watch(LIFETIME, watchdog=lambda: self.stopping),
                                           module=self.module, jail=self.jail)

@@ -235,8 +235,10 @@ def clean(workdir: Path) -> None:
             path.unlink()
 
 
-def join(path: Path, name: str, section: TargetResult) -> None:
-    """Write ``section`` as ``targets.NAME`` of the result file, re-read just before the atomic write."""
+def join(path: Path, name: str, section: TargetResult, inputs_key: str) -> None:
+    """Write ``section``, keyed by the cell's ``inputs_key``, as ``targets.NAME`` of the result file, re-read just
+    before the atomic write."""
+    section.inputs_key = inputs_key
     current = results.read_result(path)
     if current is None:
         return
@@ -280,8 +282,7 @@ def run_targets(specs: dict[str, TargetSpec], reports: Path, cache: Path, *, cel
                 todo.setdefault((name, same), []).append(_Pending(job, key))
                 continue
             log(f"[{name}] {job.result.cell}: the same bytes were checked before, kept ({section.verdict})")
-            section.inputs_key = key
-            join(job.path, name, section)
+            join(job.path, name, section, key)
             done.append(section)
     done += _check_all(specs, todo, cache, sandbox.choose(sandbox_mode), log, jobs)
     return done
@@ -319,8 +320,7 @@ def _check_all(specs: dict[str, TargetSpec], todo: dict[tuple[str, str], list[_P
                     if n:
                         log(f"[{name}] {item.job.result.cell}: the same bytes as {first.job.result.cell}, checked once "
                             f"({mine.verdict})")
-                    mine.inputs_key = item.inputs_key
-                    join(item.job.path, name, mine)
+                    join(item.job.path, name, mine, item.inputs_key)
                     done.append(mine)
         ok = True
     finally:

@@ -118,8 +118,7 @@ def serve(job, run_job):
     # A user namespace before the imports start threads (only a single-threaded process may enter one), the PID
     # namespace after them (a process whose children are isolated may start no thread).
     isolate = job.get("isolate") and confine.own_user_namespace()
-    names = job.get("preload")
-    loaded = preload(PRELOAD if names is None else names)
+    loaded = preload(job["preload"])
     if hasattr(gc, "freeze"):  # 3.7+: the preloaded heap leaves the collector, so children neither rescan it nor
         gc.freeze()  # copy its pages by touching it (copy-on-write)
     reaper = confine.isolate_children() if isolate else None
